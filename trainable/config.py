@@ -1,0 +1,189 @@
+"""`TrainConfig`: every knob of one training run, typed, frozen and validated once.
+
+Defaults are the source document's (see ../shared/seed): lr 1e-2, MultiStepLR milestones at 10% and
+80% of the run with gamma 0.1, batch 16, no accumulation, AMP on, validation every 5 epochs, SGD
+with momentum 0.9 and weight decay 1e-4. Two options default to the document's behaviour too:
+plain SGD (``optimizer``) and no global residual (``residual``).
+
+The budget unit is *training samples*: an epoch is ``epoch_samples`` patches whatever the batch size
+or accumulation, so trials that search those are compared at equal data seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from trainable.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam")
+AMP_DTYPES = ("auto", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------------
+    data: str = "builtin"  # "builtin", a Vimeo90K root, or a folder of clip folders
+    data_lr: str | None = None  # optional pre-downscaled LR tree (sequences_LR style)
+    frames: int = 3  # consecutive LR frames fused on the channel axis (1, 3, 5 or 7)
+    scale: int = 4  # upscaling factor (2, 3 or 4)
+    patch_size: int = 17  # LR patch side, as in the ESPCN paper
+    # --- optimisation -----------------------------------------------------------------------
+    model_lr: float = 1e-2
+    lr_scheduler_milestones: tuple[float, ...] = (0.1, 0.8)  # fractions of the whole budget
+    lr_scheduler_gamma: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 1e-4
+    residual: bool = False  # add the bicubic upscale of the centre frame to the output
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    grad_clip: float = 0.0  # max global grad norm; 0 switches clipping off
+    use_amp: bool = True
+    amp_dtype: str = "auto"  # auto: fp16 on CUDA (bf16 where supported is opt-in), bf16 on CPU
+    # --- budget and evaluation --------------------------------------------------------------
+    epochs: int = 100  # the whole budget, in epochs of `epoch_samples` training samples
+    epoch_samples: int = 4096
+    validation_interval: int = 5  # epochs between validations
+    crop_border: int = 0  # pixels dropped at each border before scoring (video-paper convention)
+    # --- run --------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    cache_dir: str | None = None  # decoded-frame cache; None: $ESPCN_TUNE_CACHE or ~/.cache
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, where: str = "config") -> TrainConfig:
+        """Build from plain values (YAML, JSON, a Tune config), rejecting unknown keys.
+
+        ``where`` names the source (a file path) in error messages.
+        """
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(values).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"valid keys are: {', '.join(sorted(known))}"
+            )
+        coerced = {k: _coerce(k, v, known[k].type, where) for k, v in values.items()}
+        try:
+            return cls(**coerced)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lr_scheduler_milestones"] = list(self.lr_scheduler_milestones)
+        return d
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    # --- derived quantities ---------------------------------------------------------------------
+    @property
+    def total_samples(self) -> int:
+        return self.epochs * self.epoch_samples
+
+    @property
+    def samples_per_update(self) -> int:
+        return self.batch_size * self.gradient_accumulation_steps
+
+    def lr_at(self, samples_seen: int) -> float:
+        """MultiStepLR as a pure function of progress: gamma^(milestones passed) * model_lr."""
+        progress = samples_seen / self.total_samples
+        passed = sum(1 for m in self.lr_scheduler_milestones if progress >= m)
+        return self.model_lr * self.lr_scheduler_gamma**passed
+
+
+def _coerce(key: str, value: Any, annotation: str, where: str) -> Any:
+    """Turn YAML/JSON values into the field's type, with messages that name the key."""
+    ann = str(annotation)
+    if value is None and "None" in ann:
+        return None
+    if ann.startswith("tuple"):
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: `{key}` is {value!r}, but must be a list of numbers")
+        return tuple(_to_float(key, v, where) for v in value)
+    if ann.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: `{key}` is {value!r}, but must be true or false")
+    if ann.startswith("int"):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: `{key}` is {value!r}, but must be an integer")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int):
+            return value
+        raise ConfigError(f"{where}: `{key}` is {value!r}, but must be an integer")
+    if ann.startswith("float"):
+        return _to_float(key, value, where)
+    if ann.startswith("str"):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: `{key}` is {value!r}, but must be a string")
+    return value
+
+
+def _to_float(key: str, value: Any, where: str) -> float:
+    # PyYAML reads `1e-4` (no dot) as a string: accept any string Python parses as a number.
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: `{key}` is {value!r}, but must be a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: `{key}` is {value!r}, but must be a number")
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"The value of `{key}` is {value!r}, but {rule}.")
+
+
+def _validate(c: TrainConfig) -> None:
+    for name in ("model_lr", "lr_scheduler_gamma", "momentum", "weight_decay", "grad_clip"):
+        v = getattr(c, name)
+        _check(isinstance(v, int | float) and math.isfinite(v), name, v, "must be a finite number")
+    _check(c.model_lr > 0, "model_lr", c.model_lr, "must be > 0")
+    _check(0 < c.lr_scheduler_gamma <= 1, "lr_scheduler_gamma", c.lr_scheduler_gamma,
+           "must be in (0, 1]")
+    ms = c.lr_scheduler_milestones
+    _check(all(0 < m < 1 for m in ms), "lr_scheduler_milestones", list(ms),
+           "every milestone must be a fraction of the budget in (0, 1)")
+    _check(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "lr_scheduler_milestones",
+           list(ms), "milestones must be strictly increasing")
+    _check(c.optimizer in OPTIMIZERS, "optimizer", c.optimizer, f"must be one of {OPTIMIZERS}")
+    _check(0 <= c.momentum < 1, "momentum", c.momentum, "must be in [0, 1)")
+    _check(c.weight_decay >= 0, "weight_decay", c.weight_decay, "must be >= 0")
+    _check(c.grad_clip >= 0, "grad_clip", c.grad_clip, "must be >= 0 (0 switches clipping off)")
+    _check(c.frames in (1, 3, 5, 7), "frames", c.frames, "must be 1, 3, 5 or 7")
+    _check(c.scale in (2, 3, 4), "scale", c.scale, "must be 2, 3 or 4")
+    _check(c.patch_size >= 4, "patch_size", c.patch_size, "must be >= 4")
+    _check(c.batch_size >= 1, "batch_size", c.batch_size, "must be >= 1")
+    _check(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
+           c.gradient_accumulation_steps, "must be >= 1")
+    _check(c.amp_dtype in AMP_DTYPES, "amp_dtype", c.amp_dtype, f"must be one of {AMP_DTYPES}")
+    _check(c.epochs >= 1, "epochs", c.epochs, "must be >= 1")
+    _check(c.epoch_samples >= c.samples_per_update, "epoch_samples", c.epoch_samples,
+           f"must be >= batch_size * gradient_accumulation_steps = {c.samples_per_update}")
+    _check(c.validation_interval >= 1, "validation_interval", c.validation_interval, "must be >= 1")
+    _check(c.crop_border >= 0, "crop_border", c.crop_border, "must be >= 0")
+    _check(c.device in DEVICES, "device", c.device, f"must be one of {DEVICES}")
+    _check(c.num_threads >= 0, "num_threads", c.num_threads, "must be >= 0")
+    _check(bool(c.data), "data", c.data, "must name 'builtin' or a data folder")

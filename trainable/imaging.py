@@ -1,0 +1,56 @@
+"""Colour conversion and the one resampling function used for training and evaluation alike.
+
+Convention (stated next to every number this project prints):
+- Y is ITU-R BT.601 studio range, computed from 8-bit RGB in [0, 1]:
+  ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` and rounded to uint8.
+- LR frames ("BIx4") are an antialiased bicubic downscale of the HR Y frame (MATLAB ``imresize``
+  style, via ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)``), rounded to uint8.
+  HR frames are first cropped so both sides are multiples of the scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float32) / 255.0
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) uint8 RGB -> (..., H, W) uint8 BT.601 studio-range Y."""
+    if rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected (..., H, W, 3) RGB, got shape {rgb.shape}")
+    y = 16.0 + rgb.astype(np.float32) @ _Y_WEIGHTS
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def mod_crop(frames: np.ndarray, scale: int) -> np.ndarray:
+    """Crop (..., H, W) so H and W are multiples of ``scale`` (top-left anchored)."""
+    h, w = frames.shape[-2:]
+    return frames[..., : h - h % scale, : w - w % scale]
+
+
+def downscale(hr_y: np.ndarray, scale: int) -> np.ndarray:
+    """(..., H, W) uint8 -> (..., H/scale, W/scale) uint8 by antialiased bicubic resampling.
+
+    H and W must be multiples of ``scale`` (see :func:`mod_crop`). Works in float32 on the CPU in
+    chunks so a whole video fits in memory.
+    """
+    h, w = hr_y.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"frame size {h}x{w} is not a multiple of scale {scale}")
+    lead = hr_y.shape[:-2]
+    flat = hr_y.reshape(-1, 1, h, w)
+    out = np.empty((flat.shape[0], 1, h // scale, w // scale), dtype=np.uint8)
+    for i in range(0, flat.shape[0], 64):
+        x = torch.from_numpy(np.ascontiguousarray(flat[i : i + 64])).float()
+        y = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True,
+                          align_corners=False)
+        out[i : i + 64] = y.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out.reshape(*lead, h // scale, w // scale)
+
+
+def upscale_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """(B, C, h, w) float -> (B, C, h*scale, w*scale) bicubic upscale (the baseline and residual)."""
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
