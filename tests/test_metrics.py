@@ -1,0 +1,60 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainable.metrics import psnr, ssim, to_uint8
+
+
+def _pair(seed=0, shape=(3, 40, 48), noise=20):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-noise, noise + 1, shape), 0, 255).astype(np.uint8)
+    return a, b
+
+
+def test_psnr_known_value():
+    a = torch.full((1, 16, 16), 100, dtype=torch.uint8)
+    b = torch.full((1, 16, 16), 110, dtype=torch.uint8)
+    assert psnr(a, b).item() == pytest.approx(10 * math.log10(255**2 / 100))
+
+
+def test_identical_images():
+    a, _ = _pair()
+    t = torch.from_numpy(a)
+    assert torch.isinf(psnr(t, t)).all()
+    assert torch.allclose(ssim(t, t), torch.ones(3, dtype=torch.float64))
+
+
+def test_mismatched_shapes_raise():
+    with pytest.raises(ValueError, match="shapes differ"):
+        psnr(torch.zeros(1, 8, 8), torch.zeros(1, 8, 9))
+    with pytest.raises(ValueError, match="shapes differ"):
+        ssim(torch.zeros(1, 12, 12), torch.zeros(1, 13, 12))
+
+
+def test_against_scikit_image_reference():
+    skm = pytest.importorskip("skimage.metrics")
+    a, b = _pair()
+    ours_p = psnr(torch.from_numpy(a), torch.from_numpy(b))
+    ours_s = ssim(torch.from_numpy(a), torch.from_numpy(b))
+    for i in range(len(a)):
+        assert ours_p[i].item() == pytest.approx(
+            skm.peak_signal_noise_ratio(a[i], b[i], data_range=255), abs=1e-9)
+        ref = skm.structural_similarity(a[i], b[i], data_range=255, gaussian_weights=True,
+                                        sigma=1.5, use_sample_covariance=False)
+        assert ours_s[i].item() == pytest.approx(ref, abs=1e-6)
+
+
+def test_crop_border_ignores_the_border():
+    a = torch.full((1, 20, 20), 50, dtype=torch.uint8)
+    b = a.clone()
+    b[:, :2] = 0  # damage only the top two rows
+    assert math.isfinite(psnr(a, b).item())
+    assert torch.isinf(psnr(a, b, crop_border=2)).all()
+
+
+def test_to_uint8_rounds_and_clamps():
+    x = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.49 / 255, 1.0, 2.0])
+    assert to_uint8(x).tolist() == [0, 0, 0, 1, 255, 255]  # 0.5 rounds to even

@@ -1,0 +1,294 @@
+"""The training loop: AMP, real gradient accumulation, LR as a pure function of progress,
+validation every ``validation_interval`` epochs, full save/resume.
+
+Plain PyTorch, no Ray: the Tune entry point is a thin wrapper that turns the validation callback
+into ``tune.report`` and :meth:`Trainer.save` into a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from trainable.config import TrainConfig
+from trainable.errors import ConfigError
+from trainable.evaluate import Scores, score_bicubic, score_model
+from trainable.model import EarlyFusionESPCN
+from trainable.sampler import PatchSampler
+
+if TYPE_CHECKING:
+    from trainable.store import SplitData
+
+log = logging.getLogger(__name__)
+
+# How often (in optimizer updates) the loop looks at the loss for NaN/inf: one host sync each.
+_DIVERGENCE_CHECK_EVERY = 32
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What the loop hands to its callback after each validation (and what Tune reports)."""
+
+    epoch: int  # epochs completed
+    samples: int  # training samples seen
+    max_epochs: int
+    psnr: float
+    ssim: float
+    bicubic_psnr: float
+    bicubic_ssim: float
+    gain_db: float  # psnr - bicubic_psnr
+    best_psnr: float
+    best_epoch: int
+    loss: float  # mean training loss since the previous validation
+    lr: float
+    samples_per_s: float
+    steps_per_s: float  # optimizer updates per second
+    data_time_share: float  # share of the interval's wall time spent sampling patches
+    status: str  # "running" | "completed" | "diverged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("The value of `device` is 'cuda', but no CUDA device is available.")
+    return torch.device(name)
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
+    if cfg.amp_dtype == "float16":
+        return torch.float16
+    if cfg.amp_dtype == "bfloat16":
+        return torch.bfloat16
+    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16.
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+               *, autocast: Callable[[], contextlib.AbstractContextManager], grad_clip: float
+               ) -> torch.Tensor:
+    """One optimizer update over ``k`` micro-batches: loss / k, backward through the scaler,
+    unscale before clipping, step, update, zero_grad. Returns the mean loss (no host sync)."""
+    k = len(micro_batches)
+    total = torch.zeros((), device=micro_batches[0][0].device)
+    for lr, hr in micro_batches:
+        with autocast():
+            out = model(lr)
+        loss = F.mse_loss(out.float(), hr) / k
+        scaler.scale(loss).backward()
+        total += loss.detach()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, train: SplitData, val: SplitData, *,
+                 log_dir: str | os.PathLike | None = None) -> None:
+        if cfg.frames > train.max_frames:
+            raise ConfigError(f"The value of `frames` is {cfg.frames}, but the data ({train.source}) "
+                              f"has clips of only {train.max_frames} frames.")
+        self.cfg = cfg
+        self.train_data, self.val_data = train, val
+        self.device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual).to(self.device)
+        if cfg.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=cfg.model_lr, momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.model_lr,
+                                              weight_decay=cfg.weight_decay)
+        dtype = amp_dtype(cfg, self.device)
+        self.amp_dtype = dtype if cfg.use_amp else None
+        # The scaler is only active for fp16: bf16 has fp32's range.
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=cfg.use_amp and dtype == torch.float16)
+        self.sampler = PatchSampler(train, frames=cfg.frames, patch_size=cfg.patch_size,
+                                    seed=cfg.seed, device=self.device)
+        self.samples_seen = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_psnr = -math.inf
+        self.best_epoch = 0
+        self.status = "running"
+        self._bicubic: Scores | None = None
+        self._writer = _summary_writer(log_dir)
+
+    # --- the loop ---------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    @property
+    def epoch(self) -> int:
+        return self.samples_seen // self.cfg.epoch_samples
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running" or self.samples_seen >= self.cfg.total_samples
+
+    def bicubic_scores(self) -> Scores:
+        if self._bicubic is None:
+            self._bicubic = score_bicubic(self.val_data, frames=self.cfg.frames,
+                                          crop_border=self.cfg.crop_border, device=self.device)
+        return self._bicubic
+
+    def run(self, on_validation: Callable[[ValidationResult, Trainer], None] | None = None
+            ) -> ValidationResult | None:
+        """Train from the current progress to the end of the budget (or divergence), validating
+        every ``validation_interval`` epochs and calling ``on_validation`` after each."""
+        result = None
+        while not self.done:
+            result = self.run_interval()
+            if on_validation is not None:
+                on_validation(result, self)
+        return result
+
+    def run_interval(self) -> ValidationResult:
+        """Train up to the next validation point, validate, and return the result."""
+        cfg = self.cfg
+        next_epoch = min((self.epoch // cfg.validation_interval + 1) * cfg.validation_interval,
+                         cfg.epochs)
+        target = next_epoch * cfg.epoch_samples
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        updates = 0
+        data_time = 0.0
+        start = time.perf_counter()
+        diverged = False
+        while self.samples_seen < target:
+            lr = cfg.lr_at(self.samples_seen)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            batches = [self.sampler.sample(cfg.batch_size)
+                       for _ in range(cfg.gradient_accumulation_steps)]
+            data_time += time.perf_counter() - t0
+            loss_sum += train_step(self.model, self.optimizer, self.scaler, batches,
+                                   autocast=self._autocast, grad_clip=cfg.grad_clip)
+            self.samples_seen += cfg.samples_per_update
+            updates += 1
+            if updates % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                diverged = True
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        mean_loss = (loss_sum / max(updates, 1)).item()
+        diverged = diverged or not math.isfinite(mean_loss) or not all(
+            torch.isfinite(p).all() for p in self.model.parameters())
+        return self._validate(mean_loss, updates, elapsed, data_time, diverged)
+
+    def _validate(self, mean_loss: float, updates: int, elapsed: float, data_time: float,
+                  diverged: bool) -> ValidationResult:
+        cfg = self.cfg
+        bicubic = self.bicubic_scores()
+        if diverged:
+            self.status = "diverged"
+            scores = Scores(psnr=math.nan, ssim=math.nan, frames=0)
+            log.warning("training diverged at epoch %d (loss %s)", self.epoch, mean_loss)
+        else:
+            scores = score_model(self.model, self.val_data, frames=cfg.frames,
+                                 crop_border=cfg.crop_border, device=self.device)
+            if self.samples_seen >= cfg.total_samples:
+                self.status = "completed"
+            if scores.psnr > self.best_psnr:
+                self.best_psnr, self.best_epoch = scores.psnr, self.epoch
+        result = ValidationResult(
+            epoch=self.epoch, samples=self.samples_seen, max_epochs=cfg.epochs,
+            psnr=scores.psnr, ssim=scores.ssim, bicubic_psnr=bicubic.psnr,
+            bicubic_ssim=bicubic.ssim, gain_db=scores.psnr - bicubic.psnr,
+            best_psnr=self.best_psnr, best_epoch=self.best_epoch, loss=mean_loss,
+            lr=cfg.lr_at(max(self.samples_seen - 1, 0)),
+            samples_per_s=updates * cfg.samples_per_update / max(elapsed, 1e-9),
+            steps_per_s=updates / max(elapsed, 1e-9),
+            data_time_share=data_time / max(elapsed, 1e-9), status=self.status)
+        self.history.append(result.to_dict())
+        self._log(result)
+        return result
+
+    def _log(self, r: ValidationResult) -> None:
+        log.info("epoch %d/%d  loss %.5f  lr %.2e  PSNR %.3f dB (bicubic %.3f, %+.3f)  SSIM %.4f  "
+                 "%.0f samples/s  data %.1f%%", r.epoch, r.max_epochs, r.loss, r.lr, r.psnr,
+                 r.bicubic_psnr, r.gain_db, r.ssim, r.samples_per_s, 100 * r.data_time_share)
+        if self._writer is None:
+            return
+        for key in ("loss", "lr", "psnr", "ssim", "gain_db", "data_time_share", "samples_per_s"):
+            value = getattr(r, key)
+            if math.isfinite(value):
+                self._writer.add_scalar(f"train/{key}" if key in ("loss", "lr") else f"val/{key}",
+                                        value, r.epoch)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    # --- save / resume ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "samples_seen": self.samples_seen,
+            "epoch": self.epoch,
+            "history": list(self.history),
+            "best_psnr": self.best_psnr,
+            "best_epoch": self.best_epoch,
+            "status": self.status,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.samples_seen = int(state["samples_seen"])
+        self.history = list(state["history"])
+        self.best_psnr = float(state["best_psnr"])
+        self.best_epoch = int(state["best_epoch"])
+        self.status = str(state["status"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the full state to ``path`` atomically (temp file + rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        # Tensors, plain containers and numbers only: the safe loader is enough.
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def _summary_writer(log_dir: str | os.PathLike | None):
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))

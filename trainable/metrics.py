@@ -1,0 +1,64 @@
+"""PSNR and SSIM on 8-bit Y frames (BasicSR / Wang et al. 2004 conventions).
+
+Contract, for every function here:
+- inputs are batches ``(B, H, W)`` of the Y channel holding integer values in [0, 255] (uint8, or
+  float already rounded to 8 bits: quantise model outputs with :func:`to_uint8` before scoring);
+- ``crop_border`` pixels are dropped at each border before scoring;
+- the result is one value per frame, ``(B,)`` float64; average over frames yourself;
+- shapes must match exactly, otherwise ``ValueError``.
+PSNR of identical frames is ``inf``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_C1 = (0.01 * 255) ** 2
+_C2 = (0.03 * 255) ** 2
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Model output in [0, 1] (any float dtype) -> rounded 8-bit values, as uint8."""
+    return (x.float().clamp(0, 1) * 255.0).round_().to(torch.uint8)
+
+
+def _prepare(a: torch.Tensor, b: torch.Tensor, crop_border: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape:
+        raise ValueError(f"image shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.ndim != 3:
+        raise ValueError(f"expected (B, H, W) Y frames, got shape {tuple(a.shape)}")
+    if crop_border:
+        a = a[:, crop_border:-crop_border, crop_border:-crop_border]
+        b = b[:, crop_border:-crop_border, crop_border:-crop_border]
+    return a.double(), b.double()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB with peak 255, per frame."""
+    a, b = _prepare(a, b, crop_border)
+    mse = (a - b).pow(2).mean(dim=(1, 2))
+    return 10.0 * torch.log10(255.0**2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)[None, None]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
+    """Structural similarity (11x11 Gaussian window, sigma 1.5, valid region only), per frame."""
+    a, b = _prepare(a, b, crop_border)
+    if min(a.shape[-2:]) < 11:
+        raise ValueError(f"SSIM needs frames of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
+    w = _gaussian_window().to(a.device)
+    a, b = a[:, None], b[:, None]
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    var_a = F.conv2d(a * a, w) - mu_a**2
+    var_b = F.conv2d(b * b, w) - mu_b**2
+    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
+    den = (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2)
+    return (num / den).mean(dim=(1, 2, 3))
