@@ -36,6 +36,15 @@ _DIVERGENCE_CHECK_EVERY = 32
 
 
 @dataclass(frozen=True)
+class IntervalStats:
+    loss: float  # mean training loss over the updates
+    updates: int
+    seconds: float
+    data_seconds: float  # of which sampling patches
+    diverged: bool
+
+
+@dataclass(frozen=True)
 class ValidationResult:
     """What the loop hands to its callback after each validation (and what Tune reports)."""
 
@@ -170,14 +179,20 @@ class Trainer:
         cfg = self.cfg
         next_epoch = min((self.epoch // cfg.validation_interval + 1) * cfg.validation_interval,
                          cfg.epochs)
-        target = next_epoch * cfg.epoch_samples
+        stats = self.train_until(next_epoch * cfg.epoch_samples)
+        return self._validate(stats)
+
+    def train_until(self, target_samples: int) -> IntervalStats:
+        """Optimizer updates until ``target_samples`` training samples have been seen (or the
+        loss stops being finite). No validation: the benchmark times this alone."""
+        cfg = self.cfg
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         updates = 0
         data_time = 0.0
         start = time.perf_counter()
         diverged = False
-        while self.samples_seen < target:
+        while self.samples_seen < target_samples:
             lr = cfg.lr_at(self.samples_seen)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -198,13 +213,14 @@ class Trainer:
         mean_loss = (loss_sum / max(updates, 1)).item()
         diverged = diverged or not math.isfinite(mean_loss) or not all(
             torch.isfinite(p).all() for p in self.model.parameters())
-        return self._validate(mean_loss, updates, elapsed, data_time, diverged)
+        return IntervalStats(loss=mean_loss, updates=updates, seconds=elapsed,
+                             data_seconds=data_time, diverged=diverged)
 
-    def _validate(self, mean_loss: float, updates: int, elapsed: float, data_time: float,
-                  diverged: bool) -> ValidationResult:
+    def _validate(self, stats: IntervalStats) -> ValidationResult:
         cfg = self.cfg
+        mean_loss, updates, elapsed = stats.loss, stats.updates, stats.seconds
         bicubic = self.bicubic_scores()
-        if diverged:
+        if stats.diverged:
             self.status = "diverged"
             scores = Scores(psnr=math.nan, ssim=math.nan, frames=0)
             log.warning("training diverged at epoch %d (loss %s)", self.epoch, mean_loss)
@@ -223,7 +239,7 @@ class Trainer:
             lr=cfg.lr_at(max(self.samples_seen - 1, 0)),
             samples_per_s=updates * cfg.samples_per_update / max(elapsed, 1e-9),
             steps_per_s=updates / max(elapsed, 1e-9),
-            data_time_share=data_time / max(elapsed, 1e-9), status=self.status)
+            data_time_share=stats.data_seconds / max(elapsed, 1e-9), status=self.status)
         self.history.append(result.to_dict())
         self._log(result)
         return result

@@ -41,8 +41,16 @@ class PatchSampler:
         self.device = device
         self._rng = np.random.Generator(np.random.PCG64(seed))
         storage = _storage_device(data, device)
-        self._lr = [as_tensor(g.lr, storage) for g in data.groups]
-        self._hr = [as_tensor(g.hr, storage) for g in data.groups]
+        # Shapes per group; the pixels themselves as flat arrays for one-index gathers: the mapped
+        # numpy cache on the CPU, a tensor on the GPU.
+        self._lr = [g.lr for g in data.groups]
+        if storage.type == "cpu":
+            self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
+            self._hr_flat = [g.hr.reshape(-1) for g in data.groups]
+        else:
+            self._lr_flat = [as_tensor(g.lr, storage).reshape(-1) for g in data.groups]
+            self._hr_flat = [as_tensor(g.hr, storage).reshape(-1) for g in data.groups]
+        self._aranges: dict[int, Any] = {}
         self._centres = [np.asarray(g.centres, dtype=np.int64) for g in data.groups]
         for g in data.groups:
             h, w = g.lr.shape[-2:]
@@ -53,8 +61,7 @@ class PatchSampler:
         if counts.sum() == 0:
             raise DataError(f"{data.source}: the {data.split} split has no training frames")
         self._bounds = np.cumsum(counts)
-        offsets = torch.arange(frames) - frames // 2
-        self._offsets = offsets.to(storage)
+        self._offsets = np.arange(frames) - frames // 2
         self._storage = storage
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,29 +70,43 @@ class PatchSampler:
         group = np.searchsorted(self._bounds, target, side="right")
         flips = self._rng.integers(0, 2, size=(batch_size, 3))  # vertical, horizontal, transpose
         crop_u = self._rng.random((batch_size, 2))
+        on_cpu = self._storage.type == "cpu"
         lrs, hrs = [], []
         for gi in np.unique(group):
             sel = group == gi
             local = target[sel] - (self._bounds[gi - 1] if gi else 0)
             ncent = len(self._centres[gi])
+            n_t, h, w = self._lr[gi].shape[1:]
             clip = local // ncent
             centre = self._centres[gi][local % ncent]
-            lr_all, hr_all = self._lr[gi], self._hr[gi]
-            t_len, h, w = lr_all.shape[1:]
             y0 = (crop_u[sel, 0] * (h - self.patch + 1)).astype(np.int64)
             x0 = (crop_u[sel, 1] * (w - self.patch + 1)).astype(np.int64)
-            params = torch.from_numpy(np.stack([clip, centre, y0, x0, *flips[sel].T], axis=1))
-            clip_t, centre_t, y0_t, x0_t, fv, fh, tr = params.to(self._storage).unbind(1)
-            times = (centre_t[:, None] + self._offsets).clamp_(0, t_len - 1)
-            r, c = _dihedral_index(self.patch, y0_t, x0_t, fv, fh, tr)
-            lrs.append(lr_all[clip_t[:, None, None, None], times[:, :, None, None],
-                              r[:, None], c[:, None]])
-            big = self.patch * self.scale
-            rh, ch = _dihedral_index(big, y0_t * self.scale, x0_t * self.scale, fv, fh, tr)
-            hrs.append(hr_all[clip_t[:, None, None], centre_t[:, None, None], rh, ch][:, None])
+            frame = clip * n_t + centre  # index of the target frame in the flattened (n*t) axis
+            times = clip[:, None] * n_t + np.clip(centre[:, None] + self._offsets, 0, n_t - 1)
+            params = [times, frame, y0, x0, *flips[sel].T]
+            if not on_cpu:  # a few hundred bytes to the device; the index grids are built there
+                params = [torch.from_numpy(a).to(self._storage) for a in params]
+            times, frame, y0, x0, fv, fh, tr = params
+            first, second = _dihedral_offsets(self._arange(self.patch), y0, x0, fv, fh, tr, w)
+            lr_idx = ((times * (h * w))[:, :, None, None] + first[:, None, :, None]
+                      + second[:, None, None, :])
+            big, sc = self.patch * self.scale, self.scale
+            first, second = _dihedral_offsets(self._arange(big), y0 * sc, x0 * sc, fv, fh, tr, w * sc)
+            hr_idx = (frame * (h * w * sc * sc))[:, None, None] + first[:, :, None] + second[:, None, :]
+            # One flat gather per tensor: far cheaper than multi-dimensional fancy indexing.
+            lrs.append(self._lr_flat[gi].take(lr_idx))
+            hrs.append(self._hr_flat[gi].take(hr_idx)[:, None])
+        if on_cpu:
+            lrs, hrs = [torch.from_numpy(a) for a in lrs], [torch.from_numpy(a) for a in hrs]
         lr = torch.cat(lrs).to(self.device, non_blocking=True).float().div_(255.0)
         hr = torch.cat(hrs).to(self.device, non_blocking=True).float().div_(255.0)
         return lr, hr
+
+    def _arange(self, size: int):
+        if size not in self._aranges:
+            self._aranges[size] = (np.arange(size) if self._storage.type == "cpu"
+                                   else torch.arange(size, device=self._storage))
+        return self._aranges[size]
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self._rng.bit_generator.state}
@@ -94,19 +115,16 @@ class PatchSampler:
         self._rng.bit_generator.state = state["rng"]
 
 
-def _dihedral_index(size: int, y0: torch.Tensor, x0: torch.Tensor, flip_v: torch.Tensor,
-                    flip_h: torch.Tensor, transpose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row/column gather indices ``(B, size, size)`` for a crop at (y0, x0) under one of the 8
-    flips/rotations. The same flags at LR and HR scale give pixel-aligned LR/HR patches."""
-    ar = torch.arange(size, device=y0.device)
-    ii = ar[None, :, None].expand(len(y0), size, size)
-    jj = ar[None, None, :].expand(len(y0), size, size)
-    tr = transpose.bool()[:, None, None]
-    a = torch.where(tr, jj, ii)
-    b = torch.where(tr, ii, jj)
-    a = torch.where(flip_v.bool()[:, None, None], size - 1 - a, a)
-    b = torch.where(flip_h.bool()[:, None, None], size - 1 - b, b)
-    return y0[:, None, None] + a, x0[:, None, None] + b
+def _dihedral_offsets(ar, y0, x0, flip_v, flip_h, transpose, width):
+    """Flat-index parts ``(B, size)`` of a crop at (y0, x0) under one of the 8 flips/rotations:
+    pixel (i, j) of sample b is ``first[b, i] + second[b, j]`` in a row-major frame of ``width``
+    (numpy or torch alike). The same flags at LR and HR scale give pixel-aligned patches."""
+    where = np.where if isinstance(y0, np.ndarray) else torch.where
+    size = ar.shape[0]
+    rows = (y0[:, None] + where(flip_v[:, None] != 0, size - 1 - ar, ar)) * width
+    cols = x0[:, None] + where(flip_h[:, None] != 0, size - 1 - ar, ar)
+    tr = transpose[:, None] != 0  # a transpose swaps which output axis walks rows
+    return where(tr, cols, rows), where(tr, rows, cols)
 
 
 def _storage_device(data: SplitData, device: torch.device) -> torch.device:

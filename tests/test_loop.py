@@ -1,0 +1,132 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainable.config import TrainConfig
+from trainable.loop import Trainer, train_step
+from trainable.model import EarlyFusionESPCN
+from trainable.sampler import PatchSampler
+
+TINY = dict(epochs=4, epoch_samples=64, batch_size=8, validation_interval=1, use_amp=False,
+            patch_size=8, num_threads=1)
+
+
+def _trainer(tiny_train, tiny_val, **over):
+    return Trainer(TrainConfig(**{**TINY, **over}), tiny_train, tiny_val)
+
+
+def _code_split(size=16, scale=2, t=5):
+    """LR pixel (y, x) holds y*16 + x in every frame; HR holds it nearest-upsampled."""
+    from trainable.store import ClipGroup, SplitData
+
+    code = (np.arange(size)[:, None] * 16 + np.arange(size)[None, :]).astype(np.uint8)
+    lr = np.broadcast_to(code, (2, t, size, size)).copy()
+    lr[1] = 255 - lr[1]
+    hr = lr.repeat(scale, axis=2).repeat(scale, axis=3)
+    g = ClipGroup(hr=hr, lr=lr, centres=tuple(range(t)), names=("a", "b"))
+    return SplitData(split="train", scale=scale, groups=(g,), source="codes")
+
+
+def test_one_crop_and_flip_shared_by_all_frames_and_the_target():
+    data = _code_split()
+    sampler = PatchSampler(data, frames=3, patch_size=6, seed=0, device=torch.device("cpu"))
+    lr, hr = sampler.sample(64)
+    assert lr.shape == (64, 3, 6, 6) and hr.shape == (64, 1, 12, 12)
+    # Every frame of a sample shows the same window under the same flip/rotation...
+    assert torch.equal(lr[:, 0], lr[:, 1]) and torch.equal(lr[:, 1], lr[:, 2])
+    # ...and the HR target is exactly that window, pixel-aligned.
+    assert torch.equal(hr[:, 0, ::2, ::2], lr[:, 1])
+    # The windows really vary (crops and all 8 flips/rotations are drawn).
+    assert len({tuple(x.flatten()[:4].tolist()) for x in lr[:, 0]}) > 20
+
+
+def test_time_window_is_centred_and_clamped_at_clip_edges():
+    from trainable.store import ClipGroup, SplitData
+
+    t = 5
+    lr = np.broadcast_to(np.arange(t, dtype=np.uint8)[None, :, None, None], (1, t, 8, 8)).copy()
+    g = ClipGroup(hr=lr.repeat(2, 2).repeat(2, 3), lr=lr, centres=(0,), names=("a",))
+    sampler = PatchSampler(SplitData(split="train", scale=2, groups=(g,), source="t"), frames=5,
+                           patch_size=4, seed=0, device=torch.device("cpu"))
+    lr_batch, hr_batch = sampler.sample(4)
+    assert (lr_batch[:, :, 0, 0] * 255).round().tolist() == [[0, 0, 0, 1, 2]] * 4
+    assert (hr_batch * 255).round().unique().tolist() == [0.0]
+
+
+def test_accumulation_equals_one_big_batch_in_fp32():
+    torch.manual_seed(0)
+    lr, hr = torch.rand(16, 3, 8, 8), torch.rand(16, 1, 32, 32)
+    results = []
+    for micro in ([(lr, hr)], [(lr[:8], hr[:8]), (lr[8:], hr[8:])]):
+        torch.manual_seed(1)
+        model = EarlyFusionESPCN()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        for _ in range(2):
+            loss = train_step(model, opt, scaler, micro, autocast=lambda: torch.autocast(
+                "cpu", enabled=False), grad_clip=0.0)
+        results.append((loss.item(), [p.detach().clone() for p in model.parameters()]))
+    (loss_a, params_a), (loss_b, params_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for a, b in zip(params_a, params_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_training_improves_and_reports_every_interval(tiny_train, tiny_val):
+    tr = _trainer(tiny_train, tiny_val, residual=True, optimizer="adam", model_lr=1e-3)
+    seen = []
+    last = tr.run(lambda r, _: seen.append(r))
+    assert [r.epoch for r in seen] == [1, 2, 3, 4]
+    assert [r.samples for r in seen] == [64, 128, 192, 256]
+    assert last.status == "completed"
+    assert all(math.isfinite(r.psnr) and 0 < r.ssim <= 1 for r in seen)
+    assert seen[0].bicubic_psnr == seen[-1].bicubic_psnr  # computed once
+    assert seen[-1].loss < seen[0].loss
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_train, tiny_val, tmp_path):
+    straight = _trainer(tiny_train, tiny_val)
+    straight.run()
+    first = _trainer(tiny_train, tiny_val)
+    first.run_interval()
+    first.run_interval()
+    first.save(tmp_path / "state.pt")
+    resumed = _trainer(tiny_train, tiny_val, seed=123)  # a different seed: state must win
+    resumed.load(tmp_path / "state.pt")
+    resumed.run()
+    assert resumed.epoch == straight.epoch == 4
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [h["psnr"] for h in resumed.history] == [h["psnr"] for h in straight.history]
+
+
+def test_divergence_ends_cleanly_with_status(tiny_train, tiny_val):
+    tr = _trainer(tiny_train, tiny_val, model_lr=1e6, momentum=0.0)
+    results = []
+    tr.run(lambda r, _: results.append(r))
+    assert results[-1].status == "diverged"
+    assert math.isnan(results[-1].psnr)
+    assert tr.done and len(results) < 4
+
+
+def test_use_amp_changes_what_runs(tiny_train, tiny_val):
+    on = _trainer(tiny_train, tiny_val, use_amp=True)
+    off = _trainer(tiny_train, tiny_val, use_amp=False)
+    x = torch.rand(2, 3, 8, 8)
+    with on._autocast():
+        assert on.model(x).dtype == torch.bfloat16  # CPU autocast runs bf16
+    with off._autocast():
+        assert off.model(x).dtype == torch.float32
+    assert not on.scaler.is_enabled()  # the scaler is for fp16 only
+
+
+def test_frames_longer_than_clips_is_a_config_error(tiny_val):
+    from synthetic import make_split
+
+    from trainable.errors import ConfigError
+
+    short = make_split(t=3)
+    with pytest.raises(ConfigError, match="`frames` is 5"):
+        Trainer(TrainConfig(**{**TINY, "frames": 5}), short, tiny_val)

