@@ -1,0 +1,291 @@
+"""``python -m analysis.export RUN_DIR``: the winner's (or any trial's) config and weights.
+
+Writes ``--out`` (default ``RUN_DIR/export/<trial>.<format>``) and, beside it, ``<out stem>.pt``:
+the weights-only state dict of the trial's checkpoint (the best-PSNR one for ``--scope best``, the
+latest for ``--scope last``), loadable with ``torch.load(p, weights_only=True)`` into
+``EarlyFusionESPCN(frames, scale, residual)``. Both writes are atomic; an existing file is never
+replaced without ``--force`` (a weights file holding exactly the same tensors is left as it is, so
+several formats of one trial can share it). A trial without a kept checkpoint gets its config and
+a warning.
+
+Exit status: 0 written; 1 a file could not be written; 2 bad input (not a run, no finished trials,
+an unknown trial id, an existing output without --force).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import pickle
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from analysis import _io
+from analysis.config_files import FORMATS, render
+from analysis.run_folder import CHECKPOINT_STATE, CheckpointInfo, RunFolderError, find_checkpoints
+from analysis.tables import Run, load_run
+from trainable.errors import InputError
+
+log = logging.getLogger("analysis.export")
+
+EXPORT_SUBDIR = "export"
+_STATE_DICT_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel wrappers
+
+
+@dataclass
+class ExportResult:
+    trial: str
+    config_path: Path
+    weights_path: Path | None
+    weights_written: bool  # False when an identical weights file was already there
+    checkpoint: CheckpointInfo | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: Path | None = None,
+                 force: bool = False, scope: str = "best") -> ExportResult:
+    """Export a trial (default: the leaderboard winner for ``scope``). Raises InputError on bad
+    input, OSError when a write fails."""
+    from analysis import leaderboard
+
+    if fmt not in FORMATS:
+        raise InputError(f"The value of `--format` is {fmt!r}, but must be one of {FORMATS}.")
+    row = leaderboard.winner(run, scope) if trial_id is None else run.trial(trial_id)
+    trial = str(row["trial"])
+    notes: list[str] = []
+    if row["error"]:
+        notes.append(f"trial {trial} errored ({row['error_summary']}); exporting it anyway")
+    if not isinstance(row["config"], str):
+        raise RunFolderError(f"{run.run_dir / row['dir']}: trial {trial} reported no results, so "
+                             "its full config is unknown; nothing to export")
+    config = json.loads(row["config"])
+    out = Path(out) if out is not None else run.run_dir / EXPORT_SUBDIR / f"{trial}.{fmt}"
+    if out.suffix == ".pt":
+        raise InputError(f"--out {out}: the .pt name is reserved for the weights file beside it")
+    checkpoint = _pick_checkpoint(run.run_dir / row["dir"], scope)
+    state = None
+    if checkpoint is None:
+        notes.append(f"trial {trial} has no kept checkpoint in {run.run_dir / row['dir']}; "
+                     "writing its config without weights")
+    else:
+        state = _model_state(checkpoint.path / CHECKPOINT_STATE, config)
+        scored_epoch = _int(row["best_epoch"] if scope == "best" else row["epochs_trained"])
+        if checkpoint.epoch is not None and checkpoint.epoch != scored_epoch:
+            notes.append(f"trial {trial}: no checkpoint of epoch {scored_epoch} was kept; the "
+                         f"weights come from epoch {checkpoint.epoch} ({checkpoint.path.name})")
+    weights = out.with_suffix(".pt") if state is not None else None
+    if out.exists() and not force:
+        raise InputError(f"{out}: already exists; pass --force to replace it")
+    write_weights = weights is not None and _must_write_weights(weights, state, force)
+    text = render(fmt, config, _provenance(run, row, scope, checkpoint, weights))
+    if write_weights:
+        _io.write_atomic(weights, lambda tmp: _save_state(state, tmp))
+    _io.write_text_atomic(out, text)
+    for note in notes:
+        log.warning("%s", note)
+    return ExportResult(trial, out, weights, write_weights, checkpoint, notes)
+
+
+def load_state_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, also accepting the numpy RNG state a trainer keeps;
+    anything else that would need unpickling arbitrary objects is refused."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except (RuntimeError, OSError, EOFError) as e:
+        raise RunFolderError(f"{path}: unreadable checkpoint ({e})") from None
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    others = [g for g in unsafe if g.split(".")[0] != "numpy"]
+    if others:
+        raise RunFolderError(f"{path}: holds objects that cannot be loaded safely "
+                             f"(weights_only): {', '.join(others)}")
+    try:
+        with torch.serialization.safe_globals(_numpy_globals(unsafe)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunFolderError(f"{path}: cannot be loaded safely (weights_only): {first}") from None
+
+
+# --- private helpers -----------------------------------------------------------------------------
+def _pick_checkpoint(trial_dir: Path, scope: str) -> CheckpointInfo | None:
+    kept = find_checkpoints(trial_dir)
+    if not kept:
+        return None
+    if scope == "last":
+        return max(kept, key=lambda c: (c.epoch or -1, c.path.name))
+    # Best PSNR; a tie goes to the earlier epoch, as in the leaderboard.
+    return max(kept, key=lambda c: (c.psnr if c.psnr is not None else float("-inf"),
+                                    -(c.epoch or 0), c.path.name))
+
+
+def _model_state(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's model weights, prefix-free, verified against the trial's architecture."""
+    from trainable.model import EarlyFusionESPCN
+
+    saved = load_state_file(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise RunFolderError(f"{path}: expected a dict with the model's state_dict under 'model'")
+    state = {}
+    for key, tensor in saved["model"].items():
+        for prefix in _STATE_DICT_PREFIXES:
+            key = key.removeprefix(prefix)
+        state[key] = tensor.detach().cpu().clone()
+    model = EarlyFusionESPCN(config.get("frames", 3), config.get("scale", 4),
+                             config.get("residual", False))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise RunFolderError(f"{path}: the weights do not fit EarlyFusionESPCN("
+                             f"frames={model.frames}, scale={model.scale}): {e}") from None
+    return state
+
+
+def _save_state(state: dict[str, Any], tmp: Path) -> None:
+    import torch
+
+    torch.save(state, tmp)
+
+
+def _must_write_weights(path: Path, state: dict[str, Any], force: bool) -> bool:
+    if force or not path.exists():
+        return True
+    import torch
+
+    try:
+        existing = torch.load(path, map_location="cpu", weights_only=True)
+        same = (isinstance(existing, dict) and existing.keys() == state.keys()
+                and all(torch.equal(existing[k], state[k]) for k in state))
+    except Exception:  # noqa: BLE001 - any unreadable file simply is not "the same weights"
+        same = False
+    if not same:
+        raise InputError(f"{path}: already exists (other weights); pass --force to replace it")
+    log.info("%s already holds these weights; left as it is", path)
+    return False
+
+
+def _provenance(run: Run, row: Any, scope: str, checkpoint: CheckpointInfo | None,
+                weights: Path | None) -> dict[str, Any]:
+    psnr, ssim, epoch, gain = (
+        ("best_psnr", "best_ssim", "best_epoch", "gain_db") if scope == "best"
+        else ("last_psnr", "last_ssim", "epochs_trained", "last_gain_db"))
+    meta = run.meta
+    return {
+        "run": run.name,
+        "run_dir": str(run.run_dir.resolve()),
+        "trial": str(row["trial"]),
+        "trial_dir": str(row["dir"]),
+        "outcome": str(row["outcome"]),
+        "scope": scope,
+        "psnr": _float(row[psnr]),
+        "ssim": _float(row[ssim]),
+        "epoch": _int(row[epoch]),
+        "epochs_trained": int(row["epochs_trained"]),
+        "gain_over_bicubic_db": _float(row[gain]),
+        "bicubic_psnr": _float(row["bicubic_psnr"]),
+        "bicubic_ssim": _float(row["bicubic_ssim"]),
+        "evaluation": run.evaluation,
+        "checkpoint": None if checkpoint is None else {
+            "path": str(checkpoint.path.relative_to(run.run_dir)),
+            "epoch": checkpoint.epoch,
+            "psnr": checkpoint.psnr,
+        },
+        "weights": None if weights is None else weights.name,
+        "command": meta.get("command"),
+        "space_file": meta.get("space_file"),
+        "versions": meta.get("versions") or {},
+        "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):  # None, NaN, pd.NA
+        return None
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return round(float(v), 6)
+    except (TypeError, ValueError):
+        return None
+
+
+def _numpy_globals(unsafe: list[str]) -> list[Any]:
+    """The numpy names a pickled RNG state needs. The dtype classes (numpy.dtypes.*DType) are
+    only discovered while unpickling, so all of them are allowed up front."""
+    import numpy as np
+
+    objs = [_resolve(g) for g in unsafe]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        objs += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return objs
+
+
+def _resolve(dotted: str) -> Any:
+    """'numpy._core.multiarray._reconstruct' -> the object, importing the longest module prefix."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise RunFolderError(f"cannot resolve {dotted!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.export",
+        description="Export a trial's full config (and its checkpoint's weights) from a run.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder, runs/NAME")
+    p.add_argument("--trial", metavar="ID", help="trial id (default: the leaderboard winner)")
+    p.add_argument("--format", choices=FORMATS, default="yaml", dest="fmt",
+                   help="yaml (default; TrainConfig as-is), json, or py (source-document names)")
+    p.add_argument("--out", type=Path, metavar="PATH",
+                   help=f"config file to write (default RUN_DIR/{EXPORT_SUBDIR}/<trial>.<format>); "
+                        "the weights go to <PATH stem>.pt")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--scope", choices=("best", "last"), default="best",
+                   help="winner and checkpoint by best validated PSNR (default) or by the last one")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        run = load_run(args.run_dir)
+        result = export_trial(run, args.trial, args.fmt, args.out, args.force, args.scope)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
+    print(f"trial {result.trial}: wrote {result.config_path}")
+    if result.weights_path is not None:
+        kept = "" if result.weights_written else " (already there, same weights)"
+        print(f"weights: {result.weights_path}{kept}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Rank the trials of a run, and say which "best" the ranking means.
+
+``scope="best"`` ranks by the best validated PSNR each trial reached (the checkpoint Ray keeps as
+best); ``scope="last"`` by the PSNR of its last validation (what the trial ended with). Ties go to
+the trial that got there at an earlier epoch, then to the smaller trial id. Errored trials come
+last whatever their PSNR (a crash must never win), after the trials that reported nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from analysis.run_folder import RunFolderError
+from analysis.tables import Run
+
+SCOPES = ("best", "last")
+_SCOPE_COLUMNS = {  # scope -> (psnr, ssim, epoch, gain) columns of the trials table
+    "best": ("best_psnr", "best_ssim", "best_epoch", "gain_db"),
+    "last": ("last_psnr", "last_ssim", "epochs_trained", "last_gain_db"),
+}
+_SCOPE_WORDS = {
+    "best": "the best validated PSNR each trial reached (scope=best)",
+    "last": "the PSNR of each trial's last validation (scope=last)",
+}
+
+
+def rank(trials: pd.DataFrame, scope: str = "best") -> pd.DataFrame:
+    """The trials table sorted best first, with ``rank``, ``psnr``, ``ssim``, ``epoch`` (the epoch
+    the scored validation happened at) and ``gain`` (over bicubic) for the chosen scope."""
+    psnr, ssim, epoch, gain = _scope_columns(scope)
+    out = trials.copy()
+    out["psnr"] = out[psnr].astype(float)
+    out["ssim"] = out[ssim].astype(float)
+    out["epoch"] = out[epoch].astype("Int64")
+    out["gain"] = out[gain].astype(float)
+    scored = out["psnr"].map(lambda v: math.isfinite(v))
+    out["_tier"] = [2 if err else 0 if ok else 1
+                    for err, ok in zip(out["error"], scored, strict=True)]
+    out["_neg_psnr"] = -out["psnr"].where(scored, -math.inf)
+    out["_epoch"] = out["epoch"].astype(float).fillna(math.inf)
+    out = out.sort_values(["_tier", "_neg_psnr", "_epoch", "trial"], kind="mergesort")
+    out = out.drop(columns=["_tier", "_neg_psnr", "_epoch"]).reset_index(drop=True)
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out
+
+
+def winner(run: Run, scope: str = "best") -> pd.Series:
+    """The first-ranked trial; a run where no trial finished a validation without error raises."""
+    ranked = rank(run.trials, scope)
+    if ranked.empty or ranked.iloc[0]["error"] or not math.isfinite(ranked.iloc[0]["psnr"]):
+        raise RunFolderError(no_finished_trials_message(run))
+    return ranked.iloc[0]
+
+
+def no_finished_trials_message(run: Run) -> str:
+    n = len(run.trials)
+    errored = int(run.trials["error"].sum()) if n else 0
+    return (f"{run.run_dir}: no finished trials: none of its {n} trial(s) reported a validation "
+            f"without erroring ({errored} errored); nothing to rank")
+
+
+def header(run: Run, scope: str = "best") -> str:
+    _scope_columns(scope)
+    n = len(run.trials)
+    state = "finished" if run.finished else "NOT finished (running or interrupted)"
+    bicubic = run.trials["bicubic_psnr"].dropna()
+    baseline = "" if bicubic.empty else f"; bicubic {bicubic.median():.2f} dB with the same code"
+    return (f"Run {run.name} ({state}): {n} trial(s) ranked by {_SCOPE_WORDS[scope]}; "
+            f"errored trials last.\nEvaluation: {run.evaluation}{baseline}.")
+
+
+def render(run: Run, scope: str = "best", top: int | None = None) -> str:
+    """The header and a fixed-width table, ``top`` rows at most."""
+    heads, rows = table_rows(run, scope)
+    shown = rows if top is None else rows[:top]
+    table = _table(heads, shown, right=set(range(len(heads) - 1)) - {1})
+    more = f"\n({len(rows) - len(shown)} more trial(s) not shown)" if len(shown) < len(rows) else ""
+    return f"{header(run, scope)}\n\n{table}{more}"
+
+
+def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]]]:
+    """Column heads and formatted cells of the ranked trials (shared by the terminal and HTML)."""
+    ranked = rank(run.trials, scope)
+    params = [(name, col) for name, col in run.param_columns.items() if col in ranked.columns]
+    heads = ["rank", "trial", *(name for name, _ in params),
+             "PSNR" if scope == "best" else "last PSNR", "SSIM",
+             "at epoch", "epochs", "gain dB", "outcome"]
+    rows = []
+    for _, t in ranked.iterrows():
+        outcome = str(t["outcome"]) + (" [defaults]" if t["is_defaults"] else "")
+        rows.append([str(t["rank"]), str(t["trial"]), *(format_value(t[c]) for _, c in params),
+                     _fixed(t["psnr"], 2), _fixed(t["ssim"], 4), format_value(t["epoch"]),
+                     str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True), outcome])
+    return heads, rows
+
+
+def format_value(v: Any) -> str:
+    """Short, exact-enough text for a parameter or count: 4 significant digits for floats."""
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# --- private helpers -----------------------------------------------------------------------------
+def _scope_columns(scope: str) -> tuple[str, str, str, str]:
+    if scope not in _SCOPE_COLUMNS:
+        raise ValueError(f"The value of `scope` is {scope!r}, but must be one of {SCOPES}.")
+    return _SCOPE_COLUMNS[scope]
+
+
+def _fixed(v: Any, digits: int, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _table(heads: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, rows)])

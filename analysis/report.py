@@ -1,0 +1,169 @@
+"""A report folder: ``index.html`` plus the PNG figures it shows.
+
+The HTML is self-contained: the figures are embedded (base64) and also written beside it, each
+image linking to its PNG file; the page loads nothing from the internet, so it can be mailed,
+archived or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from analysis import _io, figures, importance, leaderboard
+from analysis.summary import RunSummary, format_duration, summarise
+from analysis.tables import Run
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.html"
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
+td:nth-child(2),th:nth-child(2),td:last-child{text-align:left}
+table.facts td{text-align:left}
+tr.winner{background:#e6f4e6;font-weight:600} tr.error{color:#a00}
+.note{color:#555;font-size:13px} img{max-width:100%;border:1px solid #ddd}
+code{background:#f4f4f4;padding:0 3px}
+"""
+
+
+def write_report(run: Run, report_dir: str | Path, scope: str = "best") -> Path:
+    """Write the figures and index.html into ``report_dir``; returns the HTML's path."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarise(run, scope)
+    value_column = "best_psnr" if scope == "best" else "last_psnr"
+    dists = importance.distributions(run)
+    imp = importance.param_importances(run, value_column)
+    made = {
+        "learning_curves": figures.learning_curves(run, summary.winner,
+                                                   report_dir / "learning_curves.png"),
+        "best_so_far": figures.best_so_far(run, report_dir / "best_so_far.png"),
+        "parallel_coordinates": figures.parallel_coordinates(
+            run, dists, value_column, summary.winner, report_dir / "parallel_coordinates.png"),
+        "importance": figures.importance_bars(imp, report_dir / "importance.png"),
+        "psnr_vs_params": figures.psnr_vs_params(run, dists, value_column, summary.winner,
+                                                 report_dir / "psnr_vs_params.png"),
+    }
+    page = _page(run, summary, made, imp)
+    return _io.write_text_atomic(report_dir / INDEX, page)
+
+
+# --- private helpers -----------------------------------------------------------------------------
+def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance.Importance) -> str:
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>espcn-tune: {e(s.name)}"
+             f"</title><style>{_CSS}</style></head><body>",
+             f"<h1>espcn-tune run <code>{e(s.name)}</code></h1>",
+             f"<p class='note'>{e(leaderboard.header(run, s.scope))}</p>",
+             "<h2>Result</h2>", _result(s), "<h2>Run</h2>", _facts(run, s),
+             "<h2>Leaderboard</h2>", _leaderboard(run, s)]
+    captions = {
+        "learning_curves": "Validation PSNR against epoch for every trial. Vertical lines: the "
+                           "ASHA rungs, where trials were compared and the weaker stopped.",
+        "best_so_far": "Best PSNR found so far against the training samples all trials had "
+                       "consumed (left) and against wall-clock time (right).",
+        "parallel_coordinates": "Each line is one finished trial through its searched values "
+                                "(normalised per axis) to its PSNR.",
+        "psnr_vs_params": "PSNR against each searched parameter; errored trials as crosses.",
+    }
+    for key in ("learning_curves", "best_so_far", "parallel_coordinates", "psnr_vs_params"):
+        parts.append(_figure(made.get(key), captions[key]))
+    parts.append("<h2>Parameter importance</h2>")
+    parts.append(_importance(imp, s.scope))
+    parts.append(_figure(made.get("importance"), ""))
+    errored = run.trials[run.trials["error"].astype(bool)]
+    if not errored.empty:
+        parts.append("<h2>Errored trials (never ranked)</h2><ul>")
+        parts += [f"<li><code>{e(t.trial)}</code> ({e(t.dir)}): {e(str(t.error_summary))}</li>"
+                  for t in errored.itertuples()]
+        parts.append("</ul>")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parts.append(f"<p class='note'>Written by <code>python -m analysis</code> at {stamp} from "
+                 f"{e(str(run.run_dir))}.</p></body></html>")
+    return "\n".join(parts)
+
+
+def _result(s: RunSummary) -> str:
+    e = html.escape
+    rows = [
+        ("winner", f"{s.winner} (reached at epoch {s.epoch})"),
+        ("PSNR / SSIM", f"{s.psnr:.2f} dB / {s.ssim:.4f}"),
+        ("gain over bicubic", f"{s.gain_over_bicubic:+.2f} dB (bicubic {s.bicubic_psnr:.2f} dB)"),
+    ]
+    d = s.defaults
+    if d is None:
+        rows.append(("defaults trial", "none found (no trial ran the source document's defaults)"))
+    else:
+        rows.append(("defaults trial", f"{d.trial}: {d.psnr:.2f} dB, {d.outcome}, "
+                                       f"{d.epochs_trained} epochs, {d.gain_over_bicubic:+.2f} dB "
+                                       "over bicubic"))
+        rows.append(("winner over defaults", f"{d.winner_minus_defaults:+.2f} dB"))
+        if d.equal_budget:
+            epoch, w, dd = d.equal_budget
+            rows.append(("at the defaults' budget", f"by epoch {epoch}: winner {w:.2f} dB vs "
+                                                     f"defaults {dd:.2f} dB ({w - dd:+.2f} dB)"))
+    searched = ", ".join(f"{k}={leaderboard.format_value(v)}" for k, v in s.winner_params.items())
+    rows.append(("winner's searched values", searched))
+    return "<table class='facts'>" + "".join(
+        f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _facts(run: Run, s: RunSummary) -> str:
+    e = html.escape
+    m = run.meta
+    versions = m.get("versions") or {}
+    rows = [
+        ("command", " ".join(map(str, m.get("command") or [])) or "not recorded"),
+        ("space file", str(m.get("space_file", "not recorded"))),
+        ("searched", ", ".join(run.searched)),
+        ("started / finished", f"{m.get('started')} / {m.get('finished') or 'not finished'}"),
+        ("wall time", format_duration(s.wall_time_s)),
+        ("trials", f"{s.n_trials}: " + ", ".join(f"{n} {k}" for k, n in s.outcomes.items())),
+        ("training samples, all trials", f"{s.total_samples:,}"),
+        ("budget per trial", f"{m.get('max_epochs')} epochs of {m.get('epoch_samples')} samples, "
+                             f"validation every {m.get('validation_interval')}"),
+        ("scheduler", ", ".join(f"{k}={v}" for k, v in (m.get("scheduler") or {}).items())),
+        ("evaluation", s.evaluation),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+    ]
+    return "<table class='facts'>" + "".join(
+        f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _leaderboard(run: Run, s: RunSummary) -> str:
+    e = html.escape
+    heads, rows = leaderboard.table_rows(run, s.scope)
+    out = ["<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr>"]
+    for row in rows:
+        cls = "winner" if row[1] == s.winner else "error" if row[-1].startswith("error") else ""
+        out.append(f"<tr class='{cls}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _importance(imp: importance.Importance, scope: str) -> str:
+    e = html.escape
+    if imp.values is None:
+        return f"<p>{e(imp.reason or 'not available')}.</p>"
+    rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" for k, v in imp.values.items())
+    note = (f"Optuna's {imp.evaluator} on an in-memory study of the {imp.n_trials} finished, "
+            f"non-errored trials, each valued by its {scope} PSNR. Trials stopped early by ASHA "
+            "count with the PSNR they had reached, which favours settings that learn fast."
+            + (" With this few trials the shares are noisy." if imp.n_trials < 20 else ""))
+    return (f"<table><tr><th>parameter</th><th>importance</th></tr>{rows}</table>"
+            f"<p class='note'>{e(note)}</p>")
+
+
+def _figure(path: Path | None, caption: str) -> str:
+    if path is None:
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f"<figure><a href='{html.escape(path.name)}'><img alt='{html.escape(path.stem)}' "
+            f"src='data:image/png;base64,{data}'></a>"
+            f"<figcaption class='note'>{html.escape(caption)}</figcaption></figure>")

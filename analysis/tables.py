@@ -1,0 +1,297 @@
+"""A run folder as two tables: one row per reported validation, one row per trial.
+
+``load_run`` parses the JSON-lines files directly (no Ray, no cluster), so it works on finished and
+interrupted runs alike. ``write_tables`` stores both tables as Parquet (pyarrow), readable by
+pandas, polars and DuckDB.
+
+The per-trial outcome and the defaults trial are derived in ``analysis.outcomes``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import _io
+from analysis.outcomes import mark_defaults, outcome
+from analysis.run_folder import RunFolderError, TrialFolder, find_trial_dirs, read_meta, read_trial
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.parquet"
+TRIALS_FILE = "trials.parquet"
+# result.json key -> results-table column
+_RESULT_KEYS = {
+    "epoch": "epoch", "samples": "samples", "psnr": "psnr", "ssim": "ssim", "loss": "loss",
+    "lr": "lr", "time_total_s": "time", "status": "status", "gain_db": "gain_db",
+    "bicubic_psnr": "bicubic_psnr", "bicubic_ssim": "bicubic_ssim",
+    "samples_per_s": "samples_per_s", "data_time_share": "data_time_share",
+    "timestamp": "timestamp",
+}
+TRIAL_COLUMNS = (
+    "trial", "dir", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
+    "last_ssim", "last_gain_db", "epochs_trained", "samples_trained", "bicubic_psnr",
+    "bicubic_ssim", "outcome", "is_defaults", "error", "error_summary", "reason", "n_reports",
+    "has_checkpoint", "time_s", "started_at", "ended_at",
+)
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    meta: dict[str, Any]
+    results: pd.DataFrame  # one row per reported validation
+    trials: pd.DataFrame  # one row per trial, in creation order
+    # The searched names as espcn_tune.json lists them (TrainConfig fields) -> trials column; the
+    # leaderboard shows these.
+    param_columns: dict[str, str] = field(default_factory=dict)
+    # The scalars the searcher sampled (Ray's params.json keys, e.g. lr_milestone_1 for searched
+    # milestones) -> trials column; importance and the figures use these.
+    search_columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.run_dir.name)
+
+    @property
+    def searched(self) -> list[str]:
+        return list(self.param_columns)
+
+    @property
+    def finished(self) -> bool:
+        return self.meta.get("finished") is not None
+
+    @property
+    def max_epochs(self) -> int | None:
+        v = self.meta.get("max_epochs")
+        return int(v) if v is not None else None
+
+    @property
+    def rungs(self) -> list[int]:
+        sched = self.meta.get("scheduler") or {}
+        return [int(r) for r in sched.get("rungs") or []] if isinstance(sched, dict) else []
+
+    @property
+    def evaluation(self) -> str:
+        return str(self.meta.get("evaluation") or "evaluation convention not recorded")
+
+    def trial(self, trial_id: str) -> pd.Series:
+        """The trial's row; an unknown id raises with the list of valid ones."""
+        hit = self.trials[self.trials["trial"] == trial_id]
+        if hit.empty:
+            valid = ", ".join(self.trials["trial"])
+            raise RunFolderError(f"{self.run_dir}: no trial {trial_id!r}; valid trial ids: {valid}")
+        return hit.iloc[0]
+
+    def wall_time_s(self) -> float | None:
+        """started -> finished from espcn_tune.json; for an unfinished run, to the last report."""
+        start = parse_time(self.meta.get("started"))
+        end = parse_time(self.meta.get("finished"))
+        if end is None and not self.trials["ended_at"].dropna().empty:
+            end = float(self.trials["ended_at"].max())
+        return None if start is None or end is None else end - start
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    folders = [read_trial(p) for p in find_trial_dirs(run_dir)]
+    searched = _searched_names(meta, folders)
+    sampled = _sampled_names(meta, folders) or searched
+    columns = {p: (f"param_{p}" if p in TRIAL_COLUMNS else p)
+               for p in dict.fromkeys([*searched, *sampled])}
+    finished = meta.get("finished") is not None
+    sched = meta.get("scheduler") if isinstance(meta.get("scheduler"), dict) else {}
+    rows: list[dict[str, Any]] = []
+    trial_rows: list[dict[str, Any]] = []
+    for folder in folders:
+        reports = _dedupe_epochs(folder.results)
+        rows.extend(_result_row(folder.trial_id, r) for r in reports)
+        trial_rows.append(_trial_row(folder, reports, meta, sched, finished, columns))
+    results = pd.DataFrame(rows, columns=["trial", *_RESULT_KEYS.values()])
+    results = results.astype({"trial": "string", "status": "string"})
+    for col in ("epoch", "samples"):
+        results[col] = results[col].astype("Int64")
+    trials = pd.DataFrame(trial_rows)
+    if trials.empty:
+        trials = pd.DataFrame(columns=["trial", *columns.values(), *TRIAL_COLUMNS[1:]])
+    else:
+        trials = _normalise_param_columns(trials, list(columns.values()))
+        trials["best_epoch"] = trials["best_epoch"].astype("Int64")
+    trials = mark_defaults(trials, meta.get("default_config"), searched)
+    return Run(run_dir, meta, results, trials, {p: columns[p] for p in searched},
+               {p: columns[p] for p in sampled})
+
+
+def write_tables(run: Run, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write results.parquet and trials.parquet into ``out_dir``; returns both paths."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    schema_meta = {
+        b"espcn_tune.run": run.name.encode(),
+        b"espcn_tune.searched": json.dumps(run.searched).encode(),
+        b"espcn_tune.evaluation": run.evaluation.encode(),
+    }
+    paths = []
+    for name, df in ((RESULTS_FILE, run.results), (TRIALS_FILE, run.trials)):
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **schema_meta})
+        paths.append(_io.write_atomic(out_dir / name, lambda tmp, t=table: pq.write_table(t, tmp)))
+    return paths[0], paths[1]
+
+
+def parse_time(value: Any) -> float | None:
+    """ISO time (``...Z`` accepted on Python 3.10 too) -> POSIX seconds; None stays None."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# --- private helpers -----------------------------------------------------------------------------
+def _searched_names(meta: dict[str, Any], folders: list[TrialFolder]) -> list[str]:
+    searched = meta.get("searched")
+    if isinstance(searched, list) and searched:
+        return [str(s) for s in searched]
+    return _sampled_names({}, folders)  # no record: every key of any trial's params.json
+
+
+def _sampled_names(meta: dict[str, Any], folders: list[TrialFolder]) -> list[str]:
+    flat = (meta.get("spec") or {}).get("flat_params") if isinstance(meta.get("spec"), dict) else None
+    if isinstance(flat, list) and flat:
+        return [str(s) for s in flat]
+    names: dict[str, None] = {}
+    for f in folders:
+        names.update(dict.fromkeys(f.params))
+    return list(names)
+
+
+def _dedupe_epochs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Validation reports in epoch order; a repeated epoch (a resumed trial, Ray's final duplicate
+    result) keeps its last report. An ``infeasible`` report (out of memory: worst-case numbers at
+    the full budget, zero samples) is no validation and stays out."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in results:
+        if r.get("epoch") is None or "psnr" not in r or r.get("status") == "infeasible":
+            continue
+        by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, bool) or v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _result_row(trial_id: str, r: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"trial": trial_id}
+    for key, col in _RESULT_KEYS.items():
+        v = r.get(key)
+        row[col] = (None if v is None else str(v)) if col == "status" else _num(v)
+    if math.isnan(row["gain_db"]):
+        row["gain_db"] = row["psnr"] - row["bicubic_psnr"]
+    return row
+
+
+def _trial_row(
+    folder: TrialFolder,
+    reports: list[dict[str, Any]],
+    meta: dict[str, Any],
+    sched: dict[str, Any],
+    finished: bool,
+    columns: dict[str, str],
+) -> dict[str, Any]:
+    config = next((r["trial_config"] for r in reports if isinstance(r.get("trial_config"), dict)),
+                  folder.config)
+    row: dict[str, Any] = {"trial": folder.trial_id, "dir": folder.path.name}
+    params = folder.params or (reports[-1].get("config") if reports else None) or {}
+    for name, col in columns.items():
+        # A sampled scalar from params.json; a searched field the searcher encodes (milestones)
+        # from the trial's full config.
+        value = params[name] if name in params else (config or {}).get(name)
+        row[col] = _param_value(value)
+    row["config"] = json.dumps(config, sort_keys=True) if config is not None else None
+    scored = [r for r in reports if math.isfinite(_num(r.get("psnr")))]
+    best = max(scored, key=lambda r: (_num(r["psnr"]), -int(r["epoch"])), default=None)
+    last = reports[-1] if reports else None
+    for prefix, r in (("best", best), ("last", last)):
+        row[f"{prefix}_psnr"] = _num(r.get("psnr")) if r else math.nan
+        row[f"{prefix}_ssim"] = _num(r.get("ssim")) if r else math.nan
+        gain = _num(r.get("gain_db")) if r else math.nan
+        if r and math.isnan(gain):
+            gain = _num(r.get("psnr")) - _num(r.get("bicubic_psnr"))
+        row["gain_db" if prefix == "best" else "last_gain_db"] = gain
+    row["best_epoch"] = int(best["epoch"]) if best else None
+    row["epochs_trained"] = int(last["epoch"]) if last else 0
+    samples = _num(last.get("samples")) if last else math.nan
+    row["samples_trained"] = int(samples) if math.isfinite(samples) else 0
+    row["bicubic_psnr"] = _num(last.get("bicubic_psnr")) if last else math.nan
+    row["bicubic_ssim"] = _num(last.get("bicubic_ssim")) if last else math.nan
+    max_epochs = (meta.get("max_epochs") or (last or {}).get("max_epochs")
+                  or (config or {}).get("epochs"))
+    row["outcome"] = outcome(folder, last, max_epochs, sched, finished)
+    row["is_defaults"] = False
+    row["error"] = folder.error_text is not None
+    row["error_summary"] = _error_summary(folder.error_text)
+    row["reason"] = next((str(r["reason"]) for r in reversed(folder.results) if r.get("reason")),
+                         None)  # why a trial was infeasible (the out-of-memory message)
+    row["n_reports"] = len(reports)
+    row["has_checkpoint"] = bool(folder.checkpoints)
+    row["time_s"] = _num(last.get("time_total_s")) if last else math.nan
+    # Ray's `timestamp` is POSIX seconds at report time; the first report minus its elapsed time
+    # is the trial's start.
+    first = reports[0] if reports else {}
+    first_t = _num(first.get("time_total_s"))
+    row["started_at"] = _num(first.get("timestamp")) - (first_t if math.isfinite(first_t) else 0.0)
+    row["ended_at"] = _num(last.get("timestamp")) if last else math.nan
+    return row
+
+
+def _param_value(v: Any) -> Any:
+    """Scalars stay as they are; lists or mappings (a searched list of milestones) become JSON."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return json.dumps(v, sort_keys=True)
+
+
+def _error_summary(text: str | None) -> str | None:
+    if text is None:
+        return None
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "error.txt is empty")[:300]
+
+
+def _normalise_param_columns(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One type per column (Parquet needs it): a column mixing kinds becomes JSON text."""
+    for col in columns:
+        kinds = {_kind(v) for v in trials[col] if not _missing(v)}
+        if len(kinds) > 1:
+            trials[col] = [None if _missing(v) else _as_text(v) for v in trials[col]]
+    return trials
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _kind(v: Any) -> str:
+    return "bool" if isinstance(v, bool) else "num" if isinstance(v, int | float) else "str"
+
+
+def _as_text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)

@@ -1,0 +1,187 @@
+"""Synthetic run folders in exactly the shape ``python -m tune.run`` writes (see analysis/).
+
+``write_small_run`` builds six hand-made trials that cover every outcome; ``write_synthetic_run``
+builds many random ones (timing, scale). Neither needs Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from trainable.config import TrainConfig
+
+# As tune/space.py writes them: `searched` are TrainConfig fields; Ray samples `flat_params`
+# (two milestones as lr_milestone_1 in [low, high] and lr_milestone_2_rel in [0, 1]).
+SEARCHED = ["model_lr", "lr_scheduler_gamma", "lr_scheduler_milestones", "batch_size"]
+SAMPLED = ["model_lr", "lr_scheduler_gamma", "lr_milestone_1", "lr_milestone_2_rel", "batch_size"]
+MILESTONE_HIGH = 0.9
+SPEC = {
+    "params": {
+        "model_lr": {"loguniform": [1e-4, 1e-1]},
+        "lr_scheduler_gamma": {"uniform": [0.05, 0.5]},
+        "lr_scheduler_milestones": {"milestones": [2, 2, 0.05, MILESTONE_HIGH]},
+        "batch_size": {"choice": [8, 16, 32]},
+    },
+    "flat_params": SAMPLED,
+}
+BICUBIC_PSNR = 23.82
+BICUBIC_SSIM = 0.6548
+EVALUATION = ("PSNR/SSIM on Y (BT.601 studio range), centre frame, output rounded to 8 bits, "
+              "border crop 0")
+EXPERIMENT = "3f2a1"
+T0 = 1_795_000_000.0  # POSIX seconds of the run's start
+
+
+def budget(max_epochs: int = 4) -> dict[str, Any]:
+    return {"epochs": max_epochs, "epoch_samples": 512, "validation_interval": 1, "data": "builtin"}
+
+
+def default_config(max_epochs: int = 4) -> dict[str, Any]:
+    return TrainConfig.from_dict(budget(max_epochs)).to_dict()
+
+
+def trial_config(params: dict[str, Any], max_epochs: int = 4) -> dict[str, Any]:
+    first = params["lr_milestone_1"]
+    second = round(first + params["lr_milestone_2_rel"] * (MILESTONE_HIGH - first), 6)
+    values = {**budget(max_epochs), "model_lr": params["model_lr"],
+              "lr_scheduler_gamma": params["lr_scheduler_gamma"],
+              "lr_scheduler_milestones": [first, second],
+              "batch_size": params["batch_size"]}
+    return TrainConfig.from_dict(values).to_dict()
+
+
+def write_meta(run_dir: Path, *, max_epochs: int = 4, finished: bool = True,
+               rungs: list[int] | None = None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "name": run_dir.name,
+        "command": ["python", "-m", "tune.run", "--space", "smoke.yaml"],
+        "space_file": "/somewhere/smoke.yaml",
+        "spec": SPEC,
+        "searched": SEARCHED,
+        "metric": "psnr",
+        "mode": "max",
+        "max_epochs": max_epochs,
+        "epoch_samples": 512,
+        "validation_interval": 1,
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2,
+                      "rungs": rungs if rungs is not None else [1, 2]},
+        "evaluation": EVALUATION,
+        "default_config": default_config(max_epochs),
+        "versions": {"python": "3.11.9", "torch": "2.13.0", "ray": "2.60.0", "optuna": "5.0.0"},
+        "started": "2026-11-26T10:00:00Z",
+        "finished": "2026-11-26T10:30:00Z" if finished else None,
+    }
+    (run_dir / "espcn_tune.json").write_text(json.dumps(meta, indent=2))
+
+
+def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[float], *,
+                max_epochs: int = 4, statuses: list[str] | None = None, error: bool = False,
+                checkpoint_epochs: tuple[int, ...] = (), start: float | None = None) -> Path:
+    trial_id = f"{EXPERIMENT}_{index:05d}"
+    tag = ",".join(f"{k}={v}" for k, v in sorted(params.items()))[:80]
+    tdir = run_dir / f"train_espcn_{trial_id}_{index}_{tag}_2026-11-26_10-00-{index % 60:02d}"
+    tdir.mkdir(parents=True)
+    (tdir / "params.json").write_text(json.dumps(params))
+    config = trial_config(params, max_epochs)
+    start = T0 + 10.0 * index if start is None else start
+    lines, best, best_epoch = [], -1.0, 0
+    for i, psnr in enumerate(psnrs):
+        epoch = i + 1
+        if psnr > best:
+            best, best_epoch = psnr, epoch
+        status = statuses[i] if statuses else ("completed" if epoch == max_epochs else "running")
+        elapsed = 5.0 * epoch
+        lines.append({
+            "epoch": epoch, "samples": 512 * epoch, "psnr": psnr, "ssim": 0.6 + psnr / 200,
+            "bicubic_psnr": BICUBIC_PSNR, "bicubic_ssim": BICUBIC_SSIM,
+            "gain_db": psnr - BICUBIC_PSNR, "best_psnr": best, "best_epoch": best_epoch,
+            "loss": 0.01 / epoch, "lr": params["model_lr"], "samples_per_s": 100.0,
+            "data_time_share": 0.05, "status": status, "max_epochs": max_epochs,
+            "trial_config": config, "trial_id": trial_id, "training_iteration": epoch,
+            "time_total_s": elapsed, "time_this_iter_s": 5.0, "timestamp": int(start + elapsed),
+            "done": status != "running", "date": "2026-11-26_10-00-00", "config": params,
+        })
+    (tdir / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    if error:
+        (tdir / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
+                                        "RuntimeError: CUDA error: an illegal memory access\n")
+    for k, epoch in enumerate(checkpoint_epochs):
+        write_checkpoint(tdir / f"checkpoint_{k:06d}", epoch, psnrs[epoch - 1], config,
+                         seed=index * 100 + epoch)
+    return tdir
+
+
+def write_checkpoint(cdir: Path, epoch: int, psnr: float, config: dict[str, Any],
+                     seed: int) -> None:
+    import numpy as np
+    import torch
+
+    from trainable.model import EarlyFusionESPCN
+
+    torch.manual_seed(seed)
+    model = EarlyFusionESPCN(config["frames"], config["scale"], config["residual"])
+    cdir.mkdir(parents=True)
+    torch.save({
+        "model": model.state_dict(), "optimizer": {}, "scaler": {},
+        # A numpy RNG state, as a trainer that seeds numpy would keep it.
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        "samples_seen": 512 * epoch, "epoch": epoch, "config": config, "history": [psnr],
+    }, cdir / "trainer.pt")
+    (cdir / "meta.json").write_text(json.dumps(
+        {"epoch": epoch, "psnr": psnr, "ssim": 0.6 + psnr / 200, "trial_config": config}))
+
+
+# The defaults' milestones (0.1, 0.8) in the searcher's encoding: 0.1 + 0.875 * (0.9 - 0.1) = 0.8.
+DEFAULTS = {"model_lr": 0.01, "lr_scheduler_gamma": 0.1, "lr_milestone_1": 0.1,
+            "lr_milestone_2_rel": 0.875, "batch_size": 16}
+WINNER = "3f2a1_00001"
+ERRORED = "3f2a1_00005"
+
+
+def write_small_run(root: Path, name: str = "smoke", *, finished: bool = True) -> Path:
+    """Six trials over 4 epochs, ASHA rungs at epochs 1 and 2.
+
+    00000 defaults, completed (best 25.6 at epoch 2, last 25.2); 00001 the winner, completed
+    (26.8); 00002 stopped at rung 1 (23.0); 00003 stopped at rung 2 (24.6); 00004 diverged at epoch
+    2 (best 23.5, last 0.0); 00005 errored with the highest PSNR of all (27.5).
+    """
+    run = root / name
+    write_meta(run, finished=finished)
+    p = {"model_lr": 0.02, "lr_scheduler_gamma": 0.05, "lr_milestone_1": 0.5,
+         "lr_milestone_2_rel": 0.75, "batch_size": 32}  # milestones (0.5, 0.8)
+    write_trial(run, 0, DEFAULTS, [24.0, 25.6, 25.1, 25.2], checkpoint_epochs=(2, 4))
+    write_trial(run, 1, p, [24.5, 25.5, 26.3, 26.8], checkpoint_epochs=(4,))
+    write_trial(run, 2, {**p, "model_lr": 1e-4, "batch_size": 8}, [23.0])
+    write_trial(run, 3, {**p, "model_lr": 3e-3, "lr_scheduler_gamma": 0.3}, [24.2, 24.6],
+                checkpoint_epochs=(2,))
+    write_trial(run, 4, {**p, "model_lr": 0.09, "lr_milestone_1": 0.6}, [23.5, 0.0],
+                statuses=["running", "diverged"])
+    write_trial(run, 5, {**p, "model_lr": 0.05, "batch_size": 16}, [27.0, 27.5], error=True,
+                checkpoint_epochs=(2,))
+    return run
+
+
+def write_synthetic_run(root: Path, name: str, n_trials: int, n_reports: int,
+                        seed: int = 0, early_stops: bool = True) -> Path:
+    """Random trials, one error in 20, no checkpoints (fast to write); with ``early_stops`` about
+    70% stop at a rung as under ASHA, else every trial reports ``n_reports`` times."""
+    rng = random.Random(seed)
+    run = root / name
+    rungs = [r for r in (1, 2, 4, 8, 16, 32) if r < n_reports]
+    write_meta(run, max_epochs=n_reports, rungs=rungs)
+    for i in range(n_trials):
+        params = DEFAULTS if i == 0 else {
+            "model_lr": 10 ** rng.uniform(-4, -1), "lr_scheduler_gamma": rng.uniform(0.05, 0.5),
+            "lr_milestone_1": rng.uniform(0.05, 0.7), "lr_milestone_2_rel": rng.random(),
+            "batch_size": rng.choice([8, 16, 32])}
+        stopped = early_stops and rng.random() >= 0.3
+        length = rng.choice(rungs or [n_reports]) if stopped else n_reports
+        ceiling = 24 + 3 * rng.random()
+        psnrs = [round(ceiling - 2.0 / (e + 1) + rng.gauss(0, 0.05), 3) for e in range(length)]
+        write_trial(run, i, params, psnrs, max_epochs=n_reports, error=(i % 20 == 19),
+                    start=T0 + 3.0 * i)
+    return run

@@ -1,0 +1,288 @@
+"""analysis: tables, leaderboard, report and `python -m analysis` on synthetic run folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import importance, leaderboard
+from analysis.__main__ import main
+from analysis.report import write_report
+from analysis.tables import load_run, write_tables
+from tests import run_fixture as fx
+
+ROOT = Path(__file__).resolve().parents[1]
+BEST_ORDER = ["3f2a1_00001", "3f2a1_00000", "3f2a1_00003", "3f2a1_00004", "3f2a1_00002",
+              "3f2a1_00005"]
+LAST_ORDER = ["3f2a1_00001", "3f2a1_00000", "3f2a1_00003", "3f2a1_00002", "3f2a1_00004",
+              "3f2a1_00005"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fx.write_small_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """The CLI run once on a private copy (it writes into the run folder)."""
+    run = fx.write_small_run(tmp_path_factory.mktemp("cli"))
+    other = fx.write_synthetic_run(run.parent, "other", n_trials=12, n_reports=6, seed=3)
+    out = subprocess.run([sys.executable, "-m", "analysis", str(run), "--compare", str(other)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return run, out.returncode, out.stdout + out.stderr
+
+
+# --- tables --------------------------------------------------------------------------------------
+def test_trials_table_outcomes_and_flags(small_run: Path) -> None:
+    run = load_run(small_run)
+    t = run.trials.set_index("trial")
+    assert list(run.trials["trial"]) == [f"3f2a1_{i:05d}" for i in range(6)]
+    assert t.loc["3f2a1_00000", "outcome"] == "completed"
+    assert t.loc["3f2a1_00002", "outcome"] == "stopped by ASHA at rung 1 (epoch 1)"
+    assert t.loc["3f2a1_00003", "outcome"] == "stopped by ASHA at rung 2 (epoch 2)"
+    assert t.loc["3f2a1_00004", "outcome"] == "diverged"
+    assert t.loc["3f2a1_00005", "outcome"] == "error"
+    assert list(t.index[t["is_defaults"]]) == ["3f2a1_00000"]
+    assert list(t.index[t["error"]]) == ["3f2a1_00005"]
+    assert t.loc["3f2a1_00000", "best_psnr"] == 25.6 and t.loc["3f2a1_00000", "best_epoch"] == 2
+    assert t.loc["3f2a1_00000", "last_psnr"] == 25.2
+    assert t.loc["3f2a1_00004", "last_psnr"] == 0.0
+    assert t.loc["3f2a1_00001", "samples_trained"] == 4 * 512
+    assert t.loc["3f2a1_00001", "gain_db"] == pytest.approx(26.8 - fx.BICUBIC_PSNR)
+    assert set(fx.SEARCHED) | set(fx.SAMPLED) <= set(run.trials.columns)
+    assert run.searched == fx.SEARCHED and list(run.search_columns) == fx.SAMPLED
+    # A searched field the searcher encodes comes from the trial's config, as JSON.
+    assert json.loads(t.loc["3f2a1_00001", "lr_scheduler_milestones"]) == [0.5, 0.8]
+    assert t.loc["3f2a1_00001", "lr_milestone_1"] == 0.5
+    assert json.loads(t.loc["3f2a1_00001", "config"])["model_lr"] == 0.02
+
+
+def test_unfinished_run_marks_stopped_trials_as_interrupted(tmp_path: Path) -> None:
+    run = load_run(fx.write_small_run(tmp_path, finished=False))
+    t = run.trials.set_index("trial")["outcome"]
+    assert t["3f2a1_00002"] == t["3f2a1_00003"] == "running/interrupted"
+    assert t["3f2a1_00001"] == "completed" and t["3f2a1_00005"] == "error"
+
+
+def test_truncated_result_line_is_skipped(tmp_path: Path) -> None:
+    path = fx.write_small_run(tmp_path)
+    result = next(path.glob("*_00001_*")) / "result.json"
+    with result.open("a") as f:
+        f.write('{"epoch": 5, "psnr": 3')  # a write cut by a kill
+    assert load_run(path).trials.set_index("trial").loc["3f2a1_00001", "n_reports"] == 4
+
+
+def test_ray_260_trial_folders_without_results(tmp_path: Path) -> None:
+    # Ray 2.60 names trial folders "<trainable>_<8 hex id>_<index>_<params>_<date>"; a trial
+    # that has not reported yet has an empty result.json and its trial_config.json.
+    run = tmp_path / "starting"
+    fx.write_meta(run, finished=False)
+    for index, trial_id in ((2, "0badcafe"), (1, "ffff0001"), (10, "12345678")):
+        tdir = run / f"run_trial_{trial_id}_{index}_model_lr=0.01_2026-11-26_10-35-56"
+        tdir.mkdir()
+        (tdir / "params.json").write_text(json.dumps(fx.DEFAULTS))
+        (tdir / "result.json").write_text("")
+        (tdir / "trial_config.json").write_text(json.dumps(fx.trial_config(fx.DEFAULTS)))
+    (run / ".espcn_tune.lock").write_text("123\n")
+    loaded = load_run(run)
+    assert list(loaded.trials["trial"]) == ["ffff0001", "0badcafe", "12345678"]
+    assert set(loaded.trials["outcome"]) == {"running/interrupted"}
+    assert loaded.trials["is_defaults"].tolist() == [True, False, False]  # the first one
+    assert json.loads(loaded.trials["lr_scheduler_milestones"][0]) == [0.1, 0.8]
+    assert main([str(run), "--no-report"]) == 2  # nothing to rank yet
+
+
+def test_infeasible_report_is_not_a_validation(tmp_path: Path) -> None:
+    run = fx.write_small_run(tmp_path)
+    oom = {"epoch": 4, "samples": 0, "max_epochs": 4, "psnr": 0.0, "ssim": 0.0, "best_psnr": 0.0,
+           "status": "infeasible", "reason": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+    tdir = fx.write_trial(run, 6, fx.DEFAULTS, [24.9])
+    with (tdir / "result.json").open("a") as f:
+        f.write(json.dumps({**oom, "trial_id": "3f2a1_00006"}) + "\n")
+    tdir = fx.write_trial(run, 7, fx.DEFAULTS, [])
+    (tdir / "result.json").write_text(json.dumps({**oom, "trial_id": "3f2a1_00007"}) + "\n")
+    loaded = load_run(run)
+    t = loaded.trials.set_index("trial")
+    assert t.loc["3f2a1_00006", "outcome"] == t.loc["3f2a1_00007", "outcome"] == "infeasible"
+    assert t.loc["3f2a1_00006", "epochs_trained"] == 1 and t.loc["3f2a1_00006", "best_psnr"] == 24.9
+    assert "out of memory" in t.loc["3f2a1_00007", "reason"]
+    assert len(loaded.results[loaded.results["trial"] == "3f2a1_00007"]) == 0
+    ranked = list(leaderboard.rank(loaded.trials)["trial"])
+    assert ranked[-2:] == ["3f2a1_00007", fx.ERRORED]  # unscored, then errored
+
+
+def test_parquet_round_trip(small_run: Path, tmp_path: Path) -> None:
+    run = load_run(small_run)
+    results_path, trials_path = write_tables(run, tmp_path)
+    assert len(run.results) == 4 + 4 + 1 + 2 + 2 + 2  # every report of every trial
+    for path, frame in ((results_path, run.results), (trials_path, run.trials)):
+        by_pandas = pd.read_parquet(path)
+        by_arrow = pq.read_table(path).to_pandas()
+        assert len(by_pandas) == len(by_arrow) == len(frame)
+        assert list(by_pandas.columns) == list(frame.columns)
+        pd.testing.assert_frame_equal(by_pandas, by_arrow)
+        pd.testing.assert_frame_equal(by_pandas.astype(object), frame.reset_index(drop=True)
+                                      .astype(object), check_dtype=False)
+    assert json.loads(pq.read_schema(trials_path).metadata[b"espcn_tune.searched"]) == fx.SEARCHED
+
+
+# --- leaderboard ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("scope", "order"), [("best", BEST_ORDER), ("last", LAST_ORDER)])
+def test_leaderboard_order(small_run: Path, scope: str, order: list[str]) -> None:
+    run = load_run(small_run)
+    ranked = leaderboard.rank(run.trials, scope)
+    assert list(ranked["trial"]) == order
+    assert list(ranked["rank"]) == list(range(1, 7))
+    assert leaderboard.winner(run, scope)["trial"] == "3f2a1_00001"
+
+
+def test_errored_trial_with_highest_psnr_ranks_last(small_run: Path) -> None:
+    ranked = leaderboard.rank(load_run(small_run).trials)
+    assert ranked.iloc[-1]["trial"] == fx.ERRORED
+    assert ranked.iloc[-1]["psnr"] == ranked["psnr"].max()
+
+
+def test_ties_go_to_the_earlier_epoch_then_the_trial_id(small_run: Path) -> None:
+    trials = load_run(small_run).trials.copy()
+    trials["error"] = False
+    trials["best_psnr"] = 25.0
+    trials["best_epoch"] = [3, 2, 2, 1, 4, 2]
+    ranked = leaderboard.rank(trials, "best")
+    assert list(ranked["trial"]) == ["3f2a1_00003", "3f2a1_00001", "3f2a1_00002", "3f2a1_00005",
+                                     "3f2a1_00000", "3f2a1_00004"]
+
+
+def test_render_says_which_best_and_the_convention(small_run: Path) -> None:
+    run = load_run(small_run)
+    text = leaderboard.render(run, "best")
+    assert "best validated PSNR" in text and fx.EVALUATION in text
+    assert "[defaults]" in text and "model_lr" in text and "gain dB" in text
+    assert "last validation" in leaderboard.render(run, "last")
+    assert "more trial(s) not shown" in leaderboard.render(run, "best", top=2)
+
+
+def test_unknown_scope_is_refused(small_run: Path) -> None:
+    with pytest.raises(ValueError, match="scope"):
+        leaderboard.rank(load_run(small_run).trials, "median")
+
+
+# --- importance ----------------------------------------------------------------------------------
+def test_distributions_from_spec_and_inferred(small_run: Path, tmp_path: Path) -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    dists = importance.distributions(load_run(small_run))
+    assert list(dists) == fx.SAMPLED
+    assert dists["model_lr"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert dists["batch_size"] == CategoricalDistribution([8, 16, 32])
+    assert dists["lr_milestone_1"] == FloatDistribution(0.05, fx.MILESTONE_HIGH)
+    assert dists["lr_milestone_2_rel"] == FloatDistribution(0.0, 1.0)
+    path = fx.write_small_run(tmp_path)
+    meta_file = path / "espcn_tune.json"
+    meta = json.loads(meta_file.read_text())
+    meta["spec"]["params"]["model_lr"] = {"type": "loguniform", "low": 1e-5, "high": 1.0}
+    meta["spec"]["params"]["batch_size"] = {"type": "choice", "values": [16, 32]}  # 8 is widened
+    meta_file.write_text(json.dumps(meta))
+    long_form = importance.distributions(load_run(path))
+    assert long_form["model_lr"] == FloatDistribution(1e-5, 1.0, log=True)
+    assert long_form["batch_size"] == CategoricalDistribution([16, 32, 8])
+    del meta["spec"]
+    meta_file.write_text(json.dumps(meta))
+    inferred = importance.distributions(load_run(path))
+    assert isinstance(inferred["model_lr"], FloatDistribution) and inferred["model_lr"].log
+    assert isinstance(inferred["batch_size"], CategoricalDistribution)
+
+
+def test_importance_needs_two_trials(small_run: Path, tmp_path: Path) -> None:
+    imp = importance.param_importances(load_run(small_run))
+    assert imp.values and set(imp.values) <= set(fx.SAMPLED)
+    assert imp.n_trials == 5  # the errored trial is left out
+    lone = tmp_path / "lone"
+    fx.write_meta(lone)
+    fx.write_trial(lone, 0, fx.DEFAULTS, [24.0, 25.0, 25.5, 25.6])
+    few = importance.param_importances(load_run(lone))
+    assert few.values is None and "not enough trials" in (few.reason or "")
+
+
+# --- report --------------------------------------------------------------------------------------
+def test_report_renders(cli_run: tuple) -> None:
+    run, code, output = cli_run  # the CLI wrote the report with write_report
+    assert code == 0, output
+    html_path = run / "report" / "index.html"
+    html = html_path.read_text()
+    pngs = sorted(p.name for p in html_path.parent.glob("*.png"))
+    assert pngs == ["best_so_far.png", "importance.png", "learning_curves.png",
+                    "parallel_coordinates.png", "psnr_vs_params.png"]
+    for name in pngs:
+        assert (html_path.parent / name).stat().st_size > 1000
+        assert f"href='{name}'" in html
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert "http://" not in html and "https://" not in html  # nothing fetched
+    assert fx.WINNER in html and "winner over defaults" in html and fx.EVALUATION in html
+
+
+def test_report_with_one_trial_says_not_enough(tmp_path: Path) -> None:
+    lone = tmp_path / "lone"
+    fx.write_meta(lone)
+    fx.write_trial(lone, 0, fx.DEFAULTS, [24.0, 25.0])
+    html = write_report(load_run(lone), tmp_path / "report").read_text()
+    assert "not enough trials" in html
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+def test_cli_prints_leaderboard_writes_tables_report_and_compares(cli_run: tuple) -> None:
+    run, code, output = cli_run
+    assert code == 0, output
+    assert "Traceback" not in output
+    first = [ln.split()[1] for ln in output.splitlines() if ln.strip().startswith("1 ")][0]
+    assert first == fx.WINNER
+    assert (run / "analysis" / "results.parquet").is_file()
+    assert (run / "analysis" / "trials.parquet").is_file()
+    assert (run / "report" / "index.html").is_file()
+    assert "Comparison by best PSNR" in output and "other" in output
+    assert "training samples, all trials" in output and "wall time" in output
+    assert "winner's searched values" in output
+
+
+def test_cli_no_report_and_top(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fx.write_small_run(tmp_path)
+    assert main([str(run), "--no-report", "--top", "2", "--scope", "last",
+                 "--tables-dir", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "scope=last" in out and "4 more trial(s) not shown" in out
+    assert not (run / "report").exists() and (tmp_path / "t" / "trials.parquet").is_file()
+
+
+def test_cli_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "not an espcn-tune run folder" in err
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    run = fx.write_small_run(tmp_path / "runs")
+    assert main([str(run), "--compare", str(tmp_path)]) == 2  # checked before anything is written
+    assert str(tmp_path) in capsys.readouterr().err and not (run / "analysis").exists()
+
+
+def test_cli_zero_finished_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "broken"
+    fx.write_meta(run)
+    fx.write_trial(run, 0, fx.DEFAULTS, [24.0], error=True)
+    fx.write_trial(run, 1, fx.DEFAULTS, [])  # started, never reported
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "no finished trials" in err and str(run) in err
+    assert not (run / "analysis").exists()
+
+
+def test_module_entry_point_reports_bad_input_without_traceback(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "analysis", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert str(tmp_path) in out.stderr and "Traceback" not in out.stderr

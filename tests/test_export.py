@@ -1,0 +1,159 @@
+"""analysis.export: config files in three formats, weights, overwrite rules, bad input."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from analysis.config_files import milestone_epochs
+from analysis.export import load_state_file, main
+from tests import run_fixture as fx
+from trainable.config import TrainConfig
+from trainable.model import EarlyFusionESPCN
+
+DOCUMENT_FIELDS = {"model_lr", "lr_scheduler_milestones", "lr_scheduler_gamma", "batch_size",
+                   "gradient_accumulation_steps", "use_amp", "epochs", "validation_interval"}
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Path:
+    return fx.write_small_run(tmp_path)
+
+
+def _trial_config(run: Path, trial: str) -> dict:
+    result = next(run.glob(f"*_{trial}_*")) / "result.json"
+    return json.loads(result.read_text().splitlines()[0])["trial_config"]
+
+
+def _checkpoint_model(run: Path, trial: str, name: str) -> dict:
+    return load_state_file(next(run.glob(f"*_{trial}_*")) / name / "trainer.pt")["model"]
+
+
+def test_yaml_is_a_train_config_as_is(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run)]) == 0
+    out = run / "export" / f"{fx.WINNER}.yaml"
+    assert str(out) in capsys.readouterr().out
+    text = out.read_text()
+    config = TrainConfig.from_dict(yaml.safe_load(text))
+    assert config.to_dict() == _trial_config(run, fx.WINNER)
+    header = "\n".join(ln for ln in text.splitlines() if ln.startswith("#"))
+    for expected in (f"trial: {fx.WINNER}", "psnr: 26.8", "ssim: 0.734", fx.EVALUATION,
+                     f"bicubic_psnr: {fx.BICUBIC_PSNR}", "versions.torch: 2.13.0",
+                     "command: python -m tune.run --space smoke.yaml", "run: smoke"):
+        assert expected in header
+
+
+def test_json_holds_provenance_and_config(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "winner.json"
+    assert main([str(run), "--format", "json", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"provenance", "config"}
+    assert TrainConfig.from_dict(doc["config"]).to_dict() == _trial_config(run, fx.WINNER)
+    prov = doc["provenance"]
+    assert prov["trial"] == fx.WINNER and prov["psnr"] == 26.8 and prov["epoch"] == 4
+    assert prov["bicubic_psnr"] == fx.BICUBIC_PSNR and prov["evaluation"] == fx.EVALUATION
+    assert prov["versions"]["ray"] == "2.60.0"
+    assert prov["command"][:3] == ["python", "-m", "tune.run"]
+    assert prov["weights"] == "winner.pt" and (tmp_path / "winner.pt").is_file()
+
+
+def test_py_is_literal_assignments_in_document_names(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "config.py"
+    assert main([str(run), "--format", "py", "--out", str(out)]) == 0
+    tree = ast.parse(out.read_text())
+    values = {}
+    for stmt in tree.body:
+        assert isinstance(stmt, ast.Assign), ast.dump(stmt)
+        assert len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
+        values[stmt.targets[0].id] = ast.literal_eval(stmt.value)  # raises unless a literal
+    assert DOCUMENT_FIELDS <= set(values)
+    assert values["lr_scheduler_milestones"] == [int(4 * 0.5), int(4 * 0.8)]
+    assert all(type(m) is int for m in values["lr_scheduler_milestones"])
+    assert values["model_lr"] == 0.02 and values["batch_size"] == 32 and values["use_amp"] is True
+    assert "int(epochs * 0.5)" in out.read_text()
+
+
+def test_milestone_epochs_survive_binary_floats() -> None:
+    assert milestone_epochs(100, [0.29, 0.8]) == [29, 80]
+    assert milestone_epochs(3000, [0.1, 0.8]) == [300, 2400]
+
+
+@pytest.mark.parametrize(("scope", "checkpoint"), [("best", "checkpoint_000000"),
+                                                   ("last", "checkpoint_000001")])
+def test_weights_load_weights_only_into_the_model(run: Path, tmp_path: Path, scope: str,
+                                                  checkpoint: str) -> None:
+    # Trial 00000 keeps its best (epoch 2) and its latest (epoch 4) checkpoint.
+    out = tmp_path / f"{scope}.yaml"
+    assert main([str(run), "--trial", "3f2a1_00000", "--scope", scope, "--out", str(out)]) == 0
+    state = torch.load(out.with_suffix(".pt"), weights_only=True)
+    model = EarlyFusionESPCN(3, 4, False)
+    model.load_state_dict(state, strict=True)
+    expected = _checkpoint_model(run, "3f2a1_00000", checkpoint)
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    prov_epoch = 2 if scope == "best" else 4
+    assert f"epoch: {prov_epoch}" in out.read_text()
+
+
+def test_refuses_to_overwrite_without_force(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run)]) == 0
+    out = run / "export" / f"{fx.WINNER}.yaml"
+    out.write_text("# edited by hand\n")
+    capsys.readouterr()
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--force" in err
+    assert out.read_text() == "# edited by hand\n"
+    assert main([str(run), "--force"]) == 0
+    assert out.read_text().startswith("# espcn-tune export")
+
+
+def test_formats_share_identical_weights_but_never_clobber_others(
+        run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run)]) == 0
+    assert main([str(run), "--format", "py"]) == 0  # same trial, same weights: fine
+    assert "already there, same weights" in capsys.readouterr().out
+    weights = run / "export" / f"{fx.WINNER}.pt"
+    torch.save({"other": torch.zeros(1)}, weights)
+    assert main([str(run), "--format", "json"]) == 2
+    assert str(weights) in capsys.readouterr().err
+    assert not (run / "export" / f"{fx.WINNER}.json").exists()  # nothing half-written
+    assert main([str(run), "--format", "json", "--force"]) == 0
+
+
+def test_trial_without_checkpoint_still_gets_its_config(
+        run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "stopped.yaml"
+    with caplog.at_level(logging.WARNING):
+        assert main([str(run), "--trial", "3f2a1_00002", "--out", str(out)]) == 0
+    assert "no kept checkpoint" in caplog.text
+    assert out.is_file() and not out.with_suffix(".pt").exists()
+    assert yaml.safe_load(out.read_text())["model_lr"] == 1e-4
+
+
+def test_unknown_trial_lists_valid_ids(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run), "--trial", "nope_00009"]) == 2
+    err = capsys.readouterr().err
+    assert "nope_00009" in err and fx.WINNER in err and fx.ERRORED in err
+
+
+def test_not_a_run_and_zero_finished(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    fx.write_meta(broken)
+    fx.write_trial(broken, 0, fx.DEFAULTS, [27.0], error=True, checkpoint_epochs=(1,))
+    assert main([str(broken)]) == 2
+    assert "no finished trials" in capsys.readouterr().err
+    assert not (broken / "export").exists()
+
+
+def test_out_may_not_take_the_weights_name(run: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(run), "--out", str(tmp_path / "model.pt")]) == 2
+    assert ".pt" in capsys.readouterr().err
