@@ -14,3 +14,25 @@ def tiny_train():
 @pytest.fixture(scope="session")
 def tiny_val():
     return make_split("val", clips=2, seed=1, centres=(3,))
+
+
+@pytest.fixture(scope="session")
+def clip_root(tmp_path_factory):
+    """Six small clips on disk: the data set of the search tests (fast to train and score)."""
+    from synthetic import write_clip_folders
+
+    return write_clip_folders(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray instance for the whole test session (starting one costs seconds), with two
+    fake GPUs so fractional-GPU packing can be checked on a CPU machine."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    os.environ["ESPCN_TUNE_CACHE"] = str(tmp_path_factory.mktemp("frame-cache"))
+    ctx = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+                   configure_logging=False, log_to_driver=False)
+    yield ctx.address_info["address"]
+    ray.shutdown()

@@ -30,3 +30,21 @@ def make_split(split="train", *, clips=4, t=7, hr_size=(64, 64), scale=4, seed=0
     group = ClipGroup(hr=hr, lr=lr, centres=tuple(centres if centres is not None else range(t)),
                       names=tuple(f"clip{i}" for i in range(clips)))
     return SplitData(split=split, scale=scale, groups=(group,), source="synthetic")
+
+
+def write_clip_folders(root, *, clips=6, t=7, size=(96, 96), seed=0):
+    """A folder of clip folders (Vid4/REDS shape) of smooth moving RGB frames, as PNG files."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    for c in range(clips):
+        y = make_split(clips=1, t=t, hr_size=size, seed=seed + c).groups[0].hr[0]
+        d = root / f"clip{c:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(t):
+            g = y[k]
+            rgb = np.stack([g, np.roll(g, 3, axis=1), 255 - g], axis=-1).astype(np.uint8)
+            Image.fromarray(rgb).save(d / f"{k:04d}.png")
+    return root

@@ -131,6 +131,10 @@ class Trainer:
                                               weight_decay=cfg.weight_decay)
         dtype = amp_dtype(cfg, self.device)
         self.amp_dtype = dtype if cfg.use_amp else None
+        if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu":
+            log.warning("use_amp on the CPU runs bf16 autocast, which is several times slower than "
+                        "fp32 on CPUs without native bf16 (see BENCHMARKS.md); set use_amp: false "
+                        "to train faster here")
         # The scaler is only active for fp16: bf16 has fp32's range.
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=cfg.use_amp and dtype == torch.float16)

@@ -12,7 +12,6 @@ PSNR of identical frames is ``inf``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
@@ -41,11 +40,25 @@ def psnr(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor
     return 10.0 * torch.log10(255.0**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_taps(size: int = 11, sigma: float = 1.5) -> list[float]:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)[None, None]
+    return (g / g.sum()).tolist()
+
+
+def _blur_valid(x: torch.Tensor, taps: list[float]) -> torch.Tensor:
+    """Separable Gaussian over the last two axes, valid region only, as shifted adds: 1-channel
+    ``conv2d`` on the CPU was 14x slower on 720p frames (it dominated validation)."""
+    n = len(taps)
+    h = x.shape[-2] - n + 1
+    rows = x[..., 0:h, :] * taps[0]
+    for k in range(1, n):
+        rows.add_(x[..., k : k + h, :], alpha=taps[k])
+    w = x.shape[-1] - n + 1
+    out = rows[..., 0:w] * taps[0]
+    for k in range(1, n):
+        out.add_(rows[..., k : k + w], alpha=taps[k])
+    return out
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
@@ -53,12 +66,10 @@ def ssim(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor
     a, b = _prepare(a, b, crop_border)
     if min(a.shape[-2:]) < 11:
         raise ValueError(f"SSIM needs frames of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
-    w = _gaussian_window().to(a.device)
-    a, b = a[:, None], b[:, None]
-    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
-    var_a = F.conv2d(a * a, w) - mu_a**2
-    var_b = F.conv2d(b * b, w) - mu_b**2
-    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    mu_a, mu_b, aa, bb, ab = _blur_valid(torch.stack([a, b, a * a, b * b, a * b]), _gaussian_taps())
+    var_a = aa - mu_a**2
+    var_b = bb - mu_b**2
+    cov = ab - mu_a * mu_b
     num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
     den = (mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2)
-    return (num / den).mean(dim=(1, 2, 3))
+    return (num / den).mean(dim=(1, 2))

@@ -1,0 +1,88 @@
+"""Real searches on Ray Tune (one local Ray for the session, tiny clips, 2 CPUs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tune.run import main
+
+pytestmark = pytest.mark.slow
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trial_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+@pytest.fixture(scope="session")
+def smoke_run(ray_session, clip_root, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    rc = main(["--space", "smoke", "--storage", str(storage), "--name", "smoke",
+               "--data", str(clip_root)])
+    assert rc == 0
+    return storage / "smoke"
+
+
+def test_smoke_search_asha_stops_a_trial_early(smoke_run):
+    meta = json.loads((smoke_run / "espcn_tune.json").read_text())
+    assert meta["finished"] and meta["best_trial"]["trial_id"]
+    trials = _trial_dirs(smoke_run)
+    assert len(trials) == 6
+    last = [_results(t)[-1] for t in trials]
+    assert all(not (t / "error.txt").exists() for t in trials)
+    stopped = [r for r in last if r["epoch"] < meta["max_epochs"]]
+    completed = [r for r in last if r["status"] == "completed"]
+    assert stopped, "ASHA stopped no trial"
+    assert completed, "no trial ran the whole budget"
+    # The budget unit is epochs of a fixed sample count, whatever the batch size.
+    assert all(r["samples"] == r["epoch"] * meta["epoch_samples"] for r in last)
+
+
+def test_smoke_search_first_trial_is_the_source_documents_defaults(smoke_run):
+    # Ray names trial folders <trainable>_<id>_<creation index>_<params>_<date>.
+    first = min(_trial_dirs(smoke_run), key=lambda t: int(t.name.split("_")[3]))
+    cfg = _results(first)[0]["trial_config"]
+    assert cfg["model_lr"] == pytest.approx(1e-2)
+    assert cfg["lr_scheduler_milestones"] == pytest.approx([0.1, 0.8])
+
+
+def test_smoke_search_keeps_optuna_study_and_capped_checkpoints(smoke_run):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(next(smoke_run.glob("*journal*")))))
+    study = optuna.load_study(study_name=None, storage=storage) if len(
+        storage.get_all_studies()) == 1 else None
+    assert study is not None
+    states = {t.state for t in study.trials}
+    assert states == {optuna.trial.TrialState.COMPLETE}
+    assert len(study.trials) == 6
+    for t in _trial_dirs(smoke_run):
+        assert len(list(t.glob("checkpoint_*"))) <= 2  # best by PSNR + the latest
+
+
+def test_diverging_trial_ends_as_diverged_and_the_search_completes(ray_session, clip_root,
+                                                                   tmp_path):
+    space = tmp_path / "diverge.yaml"
+    space.write_text(
+        "params:\n  model_lr: {grid: [1.0e-3, 1.0e+6]}\n"
+        "config: {batch_size: 8, momentum: 0.0}\n"
+        "budget: {epochs: 3, epoch_samples: 512, validation_interval: 1}\n"
+        "scheduler: {type: fifo}\nsearch: {algorithm: grid}\ninclude_defaults: false\n")
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "nan",
+               "--data", str(clip_root)])
+    assert rc == 0
+    last = {json.loads((t / "params.json").read_text())["model_lr"]: _results(t)[-1]
+            for t in _trial_dirs(tmp_path / "nan")}
+    assert last[1e6]["status"] == "diverged"
+    assert last[1e6]["psnr"] == 0.0  # the documented finite worst case
+    assert last[1e-3]["status"] == "completed"

@@ -1,0 +1,564 @@
+"""The search-space layer without Ray: loading, one test per validation rule, encoding, plan text."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import search_spaces
+from trainable.config import TrainConfig
+from trainable.errors import ConfigError, InputError
+from tune.space import (
+    MILESTONE_COUNT,
+    MILESTONE_FIRST,
+    SearchSpec,
+    describe_plan,
+    load_space,
+    milestone_rel,
+    resolve_space_path,
+    shipped_spaces,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = "params:\n  model_lr: {loguniform: [1.0e-4, 5.0e-2]}\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load_text(tmp_path: Path, text: str) -> SearchSpec:
+    return load_space(str(write(tmp_path, text)))
+
+
+def fails(tmp_path: Path, text: str, match: str) -> ConfigError:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_space(str(path))
+    assert str(path) in str(info.value), "every message names the file"
+    return info.value
+
+
+# --- shipped files ----------------------------------------------------------------------------------
+def test_the_five_spaces_are_shipped():
+    assert {"lr_sched", "batch_accum", "full", "optim", "smoke"} <= set(shipped_spaces())
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+def test_shipped_space_loads_and_plans(name):
+    spec = load_space(name)
+    plan = describe_plan(spec)
+    assert str(spec.path) in plan
+    assert "per trial" in plan and "CPU only" in plan
+    assert "rungs at epochs " + ", ".join(map(str, spec.rungs())) in plan
+    assert spec.rungs(), "every shipped file stops trials early"
+    assert spec.trial_config(spec.default_point()) == spec.base.replace(), "defaults fold back"
+    json.dumps(spec.to_dict())
+
+
+@pytest.mark.parametrize("name", shipped_spaces())
+def test_shipped_lines_carry_a_reason(name):
+    for line in (search_spaces.DIR / f"{name}.yaml").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "  # " in line, f"{name}.yaml: no reason on {line!r}"
+
+
+def test_lr_sched_plan():
+    spec = load_space("lr_sched")
+    plan = describe_plan(spec)
+    assert spec.rungs() == [2, 6]
+    assert "18 epochs x 2,048 samples = 36,864 training samples" in plan
+    assert "1 CPU, 0 GPU per trial (CPU only)" in plan
+    assert "Optuna TPE (seed 0, 5 random startup trials)" in plan
+    assert "evaluated as the first trial (model_lr=0.01, lr_scheduler_milestones=[0.1, 0.8]" in plan
+    assert "epochs                       100 -> 18" in plan
+
+
+def test_space_module_imports_neither_ray_nor_optuna():
+    code = ("import sys; from tune.space import load_space, describe_plan; "
+            "describe_plan(load_space('smoke').with_overrides(trials=3)); "
+            "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- paths ----------------------------------------------------------------------------------------
+def test_bare_names_resolve_to_shipped_files():
+    assert resolve_space_path("lr_sched") == search_spaces.DIR / "lr_sched.yaml"
+    assert resolve_space_path("lr_sched.yaml") == search_spaces.DIR / "lr_sched.yaml"
+
+
+def test_paths_are_used_as_given(tmp_path, monkeypatch):
+    path = write(tmp_path, MINIMAL, "mine.yaml")
+    assert resolve_space_path(str(path)) == path
+    monkeypatch.chdir(tmp_path)
+    assert resolve_space_path("mine.yaml") == Path("mine.yaml"), "bare name found in the cwd"
+
+
+def test_missing_file_names_path_and_shipped_spaces(tmp_path):
+    with pytest.raises(ConfigError, match=r"not found: .*nope\.yaml.*shipped spaces: .*lr_sched"):
+        load_space("nope")
+    with pytest.raises(ConfigError, match=str(tmp_path / "gone.yaml")):
+        load_space(str(tmp_path / "gone.yaml"))
+
+
+def test_config_error_is_input_error():
+    assert issubclass(ConfigError, InputError)
+
+
+# --- YAML -----------------------------------------------------------------------------------------
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {loguniform: [1, 2}\n", r"space\.yaml:2: invalid YAML")
+
+
+def test_duplicate_key_names_both_lines(tmp_path):
+    text = MINIMAL + "trials: 4\ntrials: 5\n"
+    fails(tmp_path, text, r"space\.yaml:4: invalid YAML: duplicate key 'trials' \(first on line 3\)")
+
+
+def test_document_must_be_a_mapping(tmp_path):
+    fails(tmp_path, "- a\n- b\n", "must be a mapping")
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    # PyYAML reads 1e-5 (no dot) as the string "1e-5".
+    spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1e-5, 1e-2]}\n"
+                               "include_defaults: false\n")
+    assert spec.params[0].args == (1e-5, 1e-2)
+    assert all(isinstance(v, float) for v in spec.params[0].args)
+
+
+def test_choice_values_take_the_field_type(tmp_path):
+    spec = load_text(tmp_path, "params:\n  model_lr: {choice: [1e-3, 1.0e-2, 1]}\n")
+    assert spec.params[0].args == (1e-3, 1e-2, 1.0)
+    assert all(type(v) is float for v in spec.params[0].args)
+
+
+# --- keys -----------------------------------------------------------------------------------------
+def test_unknown_top_level_key_lists_valid_keys(tmp_path):
+    fails(tmp_path, MINIMAL + "trails: 3\n",
+          r"unknown key `trails` \(did you mean `trials`\?\); valid keys are: budget, config, "
+          r"data, include_defaults, ")
+
+
+def test_unknown_nested_key_names_its_path(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {epoch: 3}\n",
+          r"unknown key `budget.epoch` \(did you mean `epochs`\?\); valid keys under `budget` "
+          r"are: epoch_samples, epochs, "
+          r"validation_interval")
+
+
+def test_scheduler_keys_depend_on_its_type(tmp_path):
+    fails(tmp_path, MINIMAL + "scheduler: {perturbation_interval: 5}\n",
+          r"unknown key `scheduler.perturbation_interval`.*; valid keys under `scheduler` with "
+          r"type asha are: grace_period, reduction_factor, type")
+
+
+def test_unknown_param_name(tmp_path):
+    fails(tmp_path, "params:\n  learning_rate: {uniform: [0.1, 0.2]}\n",
+          r"unknown key `params.learning_rate`.*; valid keys under `params` are: .*model_lr")
+
+
+def test_budget_fields_cannot_be_searched(tmp_path):
+    fails(tmp_path, "params:\n  epochs: {randint: [1, 5]}\n",
+          r"`params.epochs` cannot be searched: it is the budget")
+
+
+def test_unknown_distribution(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {normal: [0.1, 0.2]}\n",
+          r"unknown key `params.model_lr.normal`.*; valid keys under `params.model_lr` are: "
+          r"choice, grid, loguniform, milestones, randint, uniform")
+
+
+def test_one_distribution_per_param(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {uniform: [0.1, 0.2], loguniform: [0.1, 0.2]}\n",
+          r"`params.model_lr` is .*must name exactly one distribution")
+
+
+def test_params_must_not_be_empty(tmp_path):
+    fails(tmp_path, "trials: 3\n", r"`params` is empty")
+
+
+def test_config_unknown_key_is_rejected(tmp_path):
+    fails(tmp_path, MINIMAL + "config: {lr: 0.1}\n",
+          r"\(fixed settings\): unknown key 'lr'; valid keys are: ")
+
+
+def test_config_value_is_validated(tmp_path):
+    fails(tmp_path, MINIMAL + "config: {batch_size: 0}\n",
+          r"The value of `batch_size` is 0, but must be >= 1\.")
+
+
+def test_config_keys_with_their_own_section(tmp_path):
+    fails(tmp_path, MINIMAL + "config: {epochs: 3}\n", r"`config.epochs` belongs in `budget.epochs`")
+
+
+def test_searched_key_cannot_also_be_fixed(tmp_path):
+    fails(tmp_path, MINIMAL + "config: {model_lr: 0.1}\n",
+          r"`params.model_lr` is searched, so `config.model_lr` cannot also fix it")
+
+
+# --- distributions ----------------------------------------------------------------------------
+def test_low_must_be_below_high(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_gamma: {uniform: [0.5, 0.1]}\n",
+          r"The value of `params.lr_scheduler_gamma.uniform` is \[0.5, 0.1\], but low must be < "
+          r"high\.")
+
+
+def test_loguniform_needs_positive_low(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {loguniform: [0, 0.1]}\n",
+          r"The value of `params.model_lr.loguniform` is \[0.0, 0.1\], but low must be > 0")
+
+
+def test_randint_low_above_high(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {randint: [9, 8]}\n",
+          r"`params.batch_size.randint` is \[9, 8\], but low must be <= high")
+
+
+def test_bounds_must_be_two_numbers(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {uniform: [0.1]}\n", r"must be a list of two values")
+    fails(tmp_path, "params:\n  model_lr: {uniform: [a, 0.1]}\n",
+          r"The value of `params.model_lr.uniform\[0\]` is 'a', but must be a number\.")
+
+
+def test_bounds_are_valid_for_trainconfig(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_gamma: {uniform: [0.5, 1.5]}\n",
+          r"`params.lr_scheduler_gamma.uniform\[1\]`: The value of `lr_scheduler_gamma` is 1.5, "
+          r"but must be in \(0, 1\]")
+
+
+def test_float_distribution_on_an_integer_field(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {uniform: [8, 64]}\n",
+          r"batch_size is int, so uniform cannot sample it; use randint or choice")
+
+
+def test_empty_choice(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {choice: []}\n",
+          r"The value of `params.batch_size.choice` is \[\], but must be a non-empty list")
+
+
+def test_invalid_choice_value_names_file_and_key(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {choice: [0]}\n",
+          r"`params.batch_size.choice\[0\]`: The value of `batch_size` is 0, but must be >= 1\.")
+
+
+def test_choice_values_must_be_distinct(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {choice: [8, 8]}\n", r"must not repeat a value")
+
+
+def test_combination_of_extremes_must_be_valid(tmp_path):
+    fails(tmp_path, """\
+        params:
+          batch_size: {choice: [16, 64]}
+          gradient_accumulation_steps: {choice: [1, 4]}
+        budget: {epoch_samples: 128}
+        """, r"the combination batch_size=64, gradient_accumulation_steps=4 gives an invalid "
+             r"trial config: The value of `epoch_samples` is 128")
+
+
+# --- milestones -----------------------------------------------------------------------------------
+def test_milestones_outside_unit_interval(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_milestones: {milestones: {high: 1.0}}\n",
+          r"`params.lr_scheduler_milestones.milestones` is \{'low': 0.05, 'high': 1.0\}, but "
+          r"milestones are fractions of the budget: need 0 < low < high < 1")
+
+
+def test_milestones_count_range(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_milestones: {milestones: {count: [1, 4]}}\n",
+          r"`params.lr_scheduler_milestones.milestones.count` is \[1, 4\], but must be a count")
+
+
+def test_milestones_only_for_the_milestones_field(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {milestones: {}}\n",
+          r"the milestones distribution only applies to lr_scheduler_milestones")
+
+
+def test_milestone_list_needs_milestones_distribution(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_milestones: {uniform: [0.1, 0.5]}\n",
+          r"lr_scheduler_milestones is a list; search it with `milestones`")
+
+
+def test_milestone_lists_are_no_optuna_choice(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_milestones: {choice: [[0.1, 0.8], [0.5]]}\n",
+          r"Optuna's categorical values must be scalars")
+
+
+def test_milestone_lists_work_with_random_search(tmp_path):
+    spec = load_text(tmp_path, "params:\n  lr_scheduler_milestones: {choice: [[0.1, 0.8], [0.5]]}\n"
+                               "search: {algorithm: random}\n")
+    assert spec.trial_config({"lr_scheduler_milestones": [0.5]}).lr_scheduler_milestones == (0.5,)
+
+
+def test_flat_params_encode_milestones():
+    spec = load_space("lr_sched")
+    names = [p.name for p in spec.flat_params()]
+    assert names == ["model_lr", MILESTONE_COUNT, MILESTONE_FIRST, milestone_rel(2),
+                     "lr_scheduler_gamma"]
+    kinds = {p.name: (p.kind, p.args) for p in spec.flat_params()}
+    assert kinds[MILESTONE_COUNT] == ("choice", (1, 2))
+    assert kinds[MILESTONE_FIRST] == ("uniform", (0.05, 0.95))
+    assert kinds[milestone_rel(2)] == ("uniform", (0.0, 1.0))
+
+
+@pytest.mark.parametrize("count, first, rel, expected", [
+    (2, 0.3, 0.5, (0.3, 0.625)),  # halfway between 0.3 and high (0.95)
+    (1, 0.3, 0.5, (0.3,)),  # the relative position of an unused milestone is ignored
+    (2, 0.3, 0.0, (0.3,)),  # coinciding milestones collapse into one
+    (2, 0.95, 1.0, (0.95,)),
+    (2, 0.05, 1.0, (0.05, 0.95)),
+])
+def test_trial_config_folds_milestones(count, first, rel, expected):
+    spec = load_space("lr_sched")
+    point = {**spec.default_point(), MILESTONE_COUNT: count, MILESTONE_FIRST: first,
+             milestone_rel(2): rel}
+    cfg = spec.trial_config(point)
+    assert cfg.lr_scheduler_milestones == pytest.approx(expected)
+    assert isinstance(cfg, TrainConfig)
+
+
+def test_fixed_milestone_count_has_no_count_param(tmp_path):
+    spec = load_text(tmp_path, "params:\n  lr_scheduler_milestones: "
+                               "{milestones: {count: 2, low: 0.05, high: 0.9}}\n")
+    assert [p.name for p in spec.flat_params()] == [MILESTONE_FIRST, milestone_rel(2)]
+    point = spec.default_point()
+    assert point[milestone_rel(2)] == pytest.approx(0.7 / 0.8)
+    assert spec.trial_config(point).lr_scheduler_milestones == (0.1, 0.8)
+
+
+def test_trial_config_accepts_numpy_scalars():
+    spec = load_space("full")
+    point = spec.default_point()
+    point = {k: np.float64(v) if isinstance(v, float) else np.int64(v) for k, v in point.items()}
+    cfg = spec.trial_config(point)
+    assert cfg.batch_size == 16 and type(cfg.batch_size) is int
+
+
+def test_trial_config_rejects_unknown_and_missing_keys():
+    spec = load_space("lr_sched")
+    with pytest.raises(ConfigError, match=r"unknown: batch_size; missing: -"):
+        spec.trial_config({**spec.default_point(), "batch_size": 8})
+    point = spec.default_point()
+    del point[MILESTONE_FIRST]
+    with pytest.raises(ConfigError, match=r"missing: lr_milestone_1"):
+        spec.trial_config(point)
+
+
+def test_trial_config_rejects_a_count_outside_the_range():
+    spec = load_space("lr_sched")
+    with pytest.raises(ConfigError, match=r"`lr_milestones_count` is 3, but must be an integer"):
+        spec.trial_config({**spec.default_point(), MILESTONE_COUNT: 3})
+
+
+# --- defaults point -------------------------------------------------------------------------------
+def test_default_point_has_exactly_the_searched_keys():
+    spec = load_space("optim")
+    assert spec.default_point() == {"optimizer": "sgd", "residual": False, "model_lr": 0.01}
+
+
+def test_defaults_outside_the_space_are_rejected(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-3]}\n",
+          r"`include_defaults` is true, but the defaults' model_lr = 0.01 lies outside "
+          r"`params.model_lr.loguniform` \[0.0001, 0.001\]")
+    spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-3]}\n"
+                               "include_defaults: false\n")
+    assert not spec.include_defaults
+
+
+def test_default_milestones_outside_the_space(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_milestones: {milestones: {count: 1}}\n",
+          r"the defaults' lr_scheduler_milestones = \[0.1, 0.8\] lies outside")
+
+
+# --- scheduler ------------------------------------------------------------------------------------
+def test_grace_period_above_epochs(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {epochs: 4, validation_interval: 1}\n"
+                              "scheduler: {grace_period: 5}\n",
+          r"The value of `scheduler.grace_period` is 5, but must be <= `budget.epochs` \(4\)\.")
+
+
+def test_grace_period_on_a_validation_epoch(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {validation_interval: 2}\nscheduler: {grace_period: 3}\n",
+          r"`scheduler.grace_period` is 3, but must be a multiple of "
+          r"`budget.validation_interval` \(2\)")
+
+
+def test_reduction_factor_below_two(tmp_path):
+    fails(tmp_path, MINIMAL + "scheduler: {reduction_factor: 1}\n",
+          r"space\.yaml: The value of `scheduler.reduction_factor` is 1, but must be >= 2\.$")
+
+
+def test_unknown_scheduler(tmp_path):
+    fails(tmp_path, MINIMAL + "scheduler: {type: bohb}\n",
+          r"`scheduler.type` is 'bohb', but must be one of: asha, fifo, hyperband, median, pbt")
+
+
+def test_pbt_interval_multiple_of_validation(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {validation_interval: 2}\nsearch: {algorithm: random}\n"
+                              "scheduler: {type: pbt, perturbation_interval: 3}\n",
+          r"`scheduler.perturbation_interval` is 3, but must be a multiple of "
+          r"`budget.validation_interval` \(2\)")
+
+
+def test_pbt_interval_below_epochs(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {epochs: 10}\nsearch: {algorithm: random}\n"
+                              "scheduler: {type: pbt, perturbation_interval: 10}\n",
+          r"must be < `budget.epochs` \(10\), or PBT never perturbs")
+
+
+def test_pbt_refuses_optuna(tmp_path):
+    fails(tmp_path, MINIMAL + "scheduler: {type: pbt}\n", r"pbt cannot run with .* optuna")
+
+
+def test_validation_interval_within_budget(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {epochs: 3, validation_interval: 5}\n",
+          r"`budget.validation_interval` is 5, but must be <= `budget.epochs` \(3\)")
+
+
+def test_budget_values_are_positive_integers(tmp_path):
+    fails(tmp_path, MINIMAL + "budget: {epochs: 0}\n",
+          r"The value of `budget.epochs` is 0, but must be >= 1\.")
+
+
+# --- searcher, trials, resources ------------------------------------------------------------------
+def test_grid_params_need_a_grid_capable_searcher(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\n",
+          r"`params.batch_size.grid` needs `search.algorithm` random or grid")
+
+
+def test_grid_search_needs_only_grid_params(tmp_path):
+    fails(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-3, 0.1]}\n"
+                    "search: {algorithm: grid}\n",
+          r"with `search.algorithm` grid every parameter must be a grid")
+
+
+def test_grid_search_excludes_the_defaults_trial(tmp_path):
+    fails(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\nsearch: {algorithm: grid}\n"
+                    "include_defaults: true\n",
+          r"The value of `include_defaults` is True, but must be false")
+    spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\n"
+                               "search: {algorithm: grid}\ntrials: 2\n")
+    assert not spec.include_defaults and spec.total_trials() == 4
+
+
+def test_grid_search_runs_the_grid_once_by_default(tmp_path):
+    spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\n"
+                               "search: {algorithm: grid}\n")
+    assert spec.trials == 1 and spec.total_trials() == 2
+    assert "grid: 2 points, each run 1 time(s)" in describe_plan(spec)
+
+
+def test_random_search_with_a_grid_counts_the_defaults_once(tmp_path):
+    spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16, 32]}\n"
+                               "  model_lr: {loguniform: [1.0e-3, 0.1]}\n"
+                               "search: {algorithm: random}\ntrials: 4\n")
+    assert spec.total_trials() == 1 + 3 * 3
+    assert "10 (4 samples over a 3-point grid)" in describe_plan(spec)
+
+
+def test_startup_trials_only_for_optuna(tmp_path):
+    fails(tmp_path, MINIMAL + "search: {algorithm: random, n_startup_trials: 3}\n",
+          r"unknown key `search.n_startup_trials`.*; valid keys under `search` with algorithm "
+          r"random are: algorithm, seed")
+
+
+def test_trials_at_least_one(tmp_path):
+    fails(tmp_path, MINIMAL + "trials: 0\n", r"The value of `trials` is 0, but must be >= 1\.")
+
+
+def test_trials_must_be_an_integer(tmp_path):
+    fails(tmp_path, MINIMAL + "trials: 2.5\n", r"`trials` is 2.5, but must be an integer")
+    fails(tmp_path, MINIMAL + "trials: true\n", r"`trials` is True, but must be an integer")
+
+
+def test_max_concurrent_at_least_one(tmp_path):
+    fails(tmp_path, MINIMAL + "max_concurrent: 0\n",
+          r"The value of `max_concurrent` is 0, but must be >= 1\.")
+
+
+def test_negative_resources(tmp_path):
+    fails(tmp_path, MINIMAL + "resources: {cpus: -1}\n",
+          r"The value of `resources.cpus` is -1, but must be >= 0\.")
+    fails(tmp_path, MINIMAL + "resources: {gpus: -0.5}\n",
+          r"The value of `resources.gpus` is -0.5, but must be >= 0\.")
+
+
+def test_gpus_above_one_are_whole(tmp_path):
+    fails(tmp_path, MINIMAL + "resources: {gpus: 1.5}\n", r"must be a whole number when above 1")
+
+
+def test_a_trial_needs_some_resource(tmp_path):
+    fails(tmp_path, MINIMAL + "resources: {cpus: 0}\n", r"a trial must ask for some CPU or GPU")
+
+
+def test_seed_range(tmp_path):
+    fails(tmp_path, MINIMAL + "seed: -1\n", r"The value of `seed` is -1, but must be >= 0\.")
+
+
+def test_search_seed_follows_seed_unless_pinned(tmp_path):
+    assert load_text(tmp_path, MINIMAL + "seed: 7\n").search_seed == 7
+    spec = load_text(tmp_path, MINIMAL + "seed: 7\nsearch: {seed: 3}\n")
+    assert (spec.base.seed, spec.search_seed) == (7, 3)
+
+
+# --- overrides and snapshot -----------------------------------------------------------------------
+def test_with_overrides_replaces_and_revalidates():
+    spec = load_space("lr_sched")
+    new = spec.with_overrides(trials=3, max_concurrent=4, cpus_per_trial=0.5, gpus_per_trial=0.25,
+                              data="/data/vimeo", seed=11)
+    assert (new.trials, new.max_concurrent, new.cpus_per_trial, new.gpus_per_trial) == \
+        (3, 4, 0.5, 0.25)
+    assert (new.base.data, new.base.seed, new.search_seed) == ("/data/vimeo", 11, 11)
+    assert new.params == spec.params and new.base.epochs == spec.base.epochs
+    assert "0.25 GPU per trial" in describe_plan(new)
+    assert spec.with_overrides() == spec, "None keeps the file's values"
+
+
+def test_with_overrides_seed_replaces_a_pinned_search_seed(tmp_path):
+    spec = load_text(tmp_path, MINIMAL + "search: {seed: 3}\n")
+    assert spec.with_overrides(seed=5).search_seed == 5
+
+
+def test_with_overrides_rejects_bad_values():
+    with pytest.raises(ConfigError, match=r"command-line overrides\): The value of `trials` is 0"):
+        load_space("smoke").with_overrides(trials=0)
+
+
+def test_to_dict_is_a_json_snapshot():
+    snap = json.loads(json.dumps(load_space("lr_sched").to_dict()))
+    assert snap["params"]["lr_scheduler_milestones"] == {"milestones": [1, 2, 0.05, 0.95]}
+    assert snap["scheduler"]["rungs"] == [2, 6]
+    assert snap["base"]["epochs"] == 18
+    assert snap["default_point"]["lr_milestone_1"] == 0.1
+
+
+@pytest.mark.parametrize("epochs, grace, rf, rungs", [
+    (18, 2, 3, [2, 6]),
+    (20, 2, 3, [2, 6, 18]),
+    (27, 1, 3, [1, 3, 9]),  # 27 is max_t: a trial there is stopped anyway
+    (4, 1, 2, [1, 2]),
+    (4, 4, 2, []),
+])
+def test_rungs(tmp_path, epochs, grace, rf, rungs):
+    spec = load_text(tmp_path, MINIMAL + f"budget: {{epochs: {epochs}, validation_interval: 1}}\n"
+                                         f"scheduler: {{grace_period: {grace}, "
+                                         f"reduction_factor: {rf}}}\n")
+    assert spec.rungs() == rungs
+
+
+def test_spec_pickles_for_ray():
+    spec = load_space("full")
+    assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_rungs_only_for_asha(tmp_path):
+    assert load_text(tmp_path, MINIMAL + "scheduler: {type: fifo}\n").rungs() == []

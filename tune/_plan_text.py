@@ -1,0 +1,125 @@
+"""The ``--dry-run`` text: what a search-space file will make Ray do, in the budget's units."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from trainable.config import TrainConfig
+
+if TYPE_CHECKING:
+    from tune.space import ParamSpec, SearchSpec
+
+
+
+def plan_lines(spec: SearchSpec) -> Iterator[str]:
+    from tune.space import METRIC, MODE, TIME_ATTR
+
+    base = spec.base
+    width = max(len(f.name) for f in fields(TrainConfig)) + 2
+    flat = [p.name for p in spec.flat_params()]
+    yield f"Search space: {spec.path}"
+    yield f"Objective:    {METRIC} ({MODE}), reported every {base.validation_interval} " \
+          f"epoch(s); progress measured in `{TIME_ATTR}`"
+    yield f"Searched parameters ({len(spec.params)}; the searcher samples {', '.join(flat)}):"
+    for p in spec.params:
+        yield f"  {p.name:<{width}}{_distribution(p)}"
+    yield "Fixed settings that differ from TrainConfig defaults:"
+    yield from _overrides(base, width) or ["  (none)"]
+    yield (f"Budget:       {base.epochs} epochs x {base.epoch_samples:,} samples = "
+           f"{base.total_samples:,} training samples per full trial; validation every "
+           f"{base.validation_interval} epoch(s)")
+    yield f"Scheduler:    {_scheduler(spec)}"
+    yield f"Searcher:     {_searcher(spec)}"
+    total = spec.total_trials()
+    grid = f" ({spec.trials} samples over a {spec.grid_size()}-point grid)" \
+        if spec.grid_size() > 1 else ""
+    at_once = (f"at most {spec.max_concurrent} at a time" if spec.scheduler != "hyperband" else
+               "as many at a time as resources allow (a cap would keep HyperBand's brackets "
+               "from filling)")
+    yield (f"Trials:       {total}{grid}, {at_once}; at most "
+           f"{total * base.total_samples:,} samples in all if no trial is stopped early")
+    yield f"Resources:    {_resources(spec)}"
+    if spec.include_defaults:
+        shown = ", ".join(f"{p.name}={_show(getattr(base, p.name))}" for p in spec.params)
+        yield f"Defaults:     evaluated as the first trial ({shown})"
+    else:
+        yield "Defaults:     not evaluated as a trial"
+
+
+def _distribution(p: ParamSpec) -> str:
+    if p.kind == "milestones":
+        cmin, cmax, low, high = p.args
+        count = f"{cmin}" if cmin == cmax else f"{cmin}-{cmax}"
+        return f"milestones: {count} fraction(s) of the budget in [{low:g}, {high:g}]"
+    if p.kind in ("choice", "grid"):
+        return f"{p.kind} {_show(list(p.args))}"
+    suffix = " (both included)" if p.kind == "randint" else ""
+    return f"{p.kind} [{p.args[0]:g}, {p.args[1]:g}]{suffix}"
+
+
+def _overrides(base: TrainConfig, width: int) -> list[str]:
+    default = TrainConfig()
+    return [f"  {f.name:<{width}}{_show(getattr(default, f.name))} -> {_show(getattr(base, f.name))}"
+            for f in fields(TrainConfig) if getattr(base, f.name) != getattr(default, f.name)]
+
+
+def _scheduler(spec: SearchSpec) -> str:
+    epochs = spec.base.epochs
+    if spec.scheduler == "asha":
+        rungs = spec.rungs()
+        where = (f"rungs at epochs {', '.join(map(str, rungs))}" if rungs
+                 else "no rung before max_t, so it stops nothing")
+        return (f"ASHA (grace {spec.grace_period}, reduction factor {spec.reduction_factor}, "
+                f"max_t {epochs} epochs): {where}; at a rung a trial goes on only if it is in "
+                f"the top 1/{spec.reduction_factor} of the results recorded there so far")
+    if spec.scheduler == "hyperband":
+        return (f"synchronous HyperBand (reduction factor {spec.reduction_factor}, max_t "
+                f"{epochs} epochs): pauses trials at bracket milestones and resumes the best "
+                "from their checkpoints")
+    if spec.scheduler == "median":
+        return (f"median stopping after {spec.grace_period} epoch(s): a trial below the median "
+                "of the others' running averages at the same epoch is stopped")
+    if spec.scheduler == "pbt":
+        return (f"PBT every {spec.perturbation_interval} epochs: the bottom quarter restarts "
+                "from a top-quarter trial's checkpoint with perturbed searched values")
+    return f"FIFO: every trial runs all {epochs} epochs"
+
+
+def _searcher(spec: SearchSpec) -> str:
+    if spec.algorithm == "optuna":
+        note = ("; every trial is a startup trial, so TPE never runs"
+                if spec.n_startup_trials >= spec.trials else "")
+        return (f"Optuna TPE (seed {spec.search_seed}, {spec.n_startup_trials} random startup "
+                f"trials{note}); study journal kept in the run folder")
+    if spec.algorithm == "random":
+        return f"random sampling (seed {spec.search_seed})"
+    return f"grid: {spec.grid_size()} points, each run {spec.trials} time(s)"
+
+
+def _resources(spec: SearchSpec) -> str:
+    cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
+    text = f"{cpus:g} CPU, {gpus:g} GPU per trial"
+    if gpus == 0:
+        text += " (CPU only)"
+    elif gpus < 1:
+        text += " (GPU fractions are bookkeeping: trials sharing a GPU share its memory)"
+    host = os.cpu_count() or 1
+    if cpus > 0:
+        fit = int(host // cpus)
+        if spec.scheduler != "hyperband":
+            fit = min(fit, spec.max_concurrent)
+        text += f"; this machine's {host} CPUs fit {fit} trial(s) at once"
+    return text
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "null"
+    return str(value)

@@ -1,0 +1,63 @@
+"""Terminal progress for a search: one line per validation and per finished trial, then a summary.
+
+Ray's own table cannot show our columns (gain over bicubic, trial outcome) under its current
+output engine, so the driver silences it and prints these lines instead.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ray.tune import Callback
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+class ProgressPrinter(Callback):
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec  # a tune.space.SearchSpec: folds sampled values into the trial's config
+        self.max_epochs = spec.base.epochs
+        self._last: dict[str, Mapping[str, Any]] = {}
+
+    def _params(self, sampled: Mapping[str, Any]) -> str:
+        try:
+            cfg = self.spec.trial_config(sampled).to_dict()
+        except Exception:  # a progress line must never stop the search
+            return str(dict(sampled))
+        return " ".join(f"{p.name}={_fmt(cfg[p.name])}" for p in self.spec.params)
+
+    def _print(self, line: str) -> None:
+        # sys.stdout looked up each time: the callback is pickled with the experiment state.
+        print(line, file=sys.stdout, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._print(f"[start]   {trial.trial_id}  {self._params(trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._last[trial.trial_id] = result
+        psnr, gain = result.get("psnr", math.nan), result.get("gain_db", math.nan)
+        running = sum(t.status == "RUNNING" for t in trials)
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        self._print(f"[epoch {result.get('epoch', 0):>3}/{self.max_epochs}] {trial.trial_id}  "
+                    f"PSNR {psnr:7.3f} dB  gain {gain:+.3f} dB  {result.get('status', '')}  "
+                    f"({running} running, {done} done)")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last = self._last.get(trial.trial_id, {})
+        status = last.get("status", "?")
+        if status == "running":
+            status = f"stopped early at epoch {last.get('epoch')}"
+        self._print(f"[done]    {trial.trial_id}  {status}  best PSNR "
+                    f"{last.get('best_psnr', math.nan):.3f} dB")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._print(f"[error]   {trial.trial_id}  see {trial.local_path}/error.txt")

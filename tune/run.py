@@ -1,0 +1,225 @@
+"""``python -m tune.run --space lr_sched.yaml``: search training hyper-parameters on Ray Tune.
+
+ASHA stops poor configurations early (its rungs are in epochs of a fixed sample count), Optuna's
+TPE proposes the next ones, and every trial runs the real AMP training loop. The run folder
+(``--storage/--name``) holds Ray's experiment, the Optuna study, checkpoints and
+``espcn_tune.json``; ``python -m analysis`` and ``python -m analysis.export`` read it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainable.errors import InputError
+
+log = logging.getLogger("tune")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tune.run", description=__doc__.split("\n")[0])
+    p.add_argument("--space", default="lr_sched.yaml",
+                   help="search-space file: a bare name is looked up in search_spaces/")
+    p.add_argument("--name", help="run name (default: <space>-<time>)")
+    p.add_argument("--storage", default="runs", help="folder holding run folders (default: ./runs)")
+    p.add_argument("--num-samples", type=int, help="number of trials (overrides `trials`)")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    p.add_argument("--data", help="'builtin', a Vimeo90K root or a folder of clips")
+    p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto'")
+    p.add_argument("--resume", metavar="NAME", help="finish an interrupted run of this name")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the space and print the plan; starts no Ray")
+    p.add_argument("--seed", type=int, help="seed for the searcher and the trials")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (localhost)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own progress output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return _main(args, argv)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    data = args.data
+    if data and data != "builtin":
+        data = str(Path(data).resolve())  # trials run in another working directory
+    return {"trials": args.num_samples, "max_concurrent": args.max_concurrent,
+            "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+            "data": data, "seed": args.seed}
+
+
+def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    from tune.run_folder import lock, now, read_meta, versions, write_meta
+    from tune.space import describe_plan, load_space
+
+    storage = Path(args.storage).resolve()
+    if args.resume:
+        run_dir = storage / args.resume
+        meta = read_meta(run_dir)
+        spec = load_space(meta["space_file"]).with_overrides(**meta.get("overrides", {}))
+    else:
+        spec = load_space(args.space).with_overrides(**_overrides(args))
+        if spec.base.data != "builtin" and not Path(spec.base.data).exists():
+            raise InputError(f"--data {spec.base.data}: no such folder")
+    if args.dry_run:
+        print(describe_plan(spec))
+        return 0
+
+    if not args.resume:
+        name = args.name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = storage / name
+        if (run_dir / "espcn_tune.json").exists():
+            raise InputError(f"{run_dir}: a run of this name exists; finish it with "
+                             f"--resume {name}, or choose another --name")
+    held = lock(run_dir)  # noqa: F841 - released when the process ends
+    if not args.resume:
+        meta = _new_meta(spec, run_dir, args, argv, versions(), now())
+        write_meta(run_dir, meta)
+
+    _prepare_data(spec)
+    import ray
+
+    # Experiment state after every result, so a resume after kill -9 repeats nothing.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # ...which Ray then warns about at every report; the snapshot is tiny next to a trial's work.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not ray.is_initialized():
+        # A local instance binds to loopback only; --address joins a cluster as it is set up.
+        local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
+        ray.init(address=args.address, include_dashboard=args.dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=args.verbose,
+                 configure_logging=args.verbose, **local)
+    _check_resources(spec, ray.cluster_resources())
+
+    tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+    resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
+    try:
+        grid = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
+        return 130
+    meta = read_meta(run_dir)
+    unfinished = _unfinished_trials(grid)
+    from tune.summary import summarise
+
+    meta["finished"] = now() if not unfinished else None
+    best = summarise(grid, spec, run_dir, meta)
+    meta["best_trial"] = best
+    write_meta(run_dir, meta)
+    if unfinished:
+        print(f"\nthe run is not finished; resume with:\n  {resume_cmd}")
+    return 0 if best is not None else 1
+
+
+def _unfinished_trials(grid) -> list[str]:
+    # ASHA-stopped and completed trials both end TERMINATED; an interrupted run (Ctrl-C) leaves
+    # trials PENDING/PAUSED/RUNNING. ResultGrid exposes statuses only through its analysis.
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
+
+
+def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
+    from trainable.evaluate import convention
+
+    defaults = spec.trial_config(spec.default_point()) if spec.include_defaults else None
+    return {
+        "name": run_dir.name,
+        "command": ["python", "-m", "tune.run", *argv],
+        "space_file": str(spec.path.resolve()),
+        "overrides": {k: v for k, v in _overrides(args).items() if v is not None},
+        "spec": spec.to_dict(),
+        "searched": [p.name for p in spec.params],
+        "metric": "psnr",
+        "mode": "max",
+        "max_epochs": spec.base.epochs,
+        "epoch_samples": spec.base.epoch_samples,
+        "validation_interval": spec.base.validation_interval,
+        "scheduler": {"type": spec.scheduler, "grace_period": spec.grace_period,
+                      "reduction_factor": spec.reduction_factor,
+                      "rungs": spec.rungs() if spec.scheduler == "asha" else []},
+        "evaluation": "PSNR/SSIM on " + convention(spec.base.crop_border),
+        "default_config": defaults.to_dict() if defaults else None,
+        "versions": vers,
+        "started": started,
+        "finished": None,
+    }
+
+
+def _prepare_data(spec) -> None:
+    """Decode the data set into the machine's frame cache once, before any trial starts."""
+    from trainable.store import open_split
+
+    cfg = spec.base
+    for split in ("train", "val"):
+        data = open_split(cfg.data, split, scale=cfg.scale, data_lr=cfg.data_lr,
+                          cache_dir=cfg.cache_dir)
+        log.info("data %s: %d clips, %d target frames (%s)", split, data.num_clips,
+                 data.num_targets, data.source)
+
+
+def _check_resources(spec, resources: dict[str, float]) -> None:
+    gpus = resources.get("GPU", 0.0)
+    if spec.gpus_per_trial > 0 and gpus < spec.gpus_per_trial:
+        raise InputError(f"--gpus-per-trial {spec.gpus_per_trial}: the Ray cluster has "
+                         f"{gpus:g} GPUs; use --gpus-per-trial 0 to run on the CPU")
+    if spec.cpus_per_trial > resources.get("CPU", 0.0):
+        raise InputError(f"--cpus-per-trial {spec.cpus_per_trial}: the Ray cluster has "
+                         f"{resources.get('CPU', 0):g} CPUs")
+    where = (f"{spec.gpus_per_trial:g} GPU per trial ({gpus:g} GPUs in the cluster)"
+             if spec.gpus_per_trial else "the CPU (no GPU requested)")
+    per_gpu = math.floor(1 / spec.gpus_per_trial) if spec.gpus_per_trial else 0
+    log.info("running on %s, %g CPUs per trial%s", where, spec.cpus_per_trial,
+             f", up to {per_gpu} trials per GPU" if per_gpu > 1 else "")
+
+
+def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
+    from ray import tune
+
+    from tune.progress import ProgressPrinter
+    from tune.search import METRIC, MODE, make_scheduler, make_searcher, param_space
+    from tune.trial import run_trial
+
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec, cpus=spec.cpus_per_trial),
+        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    if resume:
+        return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    run_config = tune.RunConfig(
+        name=run_dir.name,
+        storage_path=str(run_dir.parent),
+        # Best by PSNR plus the latest (Ray always keeps the latest) so disks do not fill.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
+                                                checkpoint_score_order=MODE),
+        failure_config=tune.FailureConfig(max_failures=2),
+        callbacks=[ProgressPrinter(spec)],
+        verbose=2 if verbose else 0,
+    )
+    tune_config = tune.TuneConfig(
+        metric=METRIC, mode=MODE, scheduler=make_scheduler(spec),
+        # Concurrency is capped by the searcher (ConcurrencyLimiter); a second cap here would turn
+        # synchronous HyperBand off and is ignored for random/grid anyway.
+        search_alg=make_searcher(spec, run_dir), num_samples=spec.trials, reuse_actors=True)
+    return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
+                      run_config=run_config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The end-of-search summary: the best trial (best validated PSNR among trials that did not error),
+its configuration, its gain over bicubic and over the source document's defaults, and the commands
+that analyse and export it."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+
+def _best_psnr(metrics: dict[str, Any]) -> float:
+    v = metrics.get("best_psnr", metrics.get("psnr"))
+    return v if isinstance(v, int | float) and math.isfinite(v) else -math.inf
+
+
+def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    searched = [p.name for p in spec.params]
+    ok = [r for r in grid if r.error is None and r.metrics]
+    errored = sum(1 for r in grid if r.error is not None)
+    print(f"\n=== {run_dir.name}: {len(grid)} trials, {errored} errored ===")
+    if not ok:
+        print("no trial finished without error; see the error.txt files in the trial folders")
+        return None
+    best = max(ok, key=lambda r: (_best_psnr(r.metrics), -r.metrics.get("best_epoch", 0)))
+    m = best.metrics
+    defaults = _defaults_result(ok, spec) if spec.include_defaults else None
+    print("best = highest validated PSNR seen by a trial that did not error "
+          f"({meta['evaluation']})")
+    print(f"best trial: {m['trial_id']}  PSNR {m['best_psnr']:.3f} dB at epoch {m['best_epoch']}"
+          f" / {m['max_epochs']}  (bicubic {m['bicubic_psnr']:.3f} dB, "
+          f"{m['best_psnr'] - m['bicubic_psnr']:+.3f} dB)")
+    for name in searched:
+        print(f"  {name}: {best.config.get(name)}")
+    if defaults is not None:
+        d = defaults.metrics
+        print(f"source document's defaults ({d['trial_id']}): PSNR {_best_psnr(d):.3f} dB, "
+              f"winner {_best_psnr(m) - _best_psnr(d):+.3f} dB over them")
+    q = shlex.quote(str(run_dir))
+    print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}")
+    return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
+            "bicubic_psnr": m["bicubic_psnr"], "params": {n: best.config.get(n) for n in searched},
+            "path": str(best.path)}
+
+
+def _defaults_result(results, spec):
+    point = spec.default_point()
+    for r in results:
+        if all(r.config.get(k) == v for k, v in point.items()):
+            return r
+    return None
