@@ -130,3 +130,16 @@ def test_frames_longer_than_clips_is_a_config_error(tiny_val):
     short = make_split(t=3)
     with pytest.raises(ConfigError, match="`frames` is 5"):
         Trainer(TrainConfig(**{**TINY, "frames": 5}), short, tiny_val)
+
+
+def test_prefetched_batches_equal_sequential_samples(tiny_train):
+    def sampler():
+        return PatchSampler(tiny_train, frames=3, patch_size=8, seed=5, device=torch.device("cpu"))
+
+    a, b = sampler(), sampler()
+    ahead = list(a.batches(6, 4))
+    one_by_one = [b.sample(4) for _ in range(6)]
+    for (lr_a, hr_a), (lr_b, hr_b) in zip(ahead, one_by_one, strict=True):
+        assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+    # Exactly `count` were drawn: both generators are in the same state afterwards.
+    assert torch.equal(a.sample(4)[0], b.sample(4)[0])

@@ -196,21 +196,26 @@ class Trainer:
         data_time = 0.0
         start = time.perf_counter()
         diverged = False
-        while self.samples_seen < target_samples:
-            lr = cfg.lr_at(self.samples_seen)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            t0 = time.perf_counter()
-            batches = [self.sampler.sample(cfg.batch_size)
-                       for _ in range(cfg.gradient_accumulation_steps)]
-            data_time += time.perf_counter() - t0
-            loss_sum += train_step(self.model, self.optimizer, self.scaler, batches,
-                                   autocast=self._autocast, grad_clip=cfg.grad_clip)
-            self.samples_seen += cfg.samples_per_update
-            updates += 1
-            if updates % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-                diverged = True
-                break
+        k = cfg.gradient_accumulation_steps
+        n_updates = max(0, -(-(target_samples - self.samples_seen) // cfg.samples_per_update))
+        stream = self.sampler.batches(n_updates * k, cfg.batch_size)
+        try:
+            for _ in range(n_updates):
+                lr = cfg.lr_at(self.samples_seen)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                t0 = time.perf_counter()
+                batches = [next(stream) for _ in range(k)]
+                data_time += time.perf_counter() - t0  # time the step waited for its data
+                loss_sum += train_step(self.model, self.optimizer, self.scaler, batches,
+                                       autocast=self._autocast, grad_clip=cfg.grad_clip)
+                self.samples_seen += cfg.samples_per_update
+                updates += 1
+                if updates % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                    diverged = True
+                    break
+        finally:
+            stream.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start

@@ -8,7 +8,10 @@ cache (zero copy, shared by every trial on the machine).
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +22,8 @@ from trainable.errors import DataError
 if TYPE_CHECKING:
     from trainable.store import SplitData
 
+# Batches drawn ahead of the training step when sampling from the CPU cache.
+_PREFETCH = 2
 # Upload a split to the GPU only when it is small next to the card (the built-in set is ~0.3 GB).
 _GPU_UPLOAD_FRACTION = 0.25
 
@@ -101,6 +106,48 @@ class PatchSampler:
         lr = torch.cat(lrs).to(self.device, non_blocking=True).float().div_(255.0)
         hr = torch.cat(hrs).to(self.device, non_blocking=True).float().div_(255.0)
         return lr, hr
+
+    def batches(self, count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``count`` batches, exactly as ``count`` calls of :meth:`sample` would give them.
+
+        From the CPU cache they are drawn one or two ahead on a background thread (numpy and
+        torch release the GIL), so sampling overlaps the training step instead of adding to it.
+        Exactly ``count`` are drawn, so the RNG state after the last one is what a checkpoint at
+        this point must hold.
+        """
+        if self._storage.type != "cpu" or count < 2:
+            for _ in range(count):
+                yield self.sample(batch_size)
+            return
+        q: queue.Queue = queue.Queue(maxsize=_PREFETCH)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for _ in range(count):
+                    item = self.sample(batch_size)
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as e:  # hand the error to the consumer
+                q.put(e)
+
+        worker = threading.Thread(target=produce, name="patch-prefetch", daemon=True)
+        worker.start()
+        try:
+            for _ in range(count):
+                item = q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
 
     def _arange(self, size: int):
         if size not in self._aranges:
