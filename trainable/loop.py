@@ -298,6 +298,8 @@ class Trainer:
         self.best_psnr = float(state["best_psnr"])
         self.best_epoch = int(state["best_epoch"])
         self.status = str(state["status"])
+        if self.status == "completed" and self.samples_seen < self.cfg.total_samples:
+            self.status = "running"  # resumed with a larger budget: carry on
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the full state to ``path`` atomically (temp file + rename)."""

@@ -1,0 +1,73 @@
+"""python -m trainable: one run end to end on small clips, and bad input as clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainable.__main__ import main
+from trainable.model import EarlyFusionESPCN
+
+TINY = ["--set", "epochs=2", "--set", "epoch_samples=128", "--set", "batch_size=8",
+        "--set", "validation_interval=1", "--set", "use_amp=false", "--set", "num_threads=1"]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
+
+
+def test_full_run_writes_outputs_and_scores_val_and_test(clip_root, tmp_path, cache, capsys):
+    out = tmp_path / "out"
+    assert main(["--set", f"data={clip_root}", *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "bicubic" in printed and "test:" in printed and "border crop 0" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["samples"] == 256
+    assert summary["val"]["bicubic_psnr"] > 20 and summary["test"]["frames"] > 0
+    model = EarlyFusionESPCN()
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    assert list((out / "tb").glob("events.out.tfevents*"))
+    # The checkpoint resumes: one more epoch on top of the two done.
+    more = tmp_path / "more"
+    assert main(["--set", f"data={clip_root}", *TINY, "--set", "epochs=3", "--out", str(more),
+                 "--resume", str(out / "checkpoint.pt"), "--no-test"]) == 0
+    assert json.loads((more / "summary.json").read_text())["samples"] == 384
+
+
+def test_bad_key_in_config_file_is_exit_2_naming_file_and_key(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("model_lr: 0.01\nlearning_rate: 0.1\n")
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg) in err and "'learning_rate'" in err and "valid keys" in err
+
+
+def test_invalid_yaml_names_the_line(tmp_path, capsys):
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("model_lr: 0.01\nbatch_size: [16\n")
+    assert main(["--config", str(cfg)]) == 2
+    assert "invalid YAML at line" in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_missing_data_folder(tmp_path, cache, capsys):
+    assert main(["--set", f"data={tmp_path / 'no-such-data'}", "--out", str(tmp_path / "o")]) == 2
+    assert "no-such-data" in capsys.readouterr().err
+
+
+def test_corrupt_frame_names_the_file(clip_root, tmp_path, cache, capsys):
+    import shutil
+
+    data = tmp_path / "clips"
+    shutil.copytree(clip_root, data)
+    bad = data / "clip02" / "0003.png"
+    bad.write_bytes(b"not a png")
+    assert main(["--set", f"data={data}", *TINY, "--out", str(tmp_path / "o")]) == 2
+    assert str(bad) in capsys.readouterr().err
