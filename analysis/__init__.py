@@ -6,8 +6,10 @@ report, export.
     print(leaderboard.render(run, scope="best"))
     write_report(run, "runs/smoke/report")     # index.html + PNG figures
     export_trial(run, fmt="yaml")              # winner's config (+ weights) under runs/smoke/export
+    retrain.retrain(run, seeds=3)              # winner vs defaults on the test split, retrain.json
 
-Command lines: ``python -m analysis RUN_DIR`` and ``python -m analysis.export RUN_DIR``.
+Command lines: ``python -m analysis RUN_DIR``, ``python -m analysis.export RUN_DIR`` and
+``python -m analysis.export RUN_DIR --retrain``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,15 @@ replaced without ``--force`` (a weights file holding exactly the same tensors is
 several formats of one trial can share it). A trial without a kept checkpoint gets its config and
 a warning.
 
+``--retrain [--seeds N] [--trial ID] [--out DIR]`` instead retrains the winner's (or ``--trial``'s)
+config and the source document's defaults from scratch to the full budget with N fresh seeds, and
+scores the best validated weights of each on the held-out test split next to bicubic: numbers free
+of the selection bias of the search's best validation score. It writes ``DIR/retrain.json``
+(default ``RUN_DIR/retrain/``) and one ``python -m trainable`` output folder per retraining beside
+it; see ``analysis.retrain``. ``--format`` does not apply to it.
+
 Exit status: 0 written; 1 a file could not be written; 2 bad input (not a run, no finished trials,
-an unknown trial id, an existing output without --force).
+an unknown trial id, an existing output without --force, data without a test split for --retrain).
 """
 
 from __future__ import annotations
@@ -256,11 +263,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="yaml (default; TrainConfig as-is), json, or py (source-document names)")
     p.add_argument("--out", type=Path, metavar="PATH",
                    help=f"config file to write (default RUN_DIR/{EXPORT_SUBDIR}/<trial>.<format>); "
-                        "the weights go to <PATH stem>.pt")
+                        "the weights go to <PATH stem>.pt. With --retrain: the output folder "
+                        "(default RUN_DIR/retrain)")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.add_argument("--scope", choices=("best", "last"), default="best",
                    help="winner and checkpoint by best validated PSNR (default) or by the last one")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain the winner's (or --trial's) config and the defaults to the full "
+                        "budget with fresh seeds and score both on the test split (retrain.json)")
+    p.add_argument("--seeds", type=_positive_int, metavar="N",
+                   help="with --retrain: seeds per config (default 1; seeds 1000, 1001, ... that "
+                        "the search did not use)")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
+    if args.retrain:
+        return _main_retrain(args)
+    if args.seeds is not None:
+        print("error: --seeds only applies to --retrain", file=sys.stderr)
+        return 2
     try:
         run = load_run(args.run_dir)
         result = export_trial(run, args.trial, args.fmt, args.out, args.force, args.scope)
@@ -284,6 +313,28 @@ def main(argv: list[str] | None = None) -> int:
     if result.weights_path is not None:
         kept = "" if result.weights_written else " (already there, same weights)"
         print(f"weights: {result.weights_path}{kept}")
+    return 0
+
+
+def _main_retrain(args: argparse.Namespace) -> int:
+    from analysis import retrain
+
+    try:
+        run = load_run(args.run_dir)
+        report = retrain.retrain(run, args.trial, args.seeds or 1, args.out, args.force, args.scope,
+                                 progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; no retrain.json was written", file=sys.stderr)
+        return 130
+    print(retrain.render(report))
+    print(f"wrote {Path(report['out']) / retrain.RETRAIN_FILE}")
     return 0
 
 

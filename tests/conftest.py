@@ -36,3 +36,16 @@ def ray_session(tmp_path_factory):
                    configure_logging=False, log_to_driver=False)
     yield ctx.address_info["address"]
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(ray_session, clip_root, tmp_path_factory):
+    """One real smoke search (``search_spaces/smoke.yaml``: 6 trials, ASHA, TPE) per test session,
+    shared by every test file that reads a real run folder."""
+    from tune.run import main
+
+    storage = tmp_path_factory.mktemp("runs")
+    rc = main(["--space", "smoke", "--storage", str(storage), "--name", "smoke",
+               "--data", str(clip_root)])
+    assert rc == 0
+    return storage / "smoke"

@@ -23,15 +23,6 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
 
 
-@pytest.fixture(scope="session")
-def smoke_run(ray_session, clip_root, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("runs")
-    rc = main(["--space", "smoke", "--storage", str(storage), "--name", "smoke",
-               "--data", str(clip_root)])
-    assert rc == 0
-    return storage / "smoke"
-
-
 def test_smoke_search_asha_stops_a_trial_early(smoke_run):
     meta = json.loads((smoke_run / "espcn_tune.json").read_text())
     assert meta["finished"] and meta["best_trial"]["trial_id"]

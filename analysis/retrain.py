@@ -1,0 +1,319 @@
+"""``python -m analysis.export RUN_DIR --retrain``: the winner and the defaults, retrained and tested.
+
+The search picked its winner by the best validation PSNR among many trials, so that number is
+biased upwards (the winner's curve is partly the luck of its seed and of the validation clips).
+This retrains two configs from scratch to their FULL budget (``epochs`` of the config) with fresh
+seeds that no trial of the search used (1000, 1001, ..., skipping any the run used):
+
+* ``winner``: the winning trial's config (``trial_config``), or ``--trial ID``'s;
+* ``defaults``: the source document's defaults as the run recorded them (``default_config`` in
+  ``espcn_tune.json``: the space's fixed settings with every searched parameter at its default);
+  a run without that record gets TrainConfig's defaults with the winner's data, scale, budget
+  (``epochs``, ``epoch_samples``, ``validation_interval``) and evaluation (``crop_border``).
+
+Both use the same seeds, and the same runtime settings (the winner's ``device`` and
+``cache_dir``; ``num_threads`` 0, torch's default: the search's per-trial thread cap is a Ray
+packing setting). Each retraining is exactly ``python -m trainable --config DIR/config.yaml
+--out DIR`` (called in-process: same Trainer, same checkpointing of the best validated weights,
+same scoring), so its folder keeps ``config.yaml``, ``command.txt``, TensorBoard logs, ``model.pt``
+(the best validated weights) and ``summary.json``. The best validated weights are scored on the
+held-out TEST split, with the bicubic baseline through the same code; the report is
+``OUT/retrain.json`` (default ``OUT`` = ``RUN_DIR/retrain``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import shutil
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis import _io
+from analysis.run_folder import RunFolderError
+from analysis.tables import Run
+from trainable.config import TrainConfig
+from trainable.errors import InputError
+
+log = logging.getLogger("analysis.retrain")
+
+RETRAIN_SUBDIR = "retrain"
+RETRAIN_FILE = "retrain.json"
+SEED_BASE = 1000
+LABELS = ("winner", "defaults")
+# Without a recorded default_config, the defaults get these from the winner: what the data, the
+# task, the budget and the scoring are, which a comparison must hold fixed.
+RUN_SETTINGS = ("data", "data_lr", "scale", "epochs", "epoch_samples", "validation_interval",
+                "crop_border")
+BIAS_NOTE = ("Test-split scores of fresh retrainings (seeds no trial of the search used) of the "
+             "best validated weights: free of the selection bias of picking the best validation "
+             "score, which the search's own leaderboard numbers carry.")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    label: str  # "winner" or "defaults"
+    trial: str | None  # the run's trial with this config (None: the run has no such trial)
+    source: str  # where the config comes from, in words
+    config: TrainConfig
+    search_psnr: float | None  # that trial's score in the search (validation split), if any
+
+
+def plan(run: Run, trial_id: str | None = None, scope: str = "best"
+         ) -> tuple[Candidate, Candidate]:
+    """The winner (or ``trial_id``) and the defaults, with the same runtime settings. Raises
+    InputError (RunFolderError, ConfigError) on bad input."""
+    from analysis import leaderboard
+
+    row = leaderboard.winner(run, scope) if trial_id is None else run.trial(trial_id)
+    trial = str(row["trial"])
+    if not isinstance(row["config"], str):
+        raise RunFolderError(f"{run.run_dir / row['dir']}: trial {trial} reported no results, so "
+                             "its full config is unknown; nothing to retrain")
+    if row["error"]:
+        log.warning("trial %s errored in the search (%s); retraining its config anyway",
+                    trial, row["error_summary"])
+    winner_cfg = TrainConfig.from_dict(json.loads(row["config"]), where=f"trial {trial}'s config")
+    recorded = run.meta.get("default_config")
+    if isinstance(recorded, dict):
+        defaults_cfg = TrainConfig.from_dict(recorded, where="default_config in espcn_tune.json")
+        source = "the run's default_config (espcn_tune.json)"
+    else:
+        defaults_cfg = TrainConfig(**{k: getattr(winner_cfg, k) for k in RUN_SETTINGS})
+        source = ("TrainConfig defaults with the winner's " + ", ".join(RUN_SETTINGS)
+                  + " (the run recorded no default_config)")
+    runtime = {"device": winner_cfg.device, "cache_dir": winner_cfg.cache_dir, "num_threads": 0}
+    psnr_col = "best_psnr" if scope == "best" else "last_psnr"
+    defaults_rows = run.trials[run.trials["is_defaults"]]
+    d_row = defaults_rows.iloc[0] if not defaults_rows.empty else None
+    return (
+        Candidate("winner", trial, f"trial {trial}'s trial_config", winner_cfg.replace(**runtime),
+                  _finite(row[psnr_col])),
+        Candidate("defaults", None if d_row is None else str(d_row["trial"]), source,
+                  defaults_cfg.replace(**runtime),
+                  None if d_row is None else _finite(d_row[psnr_col])),
+    )
+
+
+def fresh_seeds(run: Run, n: int) -> list[int]:
+    """``n`` seeds from SEED_BASE up that no trial config (nor the searcher) of the run used."""
+    used: set[int] = set()
+    for text in run.trials["config"].dropna():
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            used.add(int(json.loads(text).get("seed")))
+    for value in ((run.meta.get("default_config") or {}).get("seed"),
+                  ((run.meta.get("spec") or {}).get("search") or {}).get("seed")):
+        with contextlib.suppress(ValueError, TypeError):
+            used.add(int(value))
+    seeds, s = [], SEED_BASE
+    while len(seeds) < n:
+        if s not in used:
+            seeds.append(s)
+        s += 1
+    return seeds
+
+
+def retrain(run: Run, trial_id: str | None = None, seeds: int = 1, out: Path | None = None,
+            force: bool = False, scope: str = "best",
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Retrain, score on the test split, write ``OUT/retrain.json`` and return its content.
+
+    Raises InputError on bad input (checked before any training: the run, the trial, the configs,
+    the three splits of the data, existing outputs without ``force``), OSError when a write fails.
+    """
+    if seeds < 1:
+        raise InputError(f"The value of `--seeds` is {seeds}, but must be >= 1.")
+    winner, defaults = plan(run, trial_id, scope)
+    seed_values = fresh_seeds(run, seeds)
+    out = Path(out) if out is not None else run.run_dir / RETRAIN_SUBDIR
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, but --retrain writes a folder")
+    same = _same_config(winner.config, defaults.config)
+    jobs = [(c, s) for c in ((winner,) if same else (winner, defaults)) for s in seed_values]
+    targets = [out / RETRAIN_FILE, *(out / _run_name(c.label, s) for c, s in jobs)]
+    existing = [p for p in targets if p.exists()]
+    if existing and not force:
+        raise InputError(f"{existing[0]}: already exists; pass --force to replace it")
+    for c in (winner, defaults):
+        _check_data(c.config)
+    say = progress or (lambda _msg: None)
+    if same:
+        say("the winner's config is the defaults': training it once, reported for both")
+    runs: dict[str, list[dict[str, Any]]] = {winner.label: [], defaults.label: []}
+    for i, (c, seed) in enumerate(jobs, 1):
+        run_dir = out / _run_name(c.label, seed)
+        say(f"[{i}/{len(jobs)}] training {c.label} (seed {seed}, {c.config.epochs} epochs) "
+            f"into {run_dir}")
+        runs[c.label].append(_train_one(c.config.replace(seed=seed), run_dir, force))
+    if same:
+        runs[defaults.label] = runs[winner.label]
+    report = _report(run, scope, seed_values, out, (winner, defaults), runs, same)
+    _io.write_text_atomic(out / RETRAIN_FILE, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as text for the terminal."""
+    seeds = report["seeds"]
+    lines = [f"Retrained to the full budget with seed(s) {', '.join(map(str, seeds))}; best "
+             f"validated weights scored on the {report['split']} split.",
+             f"Evaluation: {report['evaluation']}.", ""]
+    heads = ["config", "trial", "test PSNR", "SSIM", "gain dB", "search val PSNR"]
+    rows = []
+    for label, c in report["configs"].items():
+        rows.append([label, c["trial"] or "-", _fmt(c["test_psnr"], 3), _fmt(c["test_ssim"], 4),
+                     _fmt(c["gain_db"], 3, signed=True), _fmt(c["search_psnr"], 3)])
+        if len(seeds) > 1:
+            for r in c["runs"]:
+                rows.append([f"  seed {r['seed']}", "", _fmt(r["test_psnr"], 3),
+                             _fmt(r["test_ssim"], 4), _fmt(r["gain_db"], 3, signed=True),
+                             r["status"]])
+    b = report["bicubic"]
+    rows.append(["bicubic", "", _fmt(b["psnr"], 3), _fmt(b["ssim"], 4), "", ""])
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+    for cells in [heads, ["-" * w for w in widths], *rows]:
+        lines.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+                               ).rstrip())
+    d = report["winner_minus_defaults"]
+    lines += ["", f"winner - defaults: {_fmt(d['psnr_db'], 3, signed=True)} dB PSNR, "
+                  f"{_fmt(d['ssim'], 4, signed=True)} SSIM (means over {len(seeds)} seed(s))"]
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    lines.append(f"note: {report['note']}")
+    return "\n".join(lines)
+
+
+# --- private helpers -----------------------------------------------------------------------------
+def _run_name(label: str, seed: int) -> str:
+    return f"{label}-seed{seed}"
+
+
+def _same_config(a: TrainConfig, b: TrainConfig) -> bool:
+    return a.replace(seed=0).to_dict() == b.replace(seed=0).to_dict()
+
+
+def _check_data(cfg: TrainConfig) -> None:
+    """Open (and cache) the three splits now: a data set without a test split fails here, not
+    after hours of training."""
+    from trainable.store import open_split
+
+    for split in ("train", "val", "test"):
+        open_split(cfg.data, split, scale=cfg.scale, data_lr=cfg.data_lr, cache_dir=cfg.cache_dir)
+
+
+def _train_one(cfg: TrainConfig, run_dir: Path, force: bool) -> dict[str, Any]:
+    """``python -m trainable --config run_dir/config.yaml --out run_dir``, in-process; its
+    summary of the best validated weights on the val and test splits."""
+    from trainable.__main__ import main as train_main
+
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)  # nothing stale (model.pt) may survive into the new run
+    run_dir.mkdir(parents=True)
+    config = run_dir / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    with contextlib.redirect_stdout(sys.stderr):  # its summary lines are progress, not the report
+        rc = train_main(["--config", str(config), "--out", str(run_dir), "-q"])
+    if rc == 130:
+        raise KeyboardInterrupt
+    if rc not in (0, 1):  # 1: diverged, which is a result
+        raise InputError(f"{run_dir}: the retraining failed (python -m trainable exit {rc}; "
+                         "its message is above)")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    test, val = summary.get("test") or {}, summary.get("val") or {}
+    return {
+        "seed": cfg.seed, "dir": run_dir.name, "status": summary.get("status"),
+        "epochs": summary.get("epochs"), "best_epoch": summary.get("best_epoch"),
+        "test_psnr": _finite(test.get("psnr")), "test_ssim": _finite(test.get("ssim")),
+        "gain_db": _finite(test.get("gain_db")),
+        "bicubic_psnr": _finite(test.get("bicubic_psnr")),
+        "bicubic_ssim": _finite(test.get("bicubic_ssim")),
+        "test_frames": test.get("frames"),
+        "val_psnr": _finite(val.get("psnr")), "val_ssim": _finite(val.get("ssim")),
+        "evaluation": summary.get("evaluation"),
+        "train_seconds": summary.get("train_seconds"),
+    }
+
+
+def _report(run: Run, scope: str, seeds: list[int], out: Path,
+            candidates: tuple[Candidate, Candidate], runs: dict[str, list[dict[str, Any]]],
+            same: bool) -> dict[str, Any]:
+    import torch
+
+    warnings: list[str] = []
+    configs: dict[str, Any] = {}
+    for c in candidates:
+        rs = runs[c.label]
+        bad = [f"{r['seed']} ({r['status']})" for r in rs if r["test_psnr"] is None]
+        if bad and not (same and c.label == "defaults"):
+            warnings.append(f"{c.label}: no test score for seed(s) {', '.join(bad)}; its means "
+                            "are left empty")
+        bicubic_psnr = _mean([r["bicubic_psnr"] for r in rs])
+        test_psnr = _mean([r["test_psnr"] for r in rs])
+        configs[c.label] = {
+            "trial": c.trial, "source": c.source, "search_scope": scope,
+            "search_psnr": c.search_psnr,
+            "test_psnr": test_psnr, "test_ssim": _mean([r["test_ssim"] for r in rs]),
+            "test_psnr_std": _std([r["test_psnr"] for r in rs]),
+            "bicubic_psnr": bicubic_psnr, "bicubic_ssim": _mean([r["bicubic_ssim"] for r in rs]),
+            "gain_db": _sub(test_psnr, bicubic_psnr),
+            "same_as": "winner" if same and c.label == "defaults" else None,
+            "config": {k: v for k, v in c.config.to_dict().items() if k != "seed"},
+            "runs": rs,
+        }
+    w, d = configs["winner"], configs["defaults"]
+    if w["bicubic_psnr"] != d["bicubic_psnr"] and None not in (w["bicubic_psnr"], d["bicubic_psnr"]):
+        warnings.append("the winner's and the defaults' bicubic baselines differ (other data, "
+                        "scale or border crop): compare their gains, not their PSNRs")
+    crop = candidates[0].config.crop_border
+    from trainable.evaluate import convention
+
+    return {
+        "run": run.name, "run_dir": str(run.run_dir.resolve()), "out": str(out.resolve()),
+        "split": "test", "seeds": seeds, "evaluation": "PSNR/SSIM on " + convention(crop),
+        "bicubic": {"psnr": w["bicubic_psnr"], "ssim": w["bicubic_ssim"]},
+        "configs": configs,
+        "winner_minus_defaults": {"psnr_db": _sub(w["test_psnr"], d["test_psnr"]),
+                                  "ssim": _sub(w["test_ssim"], d["test_ssim"])},
+        "note": BIAS_NOTE, "warnings": warnings,
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__},
+        "retrained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean over seeds; None when any seed has no score (a diverged seed must not vanish)."""
+    return None if not values or any(v is None for v in values) else statistics.fmean(values)
+
+
+def _std(values: list[float | None]) -> float | None:
+    if len(values) < 2 or any(v is None for v in values):
+        return None
+    return statistics.stdev(values)
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _fmt(v: Any, digits: int, signed: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+

@@ -1,0 +1,190 @@
+"""analysis.export --retrain: winner and defaults retrained with fresh seeds, scored on the test split.
+
+The synthetic run (tests/run_fixture.py) gets real, tiny trial configs: the clip folders of the
+``clip_root`` fixture as data, 2 epochs of 128 samples, batch 8, fp32, a validation every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from analysis import retrain
+from analysis.export import main
+from analysis.tables import load_run
+from tests import run_fixture as fx
+from trainable.config import TrainConfig
+from trainable.evaluate import convention
+from trainable.model import EarlyFusionESPCN
+
+DEFAULTS_TRIAL = "3f2a1_00000"
+
+
+def _tiny(run: Path, clip_root: Path, cache: Path, *, default_config: bool = True) -> Path:
+    """Point every config of the synthetic run at the clips, with a budget of seconds."""
+    tiny = {"data": str(clip_root), "epochs": 2, "epoch_samples": 128, "batch_size": 8,
+            "use_amp": False, "validation_interval": 1, "cache_dir": str(cache)}
+    for result in run.glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines()]
+        for line in lines:
+            line["trial_config"].update(tiny)
+        result.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    meta_path = run / "espcn_tune.json"
+    meta = json.loads(meta_path.read_text())
+    meta["default_config"] = {**meta["default_config"], **tiny} if default_config else None
+    meta_path.write_text(json.dumps(meta))
+    return run
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("frame-cache")
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory: pytest.TempPathFactory, clip_root: Path, cache: Path):
+    """One --retrain of the synthetic run (default output folder); (run, exit code, stdout)."""
+    run = _tiny(fx.write_small_run(tmp_path_factory.mktemp("retrain")), clip_root, cache)
+    out = io.StringIO()  # capsys is function-scoped: capture by hand
+    with contextlib.redirect_stdout(out):
+        rc = main([str(run), "--retrain"])
+    return run, rc, out.getvalue()
+
+
+def test_report_has_both_configs_on_the_test_split(retrained) -> None:
+    run, rc, stdout = retrained
+    assert rc == 0
+    report = json.loads((run / "retrain" / "retrain.json").read_text())
+    assert set(report["configs"]) == {"winner", "defaults"}
+    winner, defaults = report["configs"]["winner"], report["configs"]["defaults"]
+    assert winner["trial"] == fx.WINNER and defaults["trial"] == DEFAULTS_TRIAL
+    assert report["split"] == "test" and report["seeds"] == [1000]  # no trial used seed 1000
+    # The configs as the run recorded them, trained to their full budget.
+    assert winner["config"]["model_lr"] == 0.02 and defaults["config"]["model_lr"] == 0.01
+    assert winner["config"]["lr_scheduler_milestones"] == [0.5, 0.8]
+    assert "default_config" in defaults["source"]
+    for c in (winner, defaults):
+        assert [r["seed"] for r in c["runs"]] == [1000]
+        r = c["runs"][0]
+        assert r["status"] == "completed" and r["epochs"] == 2
+        assert 1 <= r["best_epoch"] <= 2
+        for key in ("test_psnr", "test_ssim", "val_psnr"):
+            assert math.isfinite(r[key])
+        assert c["test_psnr"] == r["test_psnr"]  # the mean over one seed
+        assert c["gain_db"] == pytest.approx(c["test_psnr"] - report["bicubic"]["psnr"])
+    # One bicubic baseline: the same test frames through the same code.
+    assert winner["bicubic_psnr"] == defaults["bicubic_psnr"] == report["bicubic"]["psnr"]
+    assert winner["bicubic_ssim"] == defaults["bicubic_ssim"] == report["bicubic"]["ssim"]
+    assert math.isfinite(report["bicubic"]["psnr"])
+    assert report["winner_minus_defaults"]["psnr_db"] == pytest.approx(
+        winner["test_psnr"] - defaults["test_psnr"])
+    assert report["evaluation"] == "PSNR/SSIM on " + convention(0)  # as tune.run records it
+    assert "selection bias" in report["note"]
+    assert not report["warnings"]
+    # stdout says the same.
+    for text in ("winner", "defaults", "bicubic", "winner - defaults", "selection bias",
+                 "retrain.json", f"{winner['test_psnr']:.3f}"):
+        assert text in stdout
+
+
+def test_each_retraining_is_a_python_m_trainable_folder(retrained) -> None:
+    import torch
+
+    run, _, _ = retrained
+    for label in ("winner", "defaults"):
+        d = run / "retrain" / f"{label}-seed1000"
+        cfg = TrainConfig.from_dict(yaml.safe_load((d / "config.yaml").read_text()))
+        assert cfg.seed == 1000 and cfg.epochs == 2
+        assert "python -m trainable --config" in (d / "command.txt").read_text()
+        summary = json.loads((d / "summary.json").read_text())
+        report = json.loads((run / "retrain" / "retrain.json").read_text())
+        assert summary["test"]["psnr"] == report["configs"][label]["runs"][0]["test_psnr"]
+        model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual)
+        model.load_state_dict(torch.load(d / "model.pt", weights_only=True))  # best validated
+
+
+def test_refuses_to_overwrite_without_force(retrained, capsys: pytest.CaptureFixture[str]) -> None:
+    run, _, _ = retrained
+    report = run / "retrain" / "retrain.json"
+    before = report.read_text()
+    assert main([str(run), "--retrain"]) == 2
+    err = capsys.readouterr().err
+    assert str(report) in err and "--force" in err
+    assert report.read_text() == before
+
+
+def test_bad_input_exits_2_before_training(tmp_path: Path, clip_root: Path, cache: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path), "--retrain"]) == 2
+    assert "not an espcn-tune run folder" in capsys.readouterr().err
+    run = _tiny(fx.write_small_run(tmp_path), clip_root, cache)
+    assert main([str(run), "--retrain", "--trial", "nope_00009"]) == 2
+    err = capsys.readouterr().err
+    assert "nope_00009" in err and fx.WINNER in err
+    assert main([str(run), "--retrain", "--seeds", "0"]) == 2
+    assert "positive integer" in capsys.readouterr().err
+    assert main([str(run), "--seeds", "2"]) == 2  # only with --retrain
+    assert "--retrain" in capsys.readouterr().err
+    # A data set without a test split fails before any training.
+    meta = json.loads((run / "espcn_tune.json").read_text())
+    missing = tmp_path / "no-such-data"
+    meta["default_config"]["data"] = str(missing)
+    (run / "espcn_tune.json").write_text(json.dumps(meta))
+    assert main([str(run), "--retrain"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert not (run / "retrain").exists()
+
+
+def test_defaults_without_a_record_and_fresh_seeds(tmp_path: Path, clip_root: Path,
+                                                   cache: Path) -> None:
+    run_dir = _tiny(fx.write_small_run(tmp_path), clip_root, cache, default_config=False)
+    # Trial 00002 happened to train with seed 1000: retraining must not reuse it.
+    result = next(run_dir.glob("*_00002_*")) / "result.json"
+    line = json.loads(result.read_text())
+    line["trial_config"]["seed"] = 1000
+    result.write_text(json.dumps(line) + "\n")
+    run = load_run(run_dir)
+    winner, defaults = retrain.plan(run)
+    assert winner.trial == fx.WINNER and defaults.trial is None  # no defaults trial recognised
+    base = TrainConfig()
+    assert defaults.config.model_lr == base.model_lr and defaults.config.batch_size == base.batch_size
+    assert defaults.config.use_amp is base.use_amp  # TrainConfig's default, not the trials'
+    for key in retrain.RUN_SETTINGS:  # the run's data, budget and scoring
+        assert getattr(defaults.config, key) == getattr(winner.config, key)
+    assert (winner.config.num_threads, defaults.config.num_threads) == (0, 0)
+    assert retrain.fresh_seeds(run, 3) == [1001, 1002, 1003]
+
+
+def test_defaults_trial_as_winner_is_trained_once(tmp_path: Path, clip_root: Path,
+                                                  cache: Path) -> None:
+    run = load_run(_tiny(fx.write_small_run(tmp_path), clip_root, cache))
+    winner, defaults = retrain.plan(run, DEFAULTS_TRIAL)
+    assert winner.trial == defaults.trial == DEFAULTS_TRIAL
+    assert retrain._same_config(winner.config, defaults.config)
+    other, _ = retrain.plan(run)
+    assert not retrain._same_config(other.config, defaults.config)
+
+
+def test_render_several_seeds_and_a_diverged_one() -> None:
+    runs = [{"seed": 1000, "status": "completed", "test_psnr": 30.0, "test_ssim": 0.9,
+             "gain_db": 1.0, "bicubic_psnr": 29.0, "bicubic_ssim": 0.85},
+            {"seed": 1001, "status": "diverged", "test_psnr": None, "test_ssim": None,
+             "gain_db": None, "bicubic_psnr": None, "bicubic_ssim": None}]
+    assert retrain._mean([r["test_psnr"] for r in runs]) is None  # a diverged seed never vanishes
+    assert retrain._std([30.0, 31.0]) == pytest.approx(0.7071, abs=1e-4)
+    config = {"trial": "t1", "test_psnr": None, "test_ssim": None, "gain_db": None,
+              "search_psnr": 31.5, "runs": runs}
+    text = retrain.render({
+        "seeds": [1000, 1001], "split": "test", "evaluation": "PSNR/SSIM on Y",
+        "configs": {"winner": config, "defaults": {**config, "trial": None}},
+        "bicubic": {"psnr": 29.0, "ssim": 0.85},
+        "winner_minus_defaults": {"psnr_db": None, "ssim": None},
+        "warnings": ["winner: no test score for seed(s) 1001 (diverged)"], "note": retrain.BIAS_NOTE})
+    assert "seed 1001" in text and "diverged" in text and "30.000" in text
+    assert "winner - defaults: - dB PSNR" in text and "warning: winner" in text
