@@ -13,7 +13,9 @@ import logging
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the search started (Ray's start, data decoding)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,7 +71,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from tune.run_folder import lock, now, read_meta, versions, write_meta
+    from tune.run_folder import lock, now, read_meta, repair_ray_state, versions, write_meta
     from tune.space import describe_plan, load_space
 
     storage = Path(args.storage).resolve()
@@ -89,10 +94,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             raise InputError(f"{run_dir}: a run of this name exists; finish it with "
                              f"--resume {name}, or choose another --name")
     held = lock(run_dir)  # noqa: F841 - released when the process ends
-    if not args.resume:
-        meta = _new_meta(spec, run_dir, args, argv, versions(), now())
-        write_meta(run_dir, meta)
-
+    started = now()
     _prepare_data(spec)
     import ray
 
@@ -103,36 +105,66 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if not ray.is_initialized():
         # A local instance binds to loopback only; --address joins a cluster as it is set up.
         local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
+        if args.address:
+            _token_auth_for_address()
         ray.init(address=args.address, include_dashboard=args.dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=args.verbose,
                  configure_logging=args.verbose, **local)
     _check_resources(spec, ray.cluster_resources())
+    if not args.resume:
+        # Only now: a start refused above must not claim the run name.
+        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
 
+    if args.resume:
+        changed = repair_ray_state(run_dir)
+        if changed:
+            log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
+                        ", ".join(changed))
     tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
+    before = signal.getsignal(signal.SIGINT)
+    # Ray 2.60's Tuner installs its own SIGINT (and SIGUSR1) handler when run in the main thread:
+    # the first Ctrl-C saves the experiment state, stops the trials, marks them all TERMINATED
+    # and fit() returns a ResultGrid that looks finished. The one trace it leaves is that its
+    # handler has put back the one it replaced (`before`); otherwise it stays installed.
+    # A second Ctrl-C raises KeyboardInterrupt wherever the driver is.
+    ray_handles_sigint = (threading.current_thread() is threading.main_thread()
+                          and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")))
     try:
         grid = tuner.fit()
+        interrupted = ray_handles_sigint and signal.getsignal(signal.SIGINT) is before
+        meta = read_meta(run_dir)
+        from tune.summary import summarise
+
+        meta["finished"] = None if interrupted else now()
+        best = summarise(grid, spec, run_dir, meta)
+        meta["best_trial"] = best
+        write_meta(run_dir, meta)
     except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        # Ray leaves its handler installed after fit(); a later Ctrl-C must work as usual.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)
+    if interrupted:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
-    meta = read_meta(run_dir)
-    unfinished = _unfinished_trials(grid)
-    from tune.summary import summarise
-
-    meta["finished"] = now() if not unfinished else None
-    best = summarise(grid, spec, run_dir, meta)
-    meta["best_trial"] = best
-    write_meta(run_dir, meta)
-    if unfinished:
-        print(f"\nthe run is not finished; resume with:\n  {resume_cmd}")
     return 0 if best is not None else 1
 
 
-def _unfinished_trials(grid) -> list[str]:
-    # ASHA-stopped and completed trials both end TERMINATED; an interrupted run (Ctrl-C) leaves
-    # trials PENDING/PAUSED/RUNNING. ResultGrid exposes statuses only through its analysis.
-    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
-    return [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
+def _token_auth_for_address() -> None:
+    """Ray 2.60 starts every local cluster with token auth (the token in ~/.ray/auth_token), but
+    a driver given an explicit address sends the token only if RAY_AUTH_MODE=token: without it,
+    joining fails after about 20 s of retries. Do what Ray does for ``address="auto"``: use
+    token mode when RAY_AUTH_MODE is unset and a token is available. A cluster without auth
+    accepts a token-mode driver too (measured), and an explicit RAY_AUTH_MODE is respected."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own rules apply
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
@@ -197,7 +229,8 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     from tune.trial import run_trial
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec, cpus=spec.cpus_per_trial),
+        tune.with_parameters(run_trial, spec=spec, cpus=spec.cpus_per_trial,
+                             run_dir=str(run_dir)),
         {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
     if resume:
         return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True,

@@ -3,6 +3,11 @@
 Each validation becomes one ``tune.report`` with a checkpoint of the full training state, so ASHA
 sees PSNR once per validation interval (``time_attr="epoch"``: epochs of a fixed sample count,
 never optimizer steps) and a retried or resumed trial continues from its newest checkpoint.
+
+The trial's own files (``trial_config.json``, ``placement.jsonl``) are written straight into its
+folder in the run folder, beside Ray's ``result.json`` and checkpoints: ``get_trial_dir()`` is a
+local staging folder in Ray 2.60 that reaches the run folder only for a trial on a fresh actor
+(with ``reuse_actors`` the files of every later trial on that actor were lost; measured).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +37,15 @@ WORST_SSIM = 0.0
 CHECKPOINT_FILE = "trainer.pt"
 
 
-def run_trial(params: dict[str, Any], *, spec: Any, cpus: float) -> None:
+def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | None = None
+              ) -> None:
     """Train one configuration: ``spec.trial_config(params)`` for the budget, reporting each
-    validation to Tune. ``spec`` is a :class:`tune.space.SearchSpec`."""
+    validation to Tune. ``spec`` is a :class:`tune.space.SearchSpec`; ``run_dir`` the run folder
+    (Ray's experiment folder on a file system every node sees)."""
     cfg: TrainConfig = spec.trial_config(params)
     cfg = cfg.replace(num_threads=max(1, int(cpus)))
-    trial_dir = Path(tune.get_context().get_trial_dir())
+    trial_dir = _trial_dir(run_dir)
+    trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "trial_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     info = _placement()
 
@@ -47,9 +56,11 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float) -> None:
     try:
         trainer = Trainer(cfg, train, val)
         checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as d:
-                trainer.load(Path(d) / CHECKPOINT_FILE)
+        with checkpoint.as_directory() if checkpoint else nullcontext() as given:
+            start = _resume_from(Path(given) if given else None, trial_dir)
+            if start is not None:
+                trainer.load(start)
+                info["resumed_from_epoch"] = trainer.epoch
         trainer.run(lambda result, tr: _report(result, tr, cfg))
     except torch.OutOfMemoryError as e:
         # Fractional GPUs are bookkeeping only: a trial that does not fit ends as infeasible and
@@ -60,6 +71,58 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float) -> None:
         info["finished"] = time.time()
         with open(trial_dir / "placement.jsonl", "a") as f:
             f.write(json.dumps(info) + "\n")
+
+
+def _trial_dir(run_dir: str | None) -> Path:
+    staging = Path(tune.get_context().get_trial_dir())
+    # The staging folder is named like the trial's folder in the run folder.
+    return Path(run_dir) / staging.name if run_dir else staging
+
+
+def _checkpoint_epoch(directory: Path) -> int | None:
+    try:
+        return int(json.loads((directory / "meta.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _recorded_epochs(result_file: Path) -> list[int]:
+    epochs = []
+    try:
+        lines = result_file.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            epochs.append(int(json.loads(line)["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            break  # a line being written
+    return epochs
+
+
+def _resume_from(given: Path | None, trial_dir: Path) -> Path | None:
+    """The training state a (re)started trial loads: Ray's checkpoint, or a newer one in the run
+    folder whose epoch the trial's result.json already records.
+
+    Ray 2.60 registers a result and its checkpoint in two driver events, and an experiment
+    snapshot can fall between them. After kill -9 of the driver, the restored trial then gets
+    the checkpoint before the newest (or none) while result.json already holds the newest epoch:
+    it repeats that epoch, or starts over, and result.json lists the epoch twice (measured with
+    TUNE_GLOBAL_CHECKPOINT_S=0 and num_to_keep=1). A checkpoint whose result never reached
+    result.json is ignored: that epoch is trained again and reported once.
+    """
+    ours: tuple[int, Path] | None = None
+    if given is not None:
+        epoch = _checkpoint_epoch(given)
+        ours = (epoch if epoch is not None else -1, given / CHECKPOINT_FILE)
+    recorded = _recorded_epochs(trial_dir / "result.json")
+    if recorded:
+        for d in trial_dir.glob("checkpoint_*"):
+            epoch = _checkpoint_epoch(d)
+            if (epoch is not None and epoch <= max(recorded) and (d / CHECKPOINT_FILE).is_file()
+                    and (ours is None or epoch > ours[0])):
+                ours = (epoch, d / CHECKPOINT_FILE)
+    return ours[1] if ours else None
 
 
 def _placement() -> dict[str, Any]:

@@ -1,0 +1,400 @@
+"""The search driver under stress: kill -9 and resume, Ctrl-C, a second driver on the same run,
+fractional-GPU packing on fake GPUs, two Ray nodes on one machine, and the checks made before Ray
+starts. Real searches, kept tiny (a few epochs of 128 samples on six small clips, 2 CPUs).
+
+Drivers started as subprocesses join the session's Ray (``--address``); the in-process calls to
+``main`` reuse it because it is already initialised. The two-node test needs its own Ray cluster,
+so it runs in a subprocess of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from trainable.errors import InputError
+from tune.run import main
+from tune.run_folder import lock, repair_ray_state
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _space(tmp_path: Path, name: str, *, trials: int, epochs: int, max_concurrent: int,
+           epoch_samples: int = 128, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        params:
+          model_lr: {{loguniform: [1.0e-3, 5.0e-2]}}
+        config: {{batch_size: 8, use_amp: false}}
+        budget: {{epochs: {epochs}, epoch_samples: {epoch_samples}, validation_interval: 1}}
+        scheduler: {{type: fifo}}
+        search: {{n_startup_trials: {trials}}}
+        trials: {trials}
+        max_concurrent: {max_concurrent}
+        include_defaults: false
+        """) + extra)
+    return path
+
+
+def _env() -> dict[str, str]:
+    """The environment of a driver subprocess: the session's frame cache (ESPCN_TUNE_CACHE, set by
+    the `ray_session` fixture), unbuffered output, and the import path of this checkout. Ray's own
+    RAY_AUTH_MODE (set in this process by the session's ray.init) is dropped on purpose: the CLI
+    must manage token auth itself when it joins a cluster with --address."""
+    env = dict(os.environ)
+    env.pop("RAY_AUTH_MODE", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _start_driver(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "tune.run", *args], cwd=REPO, env=_env(),
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            break
+    return out
+
+
+def _trial_dirs(run_dir: Path) -> list[Path]:
+    if not run_dir.exists():
+        return []
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def _placements(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "placement.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _wait_for(proc: subprocess.Popen, log: Path, what: str, cond, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = cond()
+        if found:
+            return found
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited (rc {proc.returncode}) before {what}:\n"
+                        f"{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    pytest.fail(f"no {what} within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+# --- kill -9 and resume ------------------------------------------------------------------------
+
+def test_kill_9_then_resume_repeats_nothing_and_continues_from_the_newest_checkpoint(
+        ray_session, clip_root, tmp_path, capsys):
+    import optuna
+
+    trials, epochs = 3, 4
+    space = _space(tmp_path, "crash", trials=trials, epochs=epochs, max_concurrent=1)
+    storage = tmp_path / "runs"
+    run_dir = storage / "crash"
+    log = tmp_path / "driver.log"
+    proc = _start_driver(["--space", str(space), "--storage", str(storage), "--name", "crash",
+                          "--data", str(clip_root), "--address", ray_session], log)
+    try:
+        def one_done_and_one_checkpointed():
+            done, live = {}, []
+            for t in _trial_dirs(run_dir):
+                # Kept as read now: Ray copies result.json again after every step, and the kill
+                # may cut that copy short (the resume then finishes it).
+                data = (t / "result.json").read_bytes() if (t / "result.json").exists() else b""
+                lines = data.decode().splitlines() if data.endswith(b"\n") else []
+                if any(json.loads(x).get("status") == "completed" for x in lines if x.strip()):
+                    done[t] = data
+                elif lines and any(t.glob("checkpoint_*")):
+                    live.append(t)  # the driver has recorded a result of it
+            return (*next(iter(done.items())), live[0]) if done and live else None
+
+        finished, finished_bytes, interrupted = _wait_for(
+            proc, log, "a finished and a checkpointed trial", one_done_and_one_checkpointed,
+            timeout=240)
+
+        # While the driver is alive, a second driver on the same run is refused before Ray.
+        assert main(["--resume", "crash", "--storage", str(storage)]) == 2
+        assert "another search is writing this run" in capsys.readouterr().err
+        assert main(["--space", str(space), "--storage", str(storage), "--name", "crash",
+                     "--data", str(clip_root)]) == 2
+        assert "--resume crash" in capsys.readouterr().err
+
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed_at = time.time()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    seen_before = len(_results(interrupted))
+    assert seen_before < epochs, "the driver was killed too late to test a mid-trial resume"
+
+    rc = main(["--resume", "crash", "--storage", str(storage)])
+    out = capsys.readouterr()
+    assert rc == 0, out.out + out.err
+    meta = json.loads((run_dir / "espcn_tune.json").read_text())
+    assert meta["finished"]
+
+    # The finished trial was not rerun: its results are untouched.
+    assert (finished / "result.json").read_bytes() == finished_bytes
+    # The interrupted trial went on from its newest checkpoint: epochs 1..4 once each, the later
+    # ones reported after the kill, none of the earlier ones repeated.
+    res = _results(interrupted)
+    assert [r["epoch"] for r in res] == list(range(1, epochs + 1)), [r["epoch"] for r in res]
+    before = [r["epoch"] for r in res if r["timestamp"] < killed_at]
+    assert before and before == list(range(1, len(before) + 1)), before
+    assert all(r["timestamp"] >= killed_at for r in res[len(before):])
+    assert res[-1]["samples"] == epochs * 128
+    resumed = [p["resumed_from_epoch"] for p in _placements(interrupted)
+               if "resumed_from_epoch" in p]
+    assert resumed == [len(before)], _placements(interrupted)
+
+    dirs = _trial_dirs(run_dir)
+    assert len(dirs) == trials
+    for t in dirs:
+        assert _results(t)[-1]["status"] == "completed", t.name
+        assert not (t / "error.txt").exists(), t.name
+        # The trial's own files land in the run folder, also for trials on a reused actor.
+        assert (t / "trial_config.json").exists(), t.name
+        assert _placements(t), t.name
+
+    journal = run_dir / "optuna_journal.log"
+    jstorage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))
+    studies = jstorage.get_all_studies()
+    assert len(studies) == 1
+    study = optuna.load_study(study_name=studies[0].study_name, storage=jstorage)
+    assert len(study.trials) == trials, [t.state for t in study.trials]
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+
+
+def test_a_second_holder_of_the_run_folder_lock_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    held = lock(run_dir)
+    try:
+        with pytest.raises(InputError, match="another search is writing this run"):
+            lock(run_dir)
+        # Another process is refused too (flock is per open file, so this is not a re-entry).
+        probe = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from pathlib import Path; from tune.run_folder import lock\n"
+             "try:\n    lock(Path(sys.argv[1]))\nexcept Exception as e:\n    print(e); sys.exit(3)",
+             str(run_dir)], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 3, probe.stdout + probe.stderr
+        assert "another search is writing this run" in probe.stdout
+    finally:
+        held.close()
+    lock(run_dir).close()  # released: the next holder gets it
+
+
+def test_ray_state_cut_short_by_kill_9_is_restored_from_the_sessions_staging_copy(tmp_path):
+    # Measured once in the kill -9 test: the driver died while Ray copied its staging folder into
+    # the run folder, leaving an empty search_gen_state-*.json, and Tuner.restore hit EOFError.
+    from ray import cloudpickle
+
+    session = "2026-01-02_03-04-05"
+    run_dir = tmp_path / "runs" / "cut"
+    staging = (tmp_path / "ray" / "session_x" / "artifacts" / session / "cut"
+               / "driver_artifacts")
+    state = {"experiment_state": json.dumps({"trial_data": []}).encode(),
+             "search_gen_state": cloudpickle.dumps({"counter": 2}),
+             "searcher-state": cloudpickle.dumps({"searcher": "optuna"})}
+    names = {k: f"{k}-{session}." + ("pkl" if k == "searcher-state" else "json") for k in state}
+    for d in (run_dir, staging):
+        (d / "trial_1").mkdir(parents=True)
+        for k, data in state.items():
+            (d / names[k]).write_bytes(data)
+    (run_dir / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
+    (staging / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
+    (run_dir / "espcn_tune.json").write_text('{"finished": "now"}')
+    (staging / "espcn_tune.json").write_text('{"finished": null}')  # Ray's stale copy of ours
+    assert repair_ray_state(run_dir, tmp_path / "ray") == []  # all copied: nothing to do
+
+    (run_dir / names["search_gen_state"]).write_bytes(b"")
+    (run_dir / "trial_1" / "result.json").write_bytes(b"")
+    (staging / "trial_1" / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    assert sorted(repair_ray_state(run_dir, tmp_path / "ray")) == sorted(
+        [names["search_gen_state"], "trial_1/result.json"])
+    assert (run_dir / names["search_gen_state"]).read_bytes() == state["search_gen_state"]
+    assert (run_dir / "trial_1" / "result.json").read_text().count("epoch") == 2
+    assert json.loads((run_dir / "espcn_tune.json").read_text())["finished"] == "now"
+
+    # The driver was killed while writing its own staging copy: that one is never copied over.
+    (staging / names["searcher-state"]).write_bytes(b"\x80\x05")
+    assert repair_ray_state(run_dir, tmp_path / "ray") == []
+    (run_dir / names["searcher-state"]).write_bytes(b"")
+    with pytest.raises(InputError, match="cannot be resumed"):
+        repair_ray_state(run_dir, tmp_path / "ray")
+
+
+def test_an_existing_run_name_is_refused_before_ray_starts(tmp_path):
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "espcn_tune.json").write_text("{}")
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from tune.run import main\n"
+         "rc = main(sys.argv[1:]); print('RAY' if 'ray' in sys.modules else 'NORAY'); sys.exit(rc)",
+         "--space", "smoke", "--storage", str(tmp_path), "--name", "taken", "--data", "builtin"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 2, probe.stdout + probe.stderr
+    assert "a run of this name exists" in probe.stderr and "--resume taken" in probe.stderr
+    assert probe.stdout.strip().endswith("NORAY")
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+
+def test_ctrl_c_ends_the_driver_with_the_resume_command_and_no_traceback(ray_session, clip_root,
+                                                                        tmp_path):
+    space = _space(tmp_path, "sigint", trials=2, epochs=6, max_concurrent=1)
+    storage = tmp_path / "runs"
+    log = tmp_path / "driver.log"
+    proc = _start_driver(["--space", str(space), "--storage", str(storage), "--name", "sigint",
+                          "--data", str(clip_root), "--address", ray_session], log)
+    try:
+        _wait_for(proc, log, "a first result", lambda: "[epoch   1/" in log.read_text(),
+                  timeout=180)
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the driver did not end within 60 s of SIGINT:\n{log.read_text()[-4000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert rc == 130, text[-4000:]
+    assert "--resume sigint" in text, text[-4000:]
+    assert "Traceback" not in text, text[-4000:]
+    meta = json.loads((storage / "sigint" / "espcn_tune.json").read_text())
+    assert meta["finished"] is None
+
+
+# --- fractional GPUs on fake GPUs --------------------------------------------------------------
+
+def test_half_gpu_trials_pack_two_per_fake_gpu_and_train_on_the_cpu(ray_session, clip_root,
+                                                                    tmp_path):
+    # The session's Ray has 2 CPUs and 2 fake GPUs: 4 trials of 0.5 CPU + 0.5 GPU run at once.
+    space = _space(tmp_path, "pack", trials=4, epochs=2, max_concurrent=4)
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "pack",
+               "--data", str(clip_root), "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5",
+               "--max-concurrent", "4"])
+    assert rc == 0
+    dirs = _trial_dirs(tmp_path / "pack")
+    assert len(dirs) == 4
+    runs = []
+    for t in dirs:
+        placements = _placements(t)
+        assert len(placements) == 1, (t.name, placements)
+        runs.append(placements[0])
+        assert _results(t)[-1]["status"] == "completed"
+    devices = [r["cuda_visible_devices"] for r in runs]
+    assert sorted(devices) == ["0", "0", "1", "1"], devices  # one id each, two trials per id
+    assert not any(r["cuda_available"] for r in runs)  # fake GPUs: torch trained on the CPU
+    events = sorted([(r["started"], 1) for r in runs] + [(r["finished"], -1) for r in runs])
+    live = peak = 0
+    for _, step in events:
+        live += step
+        peak = max(peak, live)
+    assert peak > 2, f"at most {peak} trials ran at once: no packing"
+
+
+# --- two Ray nodes on one machine --------------------------------------------------------------
+
+_TWO_NODES = """\
+import json, sys
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from tune.run import main
+
+storage, space, data = sys.argv[1:4]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+try:
+    cluster.add_node(num_cpus=1, num_gpus=0)
+    ray.init(address=cluster.address, configure_logging=False, log_to_driver=False)
+    cluster.wait_for_nodes()
+    # No GPU in this cluster: asking for one is refused before any trial starts.
+    no_gpu = main(["--space", space, "--storage", storage, "--name", "gpu", "--data", data,
+                   "--gpus-per-trial", "1"])
+    rc = main(["--space", space, "--storage", storage, "--name", "nodes", "--data", data,
+               "--cpus-per-trial", "1", "--max-concurrent", "2"])
+    nodes = []
+    for t in sorted(Path(storage, "nodes").glob("*/placement.jsonl")):
+        nodes += [json.loads(line)["node_id"] for line in t.read_text().splitlines()]
+    print("NODES " + json.dumps({"no_gpu": no_gpu, "gpu_meta": Path(storage, "gpu",
+          "espcn_tune.json").exists(), "nodes": nodes}), flush=True)
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+sys.exit(rc)
+"""
+
+
+def test_trials_spread_over_two_ray_nodes_on_one_machine(clip_root, tmp_path):
+    space = _space(tmp_path, "nodes", trials=2, epochs=2, max_concurrent=2)
+    script = tmp_path / "two_nodes.py"
+    script.write_text(_TWO_NODES)
+    env = _env()
+    env.setdefault("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "runs"), str(space),
+                           str(clip_root)], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=360)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("NODES ")), None)
+    assert line, out[-4000:]
+    found = json.loads(line[len("NODES "):])
+    assert found["no_gpu"] == 2
+    assert "--gpus-per-trial 1" in proc.stderr and "0 GPUs" in proc.stderr
+    assert not found["gpu_meta"], "a refused start must not claim the run name"
+    assert len(found["nodes"]) == 2 and len(set(found["nodes"])) == 2, found
+
+
+# --- before Ray: dry run, unknown space --------------------------------------------------------
+
+def test_dry_run_prints_the_plan_without_importing_ray():
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from tune.run import main\n"
+         "rc = main(['--space', 'smoke', '--dry-run'])\n"
+         "print('RAY' if 'ray' in sys.modules else 'NORAY'); sys.exit(rc)"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    out = probe.stdout
+    assert out.strip().endswith("NORAY")
+    assert "rungs at epochs 1, 2" in out
+    assert "Resources:" in out and "CPU" in out
+
+
+def test_unknown_space_exits_2_naming_the_file_and_the_shipped_spaces(capsys):
+    assert main(["--space", "nonexistent", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "nonexistent.yaml" in err
+    for shipped in ("smoke", "lr_sched", "full"):
+        assert shipped in err
