@@ -170,7 +170,12 @@ def _token_auth_for_address() -> None:
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
     from trainable.evaluate import convention
 
-    defaults = spec.trial_config(spec.default_point()) if spec.include_defaults else None
+    # The source document's defaults with this run's fixed settings and budget: what the analysis
+    # and --retrain compare the winner against, whether or not it ran as a trial.
+    try:
+        defaults = spec.trial_config(spec.default_point())
+    except InputError:  # the defaults cannot be expressed in this space's parameters
+        defaults = None
     return {
         "name": run_dir.name,
         "command": ["python", "-m", "tune.run", *argv],
