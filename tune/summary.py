@@ -31,8 +31,10 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
     print(f"best trial: {m['trial_id']}  PSNR {m['best_psnr']:.3f} dB at epoch {m['best_epoch']}"
           f" / {m['max_epochs']}  (bicubic {m['bicubic_psnr']:.3f} dB, "
           f"{m['best_psnr'] - m['bicubic_psnr']:+.3f} dB)")
+    # Ray's config holds what the searcher sampled (milestones as scalars): show the folded values.
+    folded = spec.trial_config(best.config).to_dict()
     for name in searched:
-        print(f"  {name}: {best.config.get(name)}")
+        print(f"  {name}: {folded[name]}")
     if defaults is not None:
         d = defaults.metrics
         print(f"source document's defaults ({d['trial_id']}): PSNR {_best_psnr(d):.3f} dB, "
@@ -40,7 +42,7 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
     q = shlex.quote(str(run_dir))
     print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}")
     return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
-            "bicubic_psnr": m["bicubic_psnr"], "params": {n: best.config.get(n) for n in searched},
+            "bicubic_psnr": m["bicubic_psnr"], "params": {n: folded[n] for n in searched},
             "path": str(best.path)}
 
 
