@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from analysis._io import positive_int
 from trainable.errors import InputError
 
 log = logging.getLogger("analysis")
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default RUN_DIR/{TABLES_SUBDIR})")
     p.add_argument("--compare", type=Path, metavar="RUN_DIR2",
                    help="also print this run and RUN_DIR2 side by side")
-    p.add_argument("--top", type=_positive_int, metavar="N",
+    p.add_argument("--top", type=positive_int, metavar="N",
                    help="print only the first N rows of the leaderboard (the report keeps all)")
     return p
 
@@ -86,16 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return n
 
 
 if __name__ == "__main__":

@@ -271,20 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true",
                    help="retrain the winner's (or --trial's) config and the defaults to the full "
                         "budget with fresh seeds and score both on the test split (retrain.json)")
-    p.add_argument("--seeds", type=_positive_int, metavar="N",
+    p.add_argument("--seeds", type=_io.positive_int, metavar="N",
                    help="with --retrain: seeds per config (default 1; seeds 1000, 1001, ... that "
                         "the search did not use)")
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return n
 
 
 def main(argv: list[str] | None = None) -> int:
