@@ -27,6 +27,7 @@ import json
 import logging
 import pickle
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -277,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _guarded(action: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``action()``: bad input is exit 2 and a failed write exit 1, each one line on stderr."""
+    try:
+        return action(), 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
+              file=sys.stderr)
+        return None, 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -289,16 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         print("error: --seeds only applies to --retrain", file=sys.stderr)
         return 2
-    try:
-        run = load_run(args.run_dir)
-        result = export_trial(run, args.trial, args.fmt, args.out, args.force, args.scope)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
-              file=sys.stderr)
-        return 1
+    result, rc = _guarded(lambda: export_trial(load_run(args.run_dir), args.trial, args.fmt,
+                                               args.out, args.force, args.scope))
+    if rc:
+        return rc
     print(f"trial {result.trial}: wrote {result.config_path}")
     if result.weights_path is not None:
         kept = "" if result.weights_written else " (already there, same weights)"
@@ -310,19 +318,14 @@ def _main_retrain(args: argparse.Namespace) -> int:
     from analysis import retrain
 
     try:
-        run = load_run(args.run_dir)
-        report = retrain.retrain(run, args.trial, args.seeds or 1, args.out, args.force, args.scope,
-                                 progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
-              file=sys.stderr)
-        return 1
+        report, rc = _guarded(lambda: retrain.retrain(
+            load_run(args.run_dir), args.trial, args.seeds or 1, args.out, args.force, args.scope,
+            progress=lambda msg: print(msg, file=sys.stderr, flush=True)))
     except KeyboardInterrupt:
         print("interrupted; no retrain.json was written", file=sys.stderr)
         return 130
+    if rc:
+        return rc
     print(retrain.render(report))
     print(f"wrote {Path(report['out']) / retrain.RETRAIN_FILE}")
     return 0

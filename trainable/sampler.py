@@ -46,9 +46,9 @@ class PatchSampler:
         self.device = device
         self._rng = np.random.Generator(np.random.PCG64(seed))
         storage = _storage_device(data, device)
-        # Shapes per group; the pixels themselves as flat arrays for one-index gathers: the mapped
-        # numpy cache on the CPU, a tensor on the GPU.
-        self._lr = [g.lr for g in data.groups]
+        # (t, h, w) per group; the pixels themselves as flat arrays for one-index gathers: the
+        # mapped numpy cache on the CPU, a tensor on the GPU.
+        self._lr_shapes = [g.lr.shape[1:] for g in data.groups]
         if storage.type == "cpu":
             self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
             self._hr_flat = [g.hr.reshape(-1) for g in data.groups]
@@ -81,7 +81,7 @@ class PatchSampler:
             sel = group == gi
             local = target[sel] - (self._bounds[gi - 1] if gi else 0)
             ncent = len(self._centres[gi])
-            n_t, h, w = self._lr[gi].shape[1:]
+            n_t, h, w = self._lr_shapes[gi]
             clip = local // ncent
             centre = self._centres[gi][local % ncent]
             y0 = (crop_u[sel, 0] * (h - self.patch + 1)).astype(np.int64)
