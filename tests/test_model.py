@@ -51,3 +51,31 @@ def test_residual_starts_near_bicubic():
     with torch.no_grad():
         model.sub_pixel.weight.zero_()
         assert torch.allclose(model(x), upscale_bicubic(x[:, 1:2], 4), atol=1e-6)
+
+
+def test_bicubic_upscale_is_matlab_kernel_in_the_interior():
+    """The baseline and the residual use Keys' cubic with a = -0.5 (MATLAB imresize), not
+    PyTorch's default a = -0.75: checked against the kernel written out in numpy."""
+    import numpy as np
+    import torch
+
+    from trainable.imaging import upscale_bicubic
+
+    def keys(t, a=-0.5):
+        t = np.abs(t)
+        return np.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
+                        np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0))
+
+    n, s = 12, 4
+    weights = np.zeros((n * s, n))
+    for i in range(n * s):
+        c = (i + 0.5) / s - 0.5
+        for j in range(int(np.floor(c)) - 1, int(np.floor(c)) + 3):
+            weights[i, min(max(j, 0), n - 1)] += keys(c - j)
+    x = torch.rand(1, 1, n, n, dtype=torch.float64)
+    ref = weights @ x[0, 0].numpy() @ weights.T
+    got = upscale_bicubic(x, s)[0, 0].numpy()
+    inner = slice(2 * s, -2 * s)
+    np.testing.assert_allclose(got[inner, inner], ref[inner, inner], atol=1e-9)
+    ref_075 = torch.nn.functional.interpolate(x, scale_factor=s, mode="bicubic")[0, 0].numpy()
+    assert np.abs(ref_075 - ref)[inner, inner].max() > 1e-3  # the old kernel differs

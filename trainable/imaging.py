@@ -3,6 +3,7 @@
 Convention (stated next to every number this project prints):
 - Y is ITU-R BT.601 studio range, computed from 8-bit RGB in [0, 1]:
   ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` and rounded to uint8.
+- Bicubic is MATLAB's kernel (a = -0.5) in both directions.
 - LR frames ("BIx4") are an antialiased bicubic downscale of the HR Y frame (MATLAB ``imresize``
   style, via ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)``), rounded to uint8.
   HR frames are first cropped so both sides are multiples of the scale.
@@ -52,5 +53,12 @@ def downscale(hr_y: np.ndarray, scale: int) -> np.ndarray:
 
 
 def upscale_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """(B, C, h, w) float -> (B, C, h*scale, w*scale) bicubic upscale (the baseline and residual)."""
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+    """(B, C, h, w) float -> (B, C, h*scale, w*scale) bicubic upscale (the baseline and residual).
+
+    MATLAB ``imresize``'s kernel (Keys, a = -0.5), as the SR papers' bicubic baselines use:
+    ``antialias=True`` selects PyTorch's a = -0.5 kernel, which equals MATLAB's in the interior when
+    upscaling (max difference ~1e-7; the outermost 2 HR pixels differ in how the edge is padded).
+    Plain ``mode="bicubic"`` is a = -0.75 and scores 0.14-0.22 dB higher on our val frames.
+    """
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False,
+                         antialias=True)
