@@ -14,7 +14,7 @@ from PIL import Image
 
 from trainable.errors import DataError
 from trainable.imaging import downscale, rgb_to_y
-from trainable.sources import split_counts, vimeo_val_indices
+from trainable.sources import split_counts, split_slice, vimeo_val_split
 from trainable.store import open_split
 
 W, H = 32, 24  # tiny HR frames: x4 gives 8x6
@@ -53,11 +53,12 @@ def _open(root: Path | str, split: str, tmp_path: Path, **kw):
 def test_vimeo_septuplet(tmp_path: Path) -> None:
     root = _vimeo(tmp_path / "vimeo", TRAIN, TEST)
     train, val, test = (_open(root, s, tmp_path) for s in ("train", "val", "test"))
-    # Held-out validation: every 20th train line from the first (here just line 1).
-    assert val.groups[0].names == ("00001/0001",)
-    assert train.groups[0].names == tuple(TRAIN[1:])
+    # Held-out validation: every 20th top-level sequence folder from the first (here 00001),
+    # whole: none of its clips is trained on.
+    assert val.groups[0].names == ("00001/0001", "00001/0002")
+    assert train.groups[0].names == tuple(TRAIN[2:])
     assert test.groups[0].names == tuple(TEST)
-    for d, n in ((train, 3), (val, 1), (test, 2)):
+    for d, n in ((train, 2), (val, 2), (test, 2)):
         (g,) = d.groups
         assert g.hr.shape == (n, 7, H, W) and g.lr.shape == (n, 7, H // 4, W // 4)
         assert g.hr.dtype == np.uint8 and g.lr.dtype == np.uint8
@@ -197,6 +198,19 @@ def test_clip_folder_problems(tmp_path: Path) -> None:
 def test_split_rules() -> None:
     assert split_counts(3, "x") == (1, 1, 1)
     assert split_counts(18, "x") == (12, 3, 3)
-    official = vimeo_val_indices(64612)  # sep_trainlist.txt
-    assert len(official) == 200 and official[-1] > 60000  # spread over the whole list
-    assert vimeo_val_indices(2) == [0] and len(vimeo_val_indices(100)) == 5
+    # A gap leaves whole clips out between neighbouring splits, out of train's share.
+    assert split_counts(18, "x", gap=1) == (10, 3, 3)
+    assert [split_slice(18, s, "x", gap=1) for s in ("train", "val", "test")] == [
+        slice(0, 10), slice(11, 14), slice(15, 18)]
+    with pytest.raises(DataError, match="at least 5 are needed"):
+        split_counts(4, "x", gap=1)
+    # Vimeo: 96 top-level folders of ~673 clips, as in sep_trainlist.txt.
+    names = [f"{f:05d}/{c:04d}" for f in range(1, 97) for c in range(1, 674)]
+    scored, held = vimeo_val_split(names, "sep_trainlist.txt")
+    held_folders = {names[i][:5] for i in held}
+    assert held_folders == {"00001", "00021", "00041", "00061", "00081"}
+    assert len(held) == 5 * 673  # every clip of a held-out folder is out of training
+    assert len(scored) == 200 and set(scored) <= held
+    assert {names[i][:5] for i in scored} == held_folders  # spread over every held-out folder
+    with pytest.raises(DataError, match="at least 2 are needed"):
+        vimeo_val_split(["00001/0001", "00001/0002"], "list.txt")

@@ -27,7 +27,7 @@ def _vimeo(root: Path, names: list[str]) -> Path:
     return root
 
 
-NAMES = ["00001/0001", "00001/0002", "00001/0003", "00002/0001"]
+NAMES = ["00001/0001", "00002/0001", "00002/0002", "00003/0001"]
 
 
 def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +66,7 @@ def test_key_follows_list_scale_and_split(tmp_path: Path) -> None:
     open_split(str(root), "train", scale=2, cache_dir=cache)
     open_split(str(root), "val", scale=4, cache_dir=cache)
     assert n_cached() == 3
-    (root / "sep_trainlist.txt").write_text("00001/0001\n00001/0002\n")  # an edited list
+    (root / "sep_trainlist.txt").write_text("00001/0001\n00002/0001\n")  # an edited list
     assert open_split(str(root), "train", scale=4, cache_dir=cache).num_clips == 1
     assert n_cached() == 4
 
@@ -117,9 +117,9 @@ def test_builtin_val(builtin_cache: Path) -> None:
     assert [g.hr.shape for g in d.groups] == [(3, 7, 720, 1280), (5, 7, 272, 640),
                                               (3, 7, 144, 176)]
     for g in d.groups:
-        assert g.centres == (3,) and g.hr.shape[2] % 4 == 0 and g.hr.shape[3] % 4 == 0
+        assert g.centres == (2, 3, 4) and g.hr.shape[2] % 4 == 0 and g.hr.shape[3] % 4 == 0
         assert g.lr.shape[2:] == (g.hr.shape[2] // 4, g.hr.shape[3] // 4)
-    assert (d.num_clips, d.num_targets, d.max_frames) == (11, 11, 7)
+    assert (d.num_clips, d.num_targets, d.max_frames) == (11, 33, 7)
     # The Y/LR pipeline is sane: bicubic x4 on carphone scores about 26.2 dB.
     g = d.groups[2]
     lr = torch.from_numpy(np.array(g.lr[:, 3], dtype=np.float32))[:, None]
@@ -132,9 +132,15 @@ def test_builtin_splits_share_no_clip(builtin_cache: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     source = sources.BuiltinSource(4)  # plan() only probes the containers: no decoding
     names = {s: {c.name for c in source.plan(s)} for s in sources.SPLITS}
-    assert [len(names[s]) for s in sources.SPLITS] == [48, 11, 11]
+    assert [len(names[s]) for s in sources.SPLITS] == [42, 11, 11]
     assert not (names["train"] & names["val"] or names["train"] & names["test"]
                 or names["val"] & names["test"])
+    # A whole clip (7 frames) lies between train and val and between val and test in every video.
+    for video in ("bigbuckbunny", "bikes", "carphone_pristine"):
+        index = {s: sorted(int(n.split("/")[1]) for n in names[s] if n.startswith(video + "/"))
+                 for s in sources.SPLITS}
+        assert index["val"][0] - index["train"][-1] == 2
+        assert index["test"][0] - index["val"][-1] == 2
     assert source.centres("train", 7) == tuple(range(7))
     _no_decoding(monkeypatch)  # the fixture cached the val split
     assert open_split("builtin", "val", scale=4, cache_dir=builtin_cache).num_clips == 11

@@ -32,9 +32,12 @@ def convention(crop_border: int) -> str:
 
 @dataclass(frozen=True)
 class Scores:
-    psnr: float
+    psnr: float  # mean over the split's target frames
     ssim: float
     frames: int
+    # PSNR of every target frame, in the split's fixed order: the same frames in the same order for
+    # every model scored on a split, so two models can be compared frame by frame (paired).
+    psnr_frames: tuple[float, ...] = ()
 
 
 def _windows(data: SplitData, frames: int, device: torch.device
@@ -58,17 +61,18 @@ def _windows(data: SplitData, frames: int, device: torch.device
 def score(predict: Callable[[torch.Tensor], torch.Tensor], data: SplitData, *, frames: int,
           crop_border: int, device: torch.device) -> Scores:
     """Average PSNR/SSIM of ``predict`` (LR windows -> (B, 1, H, W) in [0, 1]) over the split."""
-    p_sum = s_sum = 0.0
-    count = 0
+    per_frame: list[float] = []
+    s_sum = 0.0
     with torch.no_grad():
         for lr, hr in _windows(data, frames, device):
             sr = to_uint8(predict(lr)[:, 0])
-            p_sum += psnr(sr, hr, crop_border).sum().item()
+            per_frame += psnr(sr, hr, crop_border).tolist()
             s_sum += ssim(sr, hr, crop_border).sum().item()
-            count += len(hr)
+    count = len(per_frame)
     if count == 0:
         raise ValueError(f"{data.source}: the {data.split} split has no frames to score")
-    return Scores(psnr=p_sum / count, ssim=s_sum / count, frames=count)
+    return Scores(psnr=sum(per_frame) / count, ssim=s_sum / count, frames=count,
+                  psnr_frames=tuple(per_frame))
 
 
 def score_model(model: torch.nn.Module, data: SplitData, *, frames: int, crop_border: int,

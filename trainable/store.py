@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - Windows: no cross-process lock, builds
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: Vimeo val held out by sequence folder, built-in split gap and 3 val targets
 _META = "meta.json"
 
 
