@@ -143,3 +143,46 @@ def test_prefetched_batches_equal_sequential_samples(tiny_train):
         assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
     # Exactly `count` were drawn: both generators are in the same state afterwards.
     assert torch.equal(a.sample(4)[0], b.sample(4)[0])
+
+
+def test_loss_border_leaves_the_patch_edge_out_of_the_loss():
+    """With loss_border, an output wrong only near the patch edge costs nothing; without, it does."""
+
+    class Wrong(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, lr):  # HR target + an error confined to the outer 8 HR pixels
+            out = lr[:, 1:2].repeat_interleave(2, 2).repeat_interleave(2, 3) + self.w
+            out[..., :8, :] += 1.0
+            return out
+
+    lr = torch.rand(2, 3, 10, 10)
+    hr = lr[:, 1:2].repeat_interleave(2, 2).repeat_interleave(2, 3)
+    losses = {}
+    for border in (0, 8):
+        model = Wrong()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        losses[border] = train_step(model, opt, torch.amp.GradScaler("cpu", enabled=False),
+                                    [(lr, hr)], autocast=lambda: torch.autocast("cpu", enabled=False),
+                                    grad_clip=0.0, loss_border=border).item()
+    assert losses[8] == 0.0 and losses[0] > 0.1
+
+
+def test_loss_border_must_leave_part_of_the_patch():
+    from trainable.errors import ConfigError
+
+    assert TrainConfig(patch_size=32, loss_border=4).loss_border == 4
+    with pytest.raises(ConfigError, match="loss_border.*patch_size - 2 \\* loss_border >= 4"):
+        TrainConfig(patch_size=17, loss_border=7)
+    with pytest.raises(ConfigError, match="`loss_border` is -1"):
+        TrainConfig(loss_border=-1)
+
+
+def test_validation_reports_every_target_frame(tiny_train, tiny_val):
+    trainer = _trainer(tiny_train, tiny_val, epochs=1)
+    result = trainer.run()
+    assert len(result.psnr_frames) == tiny_val.num_targets
+    assert sum(result.psnr_frames) / len(result.psnr_frames) == pytest.approx(result.psnr, abs=1e-3)
+    assert result.to_dict()["psnr_frames"] == list(result.psnr_frames)

@@ -32,6 +32,11 @@ class TrainConfig:
     frames: int = 3  # consecutive LR frames fused on the channel axis (1, 3, 5 or 7)
     scale: int = 4  # upscaling factor (2, 3 or 4)
     patch_size: int = 17  # LR patch side, as in the ESPCN paper
+    # LR pixels at each side of a patch left out of the loss. Near a patch's edge the network's
+    # zero padding and the residual's bicubic see an edge that whole frames do not have there;
+    # 4 (the network's receptive-field radius) trains only on outputs computed as on a whole frame.
+    # 0 is the source document's whole-patch loss.
+    loss_border: int = 0
     # --- optimisation -----------------------------------------------------------------------
     model_lr: float = 1e-2
     lr_scheduler_milestones: tuple[float, ...] = (0.1, 0.8)  # fractions of the whole budget
@@ -175,6 +180,10 @@ def _validate(c: TrainConfig) -> None:
     _check(c.frames in (1, 3, 5, 7), "frames", c.frames, "must be 1, 3, 5 or 7")
     _check(c.scale in (2, 3, 4), "scale", c.scale, "must be 2, 3 or 4")
     _check(c.patch_size >= 4, "patch_size", c.patch_size, "must be >= 4")
+    _check(c.loss_border >= 0, "loss_border", c.loss_border, "must be >= 0")
+    _check(c.patch_size - 2 * c.loss_border >= 4, "loss_border", c.loss_border,
+           f"must leave at least 4 LR pixels of the {c.patch_size}-pixel patch "
+           f"(patch_size - 2 * loss_border >= 4)")
     _check(c.batch_size >= 1, "batch_size", c.batch_size, "must be >= 1")
     _check(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
            c.gradient_accumulation_steps, "must be >= 1")

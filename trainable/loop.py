@@ -64,9 +64,14 @@ class ValidationResult:
     steps_per_s: float  # optimizer updates per second
     data_time_share: float  # share of the interval's wall time spent sampling patches
     status: str  # "running" | "completed" | "diverged"
+    # PSNR of each validation target frame, in the split's fixed order (empty when diverged):
+    # lets analysis compare two trials frame by frame and call near-equal ones a tie.
+    psnr_frames: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["psnr_frames"] = list(self.psnr_frames)
+        return d
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,16 +93,18 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-               *, autocast: Callable[[], contextlib.AbstractContextManager], grad_clip: float
-               ) -> torch.Tensor:
+               *, autocast: Callable[[], contextlib.AbstractContextManager], grad_clip: float,
+               loss_border: int = 0) -> torch.Tensor:
     """One optimizer update over ``k`` micro-batches: loss / k, backward through the scaler,
-    unscale before clipping, step, update, zero_grad. Returns the mean loss (no host sync)."""
+    unscale before clipping, step, update, zero_grad. Returns the mean loss (no host sync).
+    ``loss_border`` HR pixels at each side of the patches are left out of the loss."""
     k = len(micro_batches)
     total = torch.zeros((), device=micro_batches[0][0].device)
+    inner = slice(loss_border, -loss_border) if loss_border else slice(None)
     for lr, hr in micro_batches:
         with autocast():
             out = model(lr)
-        loss = F.mse_loss(out.float(), hr) / k
+        loss = F.mse_loss(out.float()[..., inner, inner], hr[..., inner, inner]) / k
         scaler.scale(loss).backward()
         total += loss.detach()
     if grad_clip > 0:
@@ -208,7 +215,8 @@ class Trainer:
                 batches = [next(stream) for _ in range(k)]
                 data_time += time.perf_counter() - t0  # time the step waited for its data
                 loss_sum += train_step(self.model, self.optimizer, self.scaler, batches,
-                                       autocast=self._autocast, grad_clip=cfg.grad_clip)
+                                       autocast=self._autocast, grad_clip=cfg.grad_clip,
+                                       loss_border=cfg.loss_border * cfg.scale)
                 self.samples_seen += cfg.samples_per_update
                 updates += 1
                 if updates % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
@@ -231,7 +239,7 @@ class Trainer:
         bicubic = self.bicubic_scores()
         if stats.diverged:
             self.status = "diverged"
-            scores = Scores(psnr=math.nan, ssim=math.nan, frames=0)
+            scores = Scores(psnr=math.nan, ssim=math.nan, frames=0)  # no psnr_frames
             log.warning("training diverged at epoch %d (loss %s)", self.epoch, mean_loss)
         else:
             scores = score_model(self.model, self.val_data, frames=cfg.frames,
@@ -248,7 +256,8 @@ class Trainer:
             lr=cfg.lr_at(max(self.samples_seen - 1, 0)),
             samples_per_s=updates * cfg.samples_per_update / max(elapsed, 1e-9),
             steps_per_s=updates / max(elapsed, 1e-9),
-            data_time_share=stats.data_seconds / max(elapsed, 1e-9), status=self.status)
+            data_time_share=stats.data_seconds / max(elapsed, 1e-9), status=self.status,
+            psnr_frames=tuple(round(p, 4) for p in scores.psnr_frames))
         self.history.append(result.to_dict())
         self._log(result)
         return result
