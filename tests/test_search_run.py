@@ -38,12 +38,24 @@ def test_smoke_search_asha_stops_a_trial_early(smoke_run):
     assert all(r["samples"] == r["epoch"] * meta["epoch_samples"] for r in last)
 
 
-def test_smoke_search_first_trial_is_the_source_documents_defaults(smoke_run):
-    # Ray names trial folders <trainable>_<id>_<creation index>_<params>_<date>.
-    first = min(_trial_dirs(smoke_run), key=lambda t: int(t.name.split("_")[3]))
-    cfg = _results(first)[0]["trial_config"]
-    assert cfg["model_lr"] == pytest.approx(1e-2)
+def test_smoke_search_trains_the_source_documents_defaults_beside_it(smoke_run):
+    """smoke.yaml trains batch 8, so the source document's defaults lie outside its space: they
+    run once beside the search at its budget, as the reference, and are no trial of the study."""
+    ref = smoke_run / "reference"
+    rows = _results(ref)
+    cfg = json.loads((ref / "trial_config.json").read_text())
+    meta = json.loads((smoke_run / "espcn_tune.json").read_text())
+    assert {**cfg, "num_threads": 0} == {**meta["default_config"], "num_threads": 0}
+    assert (cfg["model_lr"], cfg["batch_size"], cfg["optimizer"], cfg["residual"]) == (
+        0.01, 16, "sgd", False)
     assert cfg["lr_scheduler_milestones"] == pytest.approx([0.1, 0.8])
+    assert cfg["epochs"] == meta["max_epochs"] and rows[-1]["status"] == "completed"
+    assert [r["epoch"] for r in rows] == list(range(1, meta["max_epochs"] + 1))
+    assert all(r["trial_id"] == "reference" for r in rows)
+    assert (ref / "checkpoint_latest" / "trainer.pt").is_file()
+    # The first trial is TPE's own: no trial ran the defaults' model_lr and milestones.
+    firsts = [_results(t)[0]["trial_config"] for t in _trial_dirs(smoke_run)]
+    assert not any(c["lr_scheduler_milestones"] == pytest.approx([0.1, 0.8]) for c in firsts)
 
 
 def test_smoke_search_keeps_optuna_study_and_capped_checkpoints(smoke_run):

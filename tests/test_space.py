@@ -79,7 +79,8 @@ def test_lr_sched_plan():
     assert "18 epochs x 2,048 samples = 36,864 training samples" in plan
     assert "1 CPU, 0 GPU per trial (CPU only)" in plan
     assert "Optuna TPE (seed 0, 5 random startup trials)" in plan
-    assert "evaluated as the first trial (model_lr=0.01, lr_scheduler_milestones=[0.1, 0.8]" in plan
+    assert ("Reference:    the source document's defaults, as the first trial "
+            "(model_lr=0.01, lr_scheduler_milestones=[0.1, 0.8]") in plan
     assert "epochs                       100 -> 18" in plan
 
 
@@ -365,18 +366,35 @@ def test_default_point_has_exactly_the_searched_keys():
     assert spec.default_point() == {"optimizer": "sgd", "residual": False, "model_lr": 0.01}
 
 
-def test_defaults_outside_the_space_are_rejected(tmp_path):
-    fails(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-3]}\n",
-          r"`include_defaults` is true, but the defaults' model_lr = 0.01 lies outside "
-          r"`params.model_lr.loguniform` \[0.0001, 0.001\]")
+def test_defaults_outside_the_space_run_beside_the_search(tmp_path):
+    """The reference is a trial TPE learns from only where it lies inside the space."""
+    inside = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-1]}\n")
+    assert inside.reference_inside and inside.total_trials() == inside.trials
+    assert "as the first trial" in describe_plan(inside)
+    for text in ("params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-3]}\n",  # lr outside the range
+                 "params:\n  lr_scheduler_milestones: {milestones: {count: 1}}\n",  # 1 drop, not 2
+                 "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-1]}\nconfig: {residual: true}\n"):
+        spec = load_text(tmp_path, text)
+        assert spec.include_defaults and not spec.reference_inside, text
+        assert "trained once beside the search" in describe_plan(spec)
     spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-3]}\n"
                                "include_defaults: false\n")
-    assert not spec.include_defaults
+    assert not spec.include_defaults and not spec.reference_inside
+    assert "Reference:    none" in describe_plan(spec)
 
 
-def test_default_milestones_outside_the_space(tmp_path):
-    fails(tmp_path, "params:\n  lr_scheduler_milestones: {milestones: {count: 1}}\n",
-          r"the defaults' lr_scheduler_milestones = \[0.1, 0.8\] lies outside")
+def test_reference_config_is_the_source_documents_at_the_runs_budget(tmp_path):
+    from trainable.config import TrainConfig
+    from tune.reference import reference_config
+
+    spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-4, 1.0e-3]}\n"
+                               "config: {residual: true, optimizer: adam, patch_size: 32, "
+                               "use_amp: false}\nbudget: {epochs: 6, epoch_samples: 1024, "
+                               "validation_interval: 2}\nseed: 3\n")
+    ref = reference_config(spec.base)
+    run = dict(epochs=6, epoch_samples=1024, validation_interval=2, seed=3, use_amp=False)
+    assert ref == TrainConfig(**run)
+    assert (ref.optimizer, ref.residual, ref.patch_size, ref.model_lr) == ("sgd", False, 17, 0.01)
 
 
 # --- scheduler ------------------------------------------------------------------------------------

@@ -42,11 +42,15 @@ def plan_lines(spec: SearchSpec) -> Iterator[str]:
     yield (f"Trials:       {total}{grid}, {at_once}; at most "
            f"{total * base.total_samples:,} samples in all if no trial is stopped early")
     yield f"Resources:    {_resources(spec)}"
-    if spec.include_defaults:
+    if spec.reference_inside:
         shown = ", ".join(f"{p.name}={_show(getattr(base, p.name))}" for p in spec.params)
-        yield f"Defaults:     evaluated as the first trial ({shown})"
+        yield f"Reference:    the source document's defaults, as the first trial ({shown})"
+    elif spec.include_defaults:
+        yield ("Reference:    the source document's defaults (plain network, SGD 1e-2, "
+               "milestones [0.1, 0.8], gamma 0.1, batch 16) trained once beside the search at "
+               "this budget, in the resources of one trial; not a trial TPE learns from")
     else:
-        yield "Defaults:     not evaluated as a trial"
+        yield "Reference:    none (include_defaults: false)"
 
 
 def _distribution(p: ParamSpec) -> str:

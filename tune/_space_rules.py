@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from tune._spec_checks import Checker
+from tune.reference import reference_config
 
 if TYPE_CHECKING:
     from tune.space import ParamSpec
@@ -85,9 +86,10 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
         # trial would replace the whole grid.
         check.fail("include_defaults", True, "must be false with `search.algorithm` grid (the "
                    "grid lists every trial; put the defaults' values in it)")
-    if include_defaults:
-        for p in params:
-            _check_default_fits(check, p, getattr(base, p.name))
+    # The reference run is a trial TPE learns from only where it lies inside the space: the fixed
+    # settings are the defaults' own and every searched range holds the defaults' value.
+    reference_inside = include_defaults and base == reference_config(base) and all(
+        _default_fits(p, getattr(base, p.name)) for p in params)
 
     resources = check.mapping("resources", doc.get("resources"))
     check.only_keys("resources", resources, ("cpus", "gpus"))
@@ -112,7 +114,7 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
         "max_concurrent": check.integer(
             "max_concurrent", doc.get("max_concurrent", DEFAULT_MAX_CONCURRENT), 1),
         "cpus_per_trial": cpus, "gpus_per_trial": gpus,
-        "include_defaults": include_defaults,
+        "include_defaults": include_defaults, "reference_inside": reference_inside,
     }
 
 
@@ -294,22 +296,13 @@ def _check_corners(check: Checker, params: list[ParamSpec], base: TrainConfig) -
                         f"{_rule(e)}")
 
 
-def _check_default_fits(check: Checker, p: ParamSpec, value: Any) -> None:
+def _default_fits(p: ParamSpec, value: Any) -> bool:
     if p.kind == "milestones":
         cmin, cmax, low, high = p.args
-        ok = cmin <= len(value) <= cmax and all(low <= m <= high for m in value)
-        shown = f"count {cmin}..{cmax} in [{low}, {high}]"
-    elif p.kind in ("choice", "grid"):
-        ok = _identity(value) in {_identity(v) for v in p.args}
-        shown = list(p.args)
-    else:
-        ok = p.args[0] <= value <= p.args[1]
-        shown = list(p.args)
-    if not ok:
-        shown_value = list(value) if isinstance(value, tuple) else value
-        check.error(f"`include_defaults` is true, but the defaults' {p.name} = {shown_value!r} "
-                    f"lies outside `params.{p.name}.{p.kind}` {shown}; widen it or set "
-                    "`include_defaults: false`")
+        return cmin <= len(value) <= cmax and all(low <= m <= high for m in value)
+    if p.kind in ("choice", "grid"):
+        return _identity(value) in {_identity(v) for v in p.args}
+    return p.args[0] <= value <= p.args[1]
 
 
 # --- values ---------------------------------------------------------------------------------------

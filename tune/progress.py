@@ -23,10 +23,33 @@ def _fmt(v: Any) -> str:
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: Any, run_dir: str | None = None) -> None:
         self.spec = spec  # a tune.space.SearchSpec: folds sampled values into the trial's config
         self.max_epochs = spec.base.epochs
         self._last: dict[str, Mapping[str, Any]] = {}
+        # The reference run beside the search (tune.reference) writes its own results there.
+        self._reference_dir = (run_dir if run_dir and spec.include_defaults
+                               and not spec.reference_inside else None)
+        self._reference_epoch = 0
+        self._best = (-math.inf, "")
+
+    def _reference(self) -> str:
+        """' | reference 25.1 dB at epoch 6' when the reference run has reported; '' before."""
+        if self._reference_dir is None:
+            return ""
+        from pathlib import Path
+
+        from tune.reference import latest
+
+        r = latest(Path(self._reference_dir))
+        if not r:
+            return ""
+        if r.get("epoch", 0) > self._reference_epoch:
+            self._reference_epoch = r["epoch"]
+            self._print(f"[epoch {r['epoch']:>3}/{self.max_epochs}] reference (source defaults)  "
+                        f"PSNR {r.get('psnr', math.nan):7.3f} dB  gain "
+                        f"{r.get('gain_db', math.nan):+.3f} dB  {r.get('status', '')}")
+        return f" | reference {r.get('best_psnr', math.nan):.3f} dB at epoch {r.get('epoch')}"
 
     def _params(self, sampled: Mapping[str, Any]) -> str:
         try:
@@ -50,14 +73,18 @@ class ProgressPrinter(Callback):
         self._print(f"[epoch {result.get('epoch', 0):>3}/{self.max_epochs}] {trial.trial_id}  "
                     f"PSNR {psnr:7.3f} dB  gain {gain:+.3f} dB  {result.get('status', '')}  "
                     f"({running} running, {done} done)")
+        self._reference()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         last = self._last.get(trial.trial_id, {})
         status = last.get("status", "?")
         if status == "running":
             status = f"stopped early at epoch {last.get('epoch')}"
-        self._print(f"[done]    {trial.trial_id}  {status}  best PSNR "
-                    f"{last.get('best_psnr', math.nan):.3f} dB")
+        best = last.get("best_psnr", math.nan)
+        if isinstance(best, float | int) and best > self._best[0]:
+            self._best = (best, trial.trial_id)
+        self._print(f"[done]    {trial.trial_id}  {status}  best PSNR {best:.3f} dB  "
+                    f"(best so far {self._best[0]:.3f} dB, {self._best[1]}{self._reference()})")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._print(f"[error]   {trial.trial_id}  see {trial.local_path}/error.txt")

@@ -121,6 +121,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
                         ", ".join(changed))
     tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+    reference = _start_reference(spec, run_dir)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     before = signal.getsignal(signal.SIGINT)
     # Ray 2.60's Tuner installs its own SIGINT (and SIGUSR1) handler when run in the main thread:
@@ -133,6 +134,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         grid = tuner.fit()
         interrupted = ray_handles_sigint and signal.getsignal(signal.SIGINT) is before
+        if reference is not None and not interrupted:
+            _finish_reference(reference)
         meta = read_meta(run_dir)
         from tune.summary import summarise
 
@@ -150,6 +153,34 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
     return 0 if best is not None else 1
+
+
+def _start_reference(spec, run_dir: Path):
+    """Train the source document's defaults beside the search (a Ray task with one trial's
+    resources) where they lie outside the space; None where there is nothing to run."""
+    from tune import reference
+
+    if not spec.include_defaults or spec.reference_inside or reference.is_finished(run_dir):
+        return None
+    import ray
+
+    cfg = reference.reference_config(spec.base).replace(num_threads=max(1, int(spec.cpus_per_trial)))
+    task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial,
+                      max_retries=2)(reference.train_reference)
+    log.info("reference run (the source document's defaults at this budget) in %s",
+             reference.reference_dir(run_dir))
+    return task.remote(cfg, str(reference.reference_dir(run_dir)))
+
+
+def _finish_reference(ref) -> None:
+    """Wait for the reference run; its failure is reported, never fatal to the search."""
+    import ray
+
+    try:
+        ray.get(ref)
+    except Exception as e:  # noqa: BLE001 - the search's own results stand without it
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        log.warning("the reference run failed: %s", first)
 
 
 def _token_auth_for_address() -> None:
@@ -170,12 +201,11 @@ def _token_auth_for_address() -> None:
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
     from trainable.evaluate import convention
 
-    # The source document's defaults with this run's fixed settings and budget: what the analysis
-    # and --retrain compare the winner against, whether or not it ran as a trial.
-    try:
-        defaults = spec.trial_config(spec.default_point())
-    except InputError:  # the defaults cannot be expressed in this space's parameters
-        defaults = None
+    # The source document's defaults at this run's budget, on its data: the reference run, and
+    # what the analysis and --retrain compare the winner against.
+    from tune.reference import reference_config
+
+    defaults = reference_config(spec.base) if spec.include_defaults else None
     return {
         "name": run_dir.name,
         "command": ["python", "-m", "tune.run", *argv],
@@ -247,7 +277,7 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
                                                 checkpoint_score_order=MODE),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[ProgressPrinter(spec)],
+        callbacks=[ProgressPrinter(spec, str(run_dir))],
         verbose=2 if verbose else 0,
     )
     tune_config = tune.TuneConfig(

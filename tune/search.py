@@ -116,7 +116,7 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
     previous run's trials into this one's TPE model (resume with `Tuner.restore` instead, which
     restores the searcher from the experiment state).
     """
-    points = [spec.default_point()] if spec.include_defaults else []
+    points = [spec.default_point()] if spec.reference_inside else []
     cap = concurrency_cap(spec)
     if spec.algorithm != "optuna":
         return BasicVariantGenerator(points_to_evaluate=points or None, max_concurrent=cap or 0,

@@ -75,7 +75,8 @@ class SearchSpec:
     max_concurrent: int
     cpus_per_trial: float
     gpus_per_trial: float
-    include_defaults: bool
+    include_defaults: bool  # run the source document's defaults once, as the reference
+    reference_inside: bool  # ...as the first trial (it lies inside the space), else beside it
     # The parsed file, kept so `with_overrides` re-validates through the same code path. A plain
     # dict (read, never mutated) because specs must pickle: Ray ships them to every trial.
     document: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -154,7 +155,7 @@ class SearchSpec:
         The defaults point takes the place of the first sample, and, having every grid value
         fixed, it is not expanded (Ray's `_count_variants`).
         """
-        if self.include_defaults:
+        if self.reference_inside:
             return 1 + (self.trials - 1) * self.grid_size()
         return self.trials * self.grid_size()
 
@@ -207,7 +208,8 @@ class SearchSpec:
             "max_concurrent": self.max_concurrent,
             "resources": {"cpus": self.cpus_per_trial, "gpus": self.gpus_per_trial},
             "include_defaults": self.include_defaults,
-            "default_point": self.default_point() if self.include_defaults else None,
+            "reference_inside": self.reference_inside,
+            "default_point": self.default_point() if self.reference_inside else None,
         }
 
 

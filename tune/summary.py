@@ -9,6 +9,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from tune import reference
+
 
 def _best_psnr(metrics: dict[str, Any]) -> float:
     v = metrics.get("best_psnr", metrics.get("psnr"))
@@ -25,7 +27,7 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
         return None
     best = max(ok, key=lambda r: (_best_psnr(r.metrics), -r.metrics.get("best_epoch", 0)))
     m = best.metrics
-    defaults = _defaults_result(ok, spec) if spec.include_defaults else None
+    defaults = _reference_metrics(ok, spec, run_dir)
     print("best = highest validated PSNR seen by a trial that did not error "
           f"({meta['evaluation']})")
     print(f"best trial: {m['trial_id']}  PSNR {m['best_psnr']:.3f} dB at epoch {m['best_epoch']}"
@@ -36,9 +38,12 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
     for name in searched:
         print(f"  {name}: {folded[name]}")
     if defaults is not None:
-        d = defaults.metrics
-        print(f"source document's defaults ({d['trial_id']}): PSNR {_best_psnr(d):.3f} dB, "
+        d = defaults
+        print(f"source document's defaults ({d['trial_id']}, epoch {d.get('epoch')}/"
+              f"{d.get('max_epochs')}): PSNR {_best_psnr(d):.3f} dB ({d.get('status')}), "
               f"winner {_best_psnr(m) - _best_psnr(d):+.3f} dB over them")
+    elif spec.include_defaults:
+        print("source document's defaults: the reference run left no result")
     q = shlex.quote(str(run_dir))
     print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}")
     return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
@@ -46,9 +51,15 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
             "path": str(best.path)}
 
 
-def _defaults_result(results, spec):
+def _reference_metrics(results, spec, run_dir: Path) -> dict[str, Any] | None:
+    """The reference run's last result: its trial where it ran inside the space, else the result
+    the reference task wrote beside the search."""
+    if not spec.include_defaults:
+        return None
+    if not spec.reference_inside:
+        return reference.latest(run_dir)
     point = spec.default_point()
     for r in results:
         if all(r.config.get(k) == v for k, v in point.items()):
-            return r
+            return r.metrics
     return None
