@@ -36,6 +36,7 @@ from analysis.config_files import FORMATS, render
 from analysis.run_folder import CHECKPOINT_STATE, CheckpointInfo, RunFolderError, find_checkpoints
 from analysis.tables import Run, load_run
 from trainable.errors import InputError
+from trainable.names import inside, safe_name
 
 log = logging.getLogger("analysis.export")
 
@@ -70,7 +71,11 @@ def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: 
         raise RunFolderError(f"{run.run_dir / row['dir']}: trial {trial} reported no results, so "
                              "its full config is unknown; nothing to export")
     config = json.loads(row["config"])
-    out = Path(out) if out is not None else run.run_dir / EXPORT_SUBDIR / f"{trial}.{fmt}"
+    if out is None:
+        export_dir = run.run_dir / EXPORT_SUBDIR
+        out = inside(export_dir / f"{safe_name(trial, 'the trial id')}.{fmt}", export_dir,
+                     "the export file")
+    out = Path(out)
     if out.suffix == ".pt":
         raise InputError(f"--out {out}: the .pt name is reserved for the weights file beside it")
     checkpoint = _pick_checkpoint(run.run_dir / row["dir"], scope)

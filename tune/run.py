@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainable.errors import InputError
+from trainable.names import safe_name
 
 log = logging.getLogger("tune")
 
@@ -74,9 +75,11 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     from tune.run_folder import lock, now, read_meta, repair_ray_state, versions, write_meta
     from tune.space import describe_plan, load_space
 
-    storage = Path(args.storage).resolve()
+    storage = _storage(args.storage)
+    if args.name is not None:
+        safe_name(args.name, "`--name`")
     if args.resume:
-        run_dir = storage / args.resume
+        run_dir = storage / safe_name(args.resume, "`--resume`")
         meta = read_meta(run_dir)
         spec = load_space(meta["space_file"]).with_overrides(**meta.get("overrides", {}))
     else:
@@ -88,7 +91,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
 
     if not args.resume:
-        name = args.name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      "the run name made from the space file's name (use --name)")
         run_dir = storage / name
         if (run_dir / "espcn_tune.json").exists():
             raise InputError(f"{run_dir}: a run of this name exists; finish it with "
@@ -150,6 +154,14 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
     return 0 if best is not None else 1
+
+
+def _storage(value: str) -> Path:
+    storage = Path(value).resolve()
+    if storage.exists() and not storage.is_dir():
+        raise InputError(f"--storage {value}: is a file, but must be a folder that holds run "
+                         "folders")
+    return storage
 
 
 def _token_auth_for_address() -> None:

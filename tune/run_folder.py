@@ -52,8 +52,11 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
 def lock(run_dir: Path) -> IO[str]:
     """Hold an exclusive lock on the run folder for this process's lifetime (released by the OS
     even after kill -9). A second search on the same run name is refused."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open until exit on purpose
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open until exit on purpose
+    except OSError as e:  # a file where a folder must be, no permission
+        raise InputError(f"{run_dir}: cannot create the run folder ({e.strerror or e})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
