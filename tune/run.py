@@ -72,7 +72,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from tune.run_folder import lock, now, read_meta, repair_ray_state, versions, write_meta
+    from tune.run_folder import (
+        lock,
+        now,
+        ray_session_dir,
+        read_meta,
+        repair_ray_state,
+        versions,
+        write_meta,
+    )
     from tune.space import describe_plan, load_space
 
     storage = _storage(args.storage)
@@ -120,10 +128,13 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
 
     if args.resume:
-        changed = repair_ray_state(run_dir)
+        recorded = meta.get("ray_session_dir")
+        changed = repair_ray_state(run_dir, Path(recorded) if recorded else None)
         if changed:
             log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
                         ", ".join(changed))
+        # The next repair reads only this driver's session.
+        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_session_dir()})
     tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     before = signal.getsignal(signal.SIGINT)
@@ -181,6 +192,7 @@ def _token_auth_for_address() -> None:
 
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
     from trainable.evaluate import convention
+    from tune.run_folder import ray_session_dir
 
     # The source document's defaults with this run's fixed settings and budget: what the analysis
     # and --retrain compare the winner against, whether or not it ran as a trial.
@@ -206,6 +218,7 @@ def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
         "evaluation": "PSNR/SSIM on " + convention(spec.base.crop_border),
         "default_config": defaults.to_dict() if defaults else None,
         "versions": vers,
+        "ray_session_dir": ray_session_dir(),
         "started": started,
         "finished": None,
     }
