@@ -50,7 +50,7 @@ def _env() -> dict[str, str]:
     """The environment of a driver subprocess: the session's frame cache (ESPCN_TUNE_CACHE, set by
     the `ray_session` fixture), unbuffered output, and the import path of this checkout. Ray's own
     RAY_AUTH_MODE (set in this process by the session's ray.init) is dropped on purpose: the CLI
-    must manage token auth itself when it joins a cluster with --address."""
+    sends the token only when told to (``--ray-token-file``, added by `_start_driver`)."""
     env = dict(os.environ)
     env.pop("RAY_AUTH_MODE", None)
     env["PYTHONUNBUFFERED"] = "1"
@@ -59,6 +59,8 @@ def _env() -> dict[str, str]:
 
 
 def _start_driver(args: list[str], log: Path) -> subprocess.Popen:
+    if "--address" in args:  # the session's Ray has token auth on: the user's explicit ask
+        args = [*args, "--ray-token-file", str(Path.home() / ".ray" / "auth_token")]
     with open(log, "wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen([sys.executable, "-m", "tune.run", *args], cwd=REPO, env=_env(),
                                 stdout=out, stderr=subprocess.STDOUT)

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     p.add_argument("--data", help="'builtin', a Vimeo90K root or a folder of clips")
     p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto'")
+    p.add_argument("--ray-token-file", metavar="PATH",
+                   help="with --address: send this Ray auth token to the cluster (token auth); "
+                        "without it no local token is sent")
     p.add_argument("--resume", metavar="NAME", help="finish an interrupted run of this name")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the space and print the plan; starts no Ray")
@@ -108,20 +111,14 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     held = lock(run_dir)  # noqa: F841 - released when the process ends
     started = now()
     _prepare_data(spec)
+    _token_auth_for_address(args.address, args.ray_token_file)
     import ray
 
     # Experiment state after every result, so a resume after kill -9 repeats nothing.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # ...which Ray then warns about at every report; the snapshot is tiny next to a trial's work.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        # A local instance binds to loopback only; --address joins a cluster as it is set up.
-        local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
-        if args.address:
-            _token_auth_for_address()
-        ray.init(address=args.address, include_dashboard=args.dashboard,
-                 dashboard_host="127.0.0.1", log_to_driver=args.verbose,
-                 configure_logging=args.verbose, **local)
+    _start_ray(args)
     _check_resources(spec, ray.cluster_resources())
     if not args.resume:
         # Only now: a start refused above must not claim the run name.
@@ -175,19 +172,46 @@ def _storage(value: str) -> Path:
     return storage
 
 
-def _token_auth_for_address() -> None:
-    """Ray 2.60 starts every local cluster with token auth (the token in ~/.ray/auth_token), but
-    a driver given an explicit address sends the token only if RAY_AUTH_MODE=token: without it,
-    joining fails after about 20 s of retries. Do what Ray does for ``address="auto"``: use
-    token mode when RAY_AUTH_MODE is unset and a token is available. A cluster without auth
-    accepts a token-mode driver too (measured), and an explicit RAY_AUTH_MODE is respected."""
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # another Ray version: its own rules apply
+def _token_auth_for_address(address: str | None, token_file: str | None) -> None:
+    """Send this machine's Ray token to a cluster only when the user asked for it.
+
+    Ray 2.60 starts every local cluster with token auth (the token in ~/.ray/auth_token), and
+    a driver sends the token only in token mode. Turning that on by itself for any ``--address``
+    would hand the local token to whatever host the address names, so it is the user's call:
+    ``--ray-token-file PATH`` (or their own RAY_AUTH_MODE=token, which Ray reads as it is)."""
+    if token_file is None:
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    if not address:
+        raise InputError("--ray-token-file: only applies with --address (a local Ray makes its "
+                         "own token)")
+    path = Path(token_file).expanduser()
+    if not path.is_file():
+        raise InputError(f"--ray-token-file {token_file}: no such file")
+    # Before ray is imported: Ray reads both when it loads its config.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path.resolve())
+
+
+def _start_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # A local instance binds to loopback only; --address joins a cluster as it is set up.
+    local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
+    try:
+        ray.init(address=args.address, include_dashboard=args.dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=args.verbose,
+                 configure_logging=args.verbose, **local)
+    except (ConnectionError, ValueError) as e:
+        if not args.address:
+            raise
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        hint = ("" if args.ray_token_file or os.environ.get("RAY_AUTH_MODE") else
+                "; if the cluster uses token auth, pass --ray-token-file with its token")
+        raise InputError(f"--address {args.address}: cannot join a Ray cluster there "
+                         f"({first}){hint}") from None
 
 
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
