@@ -172,7 +172,7 @@ def _read_object(path: Path) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         log.warning("%s: unreadable (%s); taken from the results instead", path, e)
         return {}
     return value if isinstance(value, dict) else {}

@@ -34,9 +34,12 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
     if path is not None:
         where = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config file "
+                              "must be YAML text") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as e:
@@ -50,7 +53,11 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        values[key.strip()] = yaml.safe_load(raw)
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                              f"({getattr(e, 'problem', None) or e})") from None
     return TrainConfig.from_dict(values, where=where)
 
 
@@ -101,7 +108,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         if not Path(args.resume).is_file():
             raise ConfigError(f"--resume {args.resume}: no such checkpoint file")
-        trainer.load(args.resume)
+        try:
+            trainer.load(args.resume)
+        except Exception as e:  # noqa: BLE001 - a corrupt or foreign file is bad input, not a crash
+            text = str(e).strip()
+            first = text.splitlines()[0] if text else type(e).__name__
+            raise ConfigError(f"--resume {args.resume}: not a readable checkpoint of this "
+                              f"trainer ({first})") from None
         log.info("resumed from %s at epoch %d", args.resume, trainer.epoch)
 
     def on_validation(result, tr: Trainer) -> None:

@@ -92,6 +92,10 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         run_dir = storage / safe_name(args.resume, "`--resume`")
         meta = read_meta(run_dir)
+        if not any(run_dir.glob("experiment_state-*.json")):
+            raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
+                             f"so there is nothing to resume; remove the folder and start it "
+                             f"again with --name {run_dir.name}")
         spec = load_space(meta["space_file"]).with_overrides(**meta.get("overrides", {}))
     else:
         spec = load_space(args.space).with_overrides(**_overrides(args))
@@ -120,10 +124,6 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     _start_ray(args)
     _check_resources(spec, ray.cluster_resources())
-    if not args.resume:
-        # Only now: a start refused above must not claim the run name.
-        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
-
     if args.resume:
         recorded = meta.get("ray_session_dir")
         changed = repair_ray_state(run_dir, Path(recorded) if recorded else None)
@@ -132,7 +132,15 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
                         ", ".join(changed))
         # The next repair reads only this driver's session.
         write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_session_dir()})
-    tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+    try:
+        tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+    except BaseException:
+        if not args.resume:
+            _unclaim(run_dir)
+        raise
+    if not args.resume:
+        # Only now, with the Tuner built: a start refused above must not claim the run name.
+        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     before = signal.getsignal(signal.SIGINT)
     # Ray 2.60's Tuner installs its own SIGINT (and SIGUSR1) handler when run in the main thread:
@@ -162,6 +170,20 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
     return 0 if best is not None else 1
+
+
+def _unclaim(run_dir: Path) -> None:
+    """Undo what a refused start made: the Optuna journal (a new run refuses an existing one, so
+    it is this start's own), the lock file, and the folder when that leaves it empty."""
+    from tune.run_folder import LOCK_FILE
+    from tune.search import study_journal
+
+    for path in (study_journal(run_dir), run_dir / LOCK_FILE):
+        path.unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # not empty: something else is there; leave it
+        pass
 
 
 def _storage(value: str) -> Path:

@@ -39,10 +39,10 @@ def now() -> str:
 def read_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / META_FILE
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{run_dir}: not an espcn-tune run folder (no {META_FILE})") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: unreadable ({e})") from None
 
 
