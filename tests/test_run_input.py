@@ -18,8 +18,9 @@ def _args(**kw) -> argparse.Namespace:
 
 
 def test_no_token_is_sent_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # restored after the test
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
     run._token_auth_for_address("10.0.0.9:6379", None)
     assert "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN_PATH" not in os.environ
     token = tmp_path / "auth_token"

@@ -286,10 +286,12 @@ def test_repair_reads_only_the_recorded_trusted_session_and_unpickles_nothing(tm
     with pytest.raises(InputError, match="the run recorded none"):
         repair_ray_state(run_dir, None)
     # The recorded session's pickle is complete: copied (Ray will read it), never run here.
-    recorded.chmod(0o775)  # group-writable: anyone in the group could have planted it
+    staging = recorded / "artifacts"
+    staging.chmod(0o775)  # group-writable: anyone in the group could have planted it
     with pytest.raises(InputError, match="cannot be resumed"):
         repair_ray_state(run_dir, recorded)
-    recorded.chmod(0o700)
+    staging.chmod(0o755)
+    recorded.chmod(0o777)  # as Ray 2.60 makes every session folder
     assert repair_ray_state(run_dir, recorded) == ["searcher-state-2026-01-02_03-04-05.pkl"]
     assert not marker.exists()
 

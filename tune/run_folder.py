@@ -102,8 +102,8 @@ def repair_ray_state(run_dir: Path, session_dir: Path | None) -> list[str]:
     when it started; any other folder under /tmp/ray may belong to anyone) holds the whole last
     state: copy it over again, skipping any state file it has cut short itself.
 
-    The session folder is used only when it is a real folder owned by this user and not
-    writable by group or others, and only files with the same rule are copied. Nothing is
+    The session folder is used only when it is a real folder owned by this user, everything
+    read below it only when owned by this user and not writable by group or others. Nothing is
     unpickled to decide: JSON is parsed, and a pickle is walked opcode by opcode
     (``pickletools``, which imports and calls nothing) to see that it is complete.
 
@@ -140,18 +140,25 @@ def repair_ray_state(run_dir: Path, session_dir: Path | None) -> list[str]:
     return changed
 
 
-def _trusted(path: Path, *, folder: bool) -> bool:
-    """A real (not linked) folder or file owned by this user, not writable by group or others."""
+def _trusted(path: Path, *, folder: bool, shared_ok: bool = False) -> bool:
+    """A real (not linked) folder or file owned by this user, not writable by group or others
+    (unless ``shared_ok``)."""
     try:
         st = path.lstat()
     except OSError:
         return False
     kind = stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)
-    return kind and st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return kind and st.st_uid == os.getuid() and (shared_ok or not shared)
 
 
 def _staging(run_dir: Path, state_name: str, session_dir: Path | None) -> Path | None:
-    if session_dir is None or not _trusted(Path(session_dir), folder=True):
+    # Ray 2.60 makes the session folder itself mode 0777 (measured); what it writes inside
+    # (artifacts/...) is 0755/0644. Others could swap entries of the session folder, but only
+    # for ones they own, which the checks below refuse.
+    if session_dir is None or not _trusted(Path(session_dir), folder=True, shared_ok=True):
+        return None
+    if not _trusted(Path(session_dir) / "artifacts", folder=True):
         return None
     # The staging folder is named after the run's first start, so match on the state file.
     staged = [d for d in Path(session_dir).glob(f"artifacts/*/{run_dir.name}/driver_artifacts")
