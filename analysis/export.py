@@ -22,10 +22,8 @@ an unknown trial id, an existing output without --force, data without a test spl
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
-import pickle
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from analysis.config_files import FORMATS, render
 from analysis.run_folder import CHECKPOINT_STATE, CheckpointInfo, RunFolderError, find_checkpoints
 from analysis.tables import Run, load_run
 from trainable.errors import InputError
+from trainable.names import inside, safe_name
 
 log = logging.getLogger("analysis.export")
 
@@ -72,7 +71,11 @@ def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: 
         raise RunFolderError(f"{run.run_dir / row['dir']}: trial {trial} reported no results, so "
                              "its full config is unknown; nothing to export")
     config = json.loads(row["config"])
-    out = Path(out) if out is not None else run.run_dir / EXPORT_SUBDIR / f"{trial}.{fmt}"
+    if out is None:
+        export_dir = run.run_dir / EXPORT_SUBDIR
+        out = inside(export_dir / f"{safe_name(trial, 'the trial id')}.{fmt}", export_dir,
+                     "the export file")
+    out = Path(out)
     if out.suffix == ".pt":
         raise InputError(f"--out {out}: the .pt name is reserved for the weights file beside it")
     checkpoint = _pick_checkpoint(run.run_dir / row["dir"], scope)
@@ -100,26 +103,18 @@ def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: 
 
 
 def load_state_file(path: Path) -> Any:
-    """``torch.load(weights_only=True)``, also accepting the numpy RNG state a trainer keeps;
-    anything else that would need unpickling arbitrary objects is refused."""
+    """``torch.load(weights_only=True)`` with no extra globals: a trainer's checkpoint holds only
+    tensors, plain containers and Python numbers, so anything that needs another global to
+    unpickle is refused (RunFolderError naming the file), never run."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    except (RuntimeError, OSError, EOFError) as e:
-        raise RunFolderError(f"{path}: unreadable checkpoint ({e})") from None
-    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    others = [g for g in unsafe if g.split(".")[0] != "numpy"]
-    if others:
-        raise RunFolderError(f"{path}: holds objects that cannot be loaded safely "
-                             f"(weights_only): {', '.join(others)}")
-    try:
-        with torch.serialization.safe_globals(_numpy_globals(unsafe)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except OSError as e:
+        raise RunFolderError(f"{path}: unreadable checkpoint ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file, never a crash
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
         raise RunFolderError(f"{path}: cannot be loaded safely (weights_only): {first}") from None
 
 
@@ -226,32 +221,6 @@ def _float(v: Any) -> float | None:
         return round(float(v), 6)
     except (TypeError, ValueError):
         return None
-
-
-def _numpy_globals(unsafe: list[str]) -> list[Any]:
-    """The numpy names a pickled RNG state needs. The dtype classes (numpy.dtypes.*DType) are
-    only discovered while unpickling, so all of them are allowed up front."""
-    import numpy as np
-
-    objs = [_resolve(g) for g in unsafe]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        objs += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return objs
-
-
-def _resolve(dotted: str) -> Any:
-    """'numpy._core.multiarray._reconstruct' -> the object, importing the longest module prefix."""
-    parts = dotted.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attr in parts[cut:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise RunFolderError(f"cannot resolve {dotted!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:

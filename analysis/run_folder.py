@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainable.errors import InputError
+from trainable.names import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,11 @@ def read_trial(path: Path) -> TrialFolder:
     params = _read_object(path / PARAMS_FILE)
     config = _read_object(path / TRIAL_CONFIG_FILE) or None
     trial_id = next((str(r["trial_id"]) for r in results if r.get("trial_id")), None)
+    if trial_id is not None:
+        try:  # it names export files: an id like ../x would write outside the run folder
+            safe_name(trial_id, "`trial_id`")
+        except InputError as e:
+            raise RunFolderError(f"{path / RESULT_FILE}: {e}") from None
     trial_id = trial_id or trial_id_from_dirname(path.name) or path.name
     error_file = path / ERROR_FILE
     error_text = None
@@ -166,7 +172,7 @@ def _read_object(path: Path) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         log.warning("%s: unreadable (%s); taken from the results instead", path, e)
         return {}
     return value if isinstance(value, dict) else {}

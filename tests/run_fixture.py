@@ -127,8 +127,9 @@ def write_checkpoint(cdir: Path, epoch: int, psnr: float, config: dict[str, Any]
     cdir.mkdir(parents=True)
     torch.save({
         "model": model.state_dict(), "optimizer": {}, "scaler": {},
-        # A numpy RNG state, as a trainer that seeds numpy would keep it.
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        # As Trainer.state_dict keeps them: the sampler's numpy RNG as plain Python ints.
+        "sampler": {"rng": np.random.Generator(np.random.PCG64(seed)).bit_generator.state},
+        "torch_rng": torch.get_rng_state(),
         "samples_seen": 512 * epoch, "epoch": epoch, "config": config, "history": [psnr],
     }, cdir / "trainer.pt")
     (cdir / "meta.json").write_text(json.dumps(

@@ -157,3 +157,38 @@ def test_out_may_not_take_the_weights_name(run: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(run), "--out", str(tmp_path / "model.pt")]) == 2
     assert ".pt" in capsys.readouterr().err
+
+
+class _RunsOnLoad:
+    """Pickles as a call of ``fn(*args)``: what a crafted checkpoint does to run code on load."""
+
+    def __init__(self, fn, *args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def _touch_marker(marker: Path) -> list:
+    import os
+
+    from numpy.testing._private.utils import runstring  # a numpy helper that calls exec
+
+    return [(os.system, (f"touch {marker}",)),
+            (runstring, (f"open({str(marker)!r}, 'w').close()", {}))]
+
+
+@pytest.mark.parametrize("attack", [0, 1], ids=["os.system", "numpy-exec"])
+def test_crafted_checkpoint_runs_no_code(run: Path, tmp_path: Path, attack: int,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "pwned"
+    fn, args = _touch_marker(marker)[attack]
+    ckpt = next(run.glob(f"*_{fx.WINNER}_*")) / "checkpoint_000000" / "trainer.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["evil"] = _RunsOnLoad(fn, *args)
+    torch.save(state, ckpt)
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists()
+    assert err.count("\n") == 1 and str(ckpt) in err and "weights_only" in err
+    assert not (run / "export").exists()

@@ -50,7 +50,7 @@ def _env() -> dict[str, str]:
     """The environment of a driver subprocess: the session's frame cache (ESPCN_TUNE_CACHE, set by
     the `ray_session` fixture), unbuffered output, and the import path of this checkout. Ray's own
     RAY_AUTH_MODE (set in this process by the session's ray.init) is dropped on purpose: the CLI
-    must manage token auth itself when it joins a cluster with --address."""
+    sends the token only when told to (``--ray-token-file``, added by `_start_driver`)."""
     env = dict(os.environ)
     env.pop("RAY_AUTH_MODE", None)
     env["PYTHONUNBUFFERED"] = "1"
@@ -59,6 +59,8 @@ def _env() -> dict[str, str]:
 
 
 def _start_driver(args: list[str], log: Path) -> subprocess.Popen:
+    if "--address" in args:  # the session's Ray has token auth on: the user's explicit ask
+        args = [*args, "--ray-token-file", str(Path.home() / ".ray" / "auth_token")]
     with open(log, "wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen([sys.executable, "-m", "tune.run", *args], cwd=REPO, env=_env(),
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -216,8 +218,8 @@ def test_ray_state_cut_short_by_kill_9_is_restored_from_the_sessions_staging_cop
 
     session = "2026-01-02_03-04-05"
     run_dir = tmp_path / "runs" / "cut"
-    staging = (tmp_path / "ray" / "session_x" / "artifacts" / session / "cut"
-               / "driver_artifacts")
+    session_dir = tmp_path / "ray" / "session_x"
+    staging = session_dir / "artifacts" / session / "cut" / "driver_artifacts"
     state = {"experiment_state": json.dumps({"trial_data": []}).encode(),
              "search_gen_state": cloudpickle.dumps({"counter": 2}),
              "searcher-state": cloudpickle.dumps({"searcher": "optuna"})}
@@ -230,12 +232,12 @@ def test_ray_state_cut_short_by_kill_9_is_restored_from_the_sessions_staging_cop
     (staging / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
     (run_dir / "espcn_tune.json").write_text('{"finished": "now"}')
     (staging / "espcn_tune.json").write_text('{"finished": null}')  # Ray's stale copy of ours
-    assert repair_ray_state(run_dir, tmp_path / "ray") == []  # all copied: nothing to do
+    assert repair_ray_state(run_dir, session_dir) == []  # all copied: nothing to do
 
     (run_dir / names["search_gen_state"]).write_bytes(b"")
     (run_dir / "trial_1" / "result.json").write_bytes(b"")
     (staging / "trial_1" / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
-    assert sorted(repair_ray_state(run_dir, tmp_path / "ray")) == sorted(
+    assert sorted(repair_ray_state(run_dir, session_dir)) == sorted(
         [names["search_gen_state"], "trial_1/result.json"])
     assert (run_dir / names["search_gen_state"]).read_bytes() == state["search_gen_state"]
     assert (run_dir / "trial_1" / "result.json").read_text().count("epoch") == 2
@@ -243,10 +245,55 @@ def test_ray_state_cut_short_by_kill_9_is_restored_from_the_sessions_staging_cop
 
     # The driver was killed while writing its own staging copy: that one is never copied over.
     (staging / names["searcher-state"]).write_bytes(b"\x80\x05")
-    assert repair_ray_state(run_dir, tmp_path / "ray") == []
+    assert repair_ray_state(run_dir, session_dir) == []
     (run_dir / names["searcher-state"]).write_bytes(b"")
     with pytest.raises(InputError, match="cannot be resumed"):
-        repair_ray_state(run_dir, tmp_path / "ray")
+        repair_ray_state(run_dir, session_dir)
+
+
+class _RunsOnLoad:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _cut_run_with_staging(tmp_path: Path, session_dir: Path, searcher_state: bytes) -> Path:
+    session = "2026-01-02_03-04-05"
+    run_dir = tmp_path / "runs" / "cut"
+    staging = session_dir / "artifacts" / session / "cut" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    run_dir.mkdir(parents=True)
+    for d in (run_dir, staging):
+        (d / f"experiment_state-{session}.json").write_text("{}")
+    (staging / f"searcher-state-{session}.pkl").write_bytes(searcher_state)
+    (run_dir / f"searcher-state-{session}.pkl").write_bytes(b"")
+    return run_dir
+
+
+def test_repair_reads_only_the_recorded_trusted_session_and_unpickles_nothing(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_RunsOnLoad(marker))
+    recorded, other = tmp_path / "ray" / "session_mine", tmp_path / "ray" / "session_other"
+    run_dir = _cut_run_with_staging(tmp_path, recorded, evil)
+    # A complete copy in a session the run did not record (anyone's, under /tmp/ray): ignored.
+    (other / "artifacts" / "t" / "cut" / "driver_artifacts").mkdir(parents=True)
+    (other / "artifacts" / "t" / "cut" / "driver_artifacts"
+     / "experiment_state-2026-01-02_03-04-05.json").write_text("{}")
+    with pytest.raises(InputError, match="the run recorded none"):
+        repair_ray_state(run_dir, None)
+    # The recorded session's pickle is complete: copied (Ray will read it), never run here.
+    staging = recorded / "artifacts"
+    staging.chmod(0o775)  # group-writable: anyone in the group could have planted it
+    with pytest.raises(InputError, match="cannot be resumed"):
+        repair_ray_state(run_dir, recorded)
+    staging.chmod(0o755)
+    recorded.chmod(0o777)  # as Ray 2.60 makes every session folder
+    assert repair_ray_state(run_dir, recorded) == ["searcher-state-2026-01-02_03-04-05.pkl"]
+    assert not marker.exists()
 
 
 def test_an_existing_run_name_is_refused_before_ray_starts(tmp_path):

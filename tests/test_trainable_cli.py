@@ -33,7 +33,8 @@ def test_full_run_writes_outputs_and_scores_val_and_test(clip_root, tmp_path, ca
     # The checkpoint resumes: one more epoch on top of the two done.
     more = tmp_path / "more"
     assert main(["--set", f"data={clip_root}", *TINY, "--set", "epochs=3", "--out", str(more),
-                 "--resume", str(out / "checkpoint.pt"), "--no-test"]) == 0
+                 "--resume", str(out / "checkpoint.pt"), "--no-test",
+                 "--allow-budget-change"]) == 0
     assert json.loads((more / "summary.json").read_text())["samples"] == 384
 
 
@@ -71,3 +72,39 @@ def test_corrupt_frame_names_the_file(clip_root, tmp_path, cache, capsys):
     bad.write_bytes(b"not a png")
     assert main(["--set", f"data={data}", *TINY, "--out", str(tmp_path / "o")]) == 2
     assert str(bad) in capsys.readouterr().err
+
+
+def test_resume_checks_the_config_and_always_writes_model_and_scores(clip_root, tmp_path, cache,
+                                                                     capsys):
+    import yaml
+
+    first = tmp_path / "first"
+    assert main(["--set", f"data={clip_root}", *TINY, "--out", str(first), "--no-test"]) == 0
+    ckpt = str(first / "checkpoint.pt")
+    capsys.readouterr()
+
+    # A finished run resumed into a new folder: no new best can appear, model.pt is still there.
+    again = tmp_path / "again"
+    assert main(["--set", f"data={clip_root}", *TINY, "--set", "num_threads=2", "--out",
+                 str(again), "--resume", ckpt, "--no-test"]) == 0
+    summary = json.loads((again / "summary.json").read_text())
+    assert (again / "model.pt").read_bytes() == (first / "model.pt").read_bytes()
+    assert summary["val"]["psnr"] == json.loads((first / "summary.json").read_text())["val"]["psnr"]
+
+    # Anything but run-only settings changed: refused, listing the keys; nothing written.
+    refused = tmp_path / "refused"
+    assert main(["--set", f"data={clip_root}", *TINY, "--set", "model_lr=0.5",
+                 "--set", "batch_size=16", "--out", str(refused), "--resume", ckpt]) == 2
+    err = capsys.readouterr().err
+    assert "model_lr: 0.01 -> 0.5" in err and "batch_size: 8 -> 16" in err
+    assert not refused.exists()
+
+    # A budget change only when asked; the milestones keep their sample counts.
+    assert main(["--set", f"data={clip_root}", *TINY, "--set", "epochs=4", "--out",
+                 str(refused), "--resume", ckpt]) == 2
+    assert "--allow-budget-change" in capsys.readouterr().err
+    longer = tmp_path / "longer"
+    assert main(["--set", f"data={clip_root}", *TINY, "--set", "epochs=4", "--out", str(longer),
+                 "--resume", ckpt, "--no-test", "--allow-budget-change"]) == 0
+    saved = yaml.safe_load((longer / "config.yaml").read_text())
+    assert saved["lr_scheduler_milestones"] == pytest.approx([0.05, 0.4])

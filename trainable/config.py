@@ -74,6 +74,11 @@ class TrainConfig:
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(values).__name__}")
         known = {f.name: f for f in fields(cls)}
+        not_names = [k for k in values if not isinstance(k, str)]
+        if not_names:
+            raise ConfigError(f"{where}: the key {not_names[0]!r} is a "
+                              f"{type(not_names[0]).__name__}, but every key must be a name; "
+                              f"valid keys are: {', '.join(sorted(known))}")
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ConfigError(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainable.errors import InputError
+from trainable.names import safe_name
 
 log = logging.getLogger("tune")
 
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     p.add_argument("--data", help="'builtin', a Vimeo90K root or a folder of clips")
     p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto'")
+    p.add_argument("--ray-token-file", metavar="PATH",
+                   help="with --address: send this Ray auth token to the cluster (token auth); "
+                        "without it no local token is sent")
     p.add_argument("--resume", metavar="NAME", help="finish an interrupted run of this name")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the space and print the plan; starts no Ray")
@@ -71,13 +75,27 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from tune.run_folder import lock, now, read_meta, repair_ray_state, versions, write_meta
+    from tune.run_folder import (
+        lock,
+        now,
+        ray_session_dir,
+        read_meta,
+        repair_ray_state,
+        versions,
+        write_meta,
+    )
     from tune.space import describe_plan, load_space
 
-    storage = Path(args.storage).resolve()
+    storage = _storage(args.storage)
+    if args.name is not None:
+        safe_name(args.name, "`--name`")
     if args.resume:
-        run_dir = storage / args.resume
+        run_dir = storage / safe_name(args.resume, "`--resume`")
         meta = read_meta(run_dir)
+        if not any(run_dir.glob("experiment_state-*.json")):
+            raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
+                             f"so there is nothing to resume; remove the folder and start it "
+                             f"again with --name {run_dir.name}")
         spec = load_space(meta["space_file"]).with_overrides(**meta.get("overrides", {}))
     else:
         spec = load_space(args.space).with_overrides(**_overrides(args))
@@ -88,7 +106,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
 
     if not args.resume:
-        name = args.name or f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      "the run name made from the space file's name (use --name)")
         run_dir = storage / name
         if (run_dir / "espcn_tune.json").exists():
             raise InputError(f"{run_dir}: a run of this name exists; finish it with "
@@ -96,31 +115,32 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     held = lock(run_dir)  # noqa: F841 - released when the process ends
     started = now()
     _prepare_data(spec)
+    _token_auth_for_address(args.address, args.ray_token_file)
     import ray
 
     # Experiment state after every result, so a resume after kill -9 repeats nothing.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # ...which Ray then warns about at every report; the snapshot is tiny next to a trial's work.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        # A local instance binds to loopback only; --address joins a cluster as it is set up.
-        local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
-        if args.address:
-            _token_auth_for_address()
-        ray.init(address=args.address, include_dashboard=args.dashboard,
-                 dashboard_host="127.0.0.1", log_to_driver=args.verbose,
-                 configure_logging=args.verbose, **local)
+    _start_ray(args)
     _check_resources(spec, ray.cluster_resources())
-    if not args.resume:
-        # Only now: a start refused above must not claim the run name.
-        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
-
     if args.resume:
-        changed = repair_ray_state(run_dir)
+        recorded = meta.get("ray_session_dir")
+        changed = repair_ray_state(run_dir, Path(recorded) if recorded else None)
         if changed:
             log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
                         ", ".join(changed))
-    tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+        # The next repair reads only this driver's session.
+        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_session_dir()})
+    try:
+        tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+    except BaseException:
+        if not args.resume:
+            _unclaim(run_dir)
+        raise
+    if not args.resume:
+        # Only now, with the Tuner built: a start refused above must not claim the run name.
+        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
     reference = _start_reference(spec, run_dir)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     before = signal.getsignal(signal.SIGINT)
@@ -183,28 +203,77 @@ def _finish_reference(ref) -> None:
         log.warning("the reference run failed: %s", first)
 
 
-def _token_auth_for_address() -> None:
-    """Ray 2.60 starts every local cluster with token auth (the token in ~/.ray/auth_token), but
-    a driver given an explicit address sends the token only if RAY_AUTH_MODE=token: without it,
-    joining fails after about 20 s of retries. Do what Ray does for ``address="auto"``: use
-    token mode when RAY_AUTH_MODE is unset and a token is available. A cluster without auth
-    accepts a token-mode driver too (measured), and an explicit RAY_AUTH_MODE is respected."""
+def _unclaim(run_dir: Path) -> None:
+    """Undo what a refused start made: the Optuna journal (a new run refuses an existing one, so
+    it is this start's own), the lock file, and the folder when that leaves it empty."""
+    from tune.run_folder import LOCK_FILE
+    from tune.search import study_journal
+
+    for path in (study_journal(run_dir), run_dir / LOCK_FILE):
+        path.unlink(missing_ok=True)
     try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # another Ray version: its own rules apply
+        run_dir.rmdir()
+    except OSError:  # not empty: something else is there; leave it
+        pass
+
+
+def _storage(value: str) -> Path:
+    storage = Path(value).resolve()
+    if storage.exists() and not storage.is_dir():
+        raise InputError(f"--storage {value}: is a file, but must be a folder that holds run "
+                         "folders")
+    return storage
+
+
+def _token_auth_for_address(address: str | None, token_file: str | None) -> None:
+    """Send this machine's Ray token to a cluster only when the user asked for it.
+
+    Ray 2.60 starts every local cluster with token auth (the token in ~/.ray/auth_token), and
+    a driver sends the token only in token mode. Turning that on by itself for any ``--address``
+    would hand the local token to whatever host the address names, so it is the user's call:
+    ``--ray-token-file PATH`` (or their own RAY_AUTH_MODE=token, which Ray reads as it is)."""
+    if token_file is None:
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    if not address:
+        raise InputError("--ray-token-file: only applies with --address (a local Ray makes its "
+                         "own token)")
+    path = Path(token_file).expanduser()
+    if not path.is_file():
+        raise InputError(f"--ray-token-file {token_file}: no such file")
+    # Before ray is imported: Ray reads both when it loads its config.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path.resolve())
+
+
+def _start_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # A local instance binds to loopback only; --address joins a cluster as it is set up.
+    local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
+    try:
+        ray.init(address=args.address, include_dashboard=args.dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=args.verbose,
+                 configure_logging=args.verbose, **local)
+    except (ConnectionError, ValueError) as e:
+        if not args.address:
+            raise
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        hint = ("" if args.ray_token_file or os.environ.get("RAY_AUTH_MODE") else
+                "; if the cluster uses token auth, pass --ray-token-file with its token")
+        raise InputError(f"--address {args.address}: cannot join a Ray cluster there "
+                         f"({first}){hint}") from None
 
 
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
     from trainable.evaluate import convention
+    from tune.reference import reference_config
+    from tune.run_folder import ray_session_dir
 
     # The source document's defaults at this run's budget, on its data: the reference run, and
     # what the analysis and --retrain compare the winner against.
-    from tune.reference import reference_config
-
     defaults = reference_config(spec.base) if spec.include_defaults else None
     return {
         "name": run_dir.name,
@@ -224,6 +293,7 @@ def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
         "evaluation": "PSNR/SSIM on " + convention(spec.base.crop_border),
         "default_config": defaults.to_dict() if defaults else None,
         "versions": vers,
+        "ray_session_dir": ray_session_dir(),
         "started": started,
         "finished": None,
     }

@@ -19,13 +19,18 @@ def _best_psnr(metrics: dict[str, Any]) -> float:
 
 def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
     searched = [p.name for p in spec.params]
-    ok = [r for r in grid if r.error is None and r.metrics]
+    # A trial that ran out of memory before its first validation reports no best_epoch.
+    ok = [r for r in grid if r.error is None and r.metrics and "best_epoch" in r.metrics]
     errored = sum(1 for r in grid if r.error is not None)
-    print(f"\n=== {run_dir.name}: {len(grid)} trials, {errored} errored ===")
+    infeasible = sum(1 for r in grid if r.error is None and (r.metrics or {}).get("status")
+                     == "infeasible" and "best_epoch" not in r.metrics)
+    print(f"\n=== {run_dir.name}: {len(grid)} trials, {errored} errored, {infeasible} "
+          "infeasible ===")
     if not ok:
-        print("no trial finished without error; see the error.txt files in the trial folders")
+        print("no trial reported a validation without error; see the error.txt files (errors) "
+              "and the `reason` in result.json (infeasible: out of memory) in the trial folders")
         return None
-    best = max(ok, key=lambda r: (_best_psnr(r.metrics), -r.metrics.get("best_epoch", 0)))
+    best = max(ok, key=lambda r: (_best_psnr(r.metrics), -r.metrics["best_epoch"]))
     m = best.metrics
     defaults = _reference_metrics(ok, spec, run_dir)
     print("best = highest validated PSNR seen by a trial that did not error "

@@ -1,0 +1,55 @@
+"""tune.run's refusals that need no Ray: each bad input is one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+
+from trainable.errors import InputError
+from tune import run
+
+
+def _args(**kw) -> argparse.Namespace:
+    base = {"address": None, "dashboard": False, "verbose": False, "ray_token_file": None}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_no_token_is_sent_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # restored after the test
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+    run._token_auth_for_address("10.0.0.9:6379", None)
+    assert "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN_PATH" not in os.environ
+    token = tmp_path / "auth_token"
+    token.write_text("t")
+    run._token_auth_for_address("10.0.0.9:6379", str(token))
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(token)
+
+
+@pytest.mark.parametrize(("address", "name", "message"), [
+    ("10.0.0.9:6379", "missing", "no such file"),
+    (None, "auth_token", "only applies with --address"),
+])
+def test_bad_token_file_is_refused(tmp_path: Path, address, name, message) -> None:
+    (tmp_path / "auth_token").write_text("t")
+    with pytest.raises(InputError, match=message):
+        run._token_auth_for_address(address, str(tmp_path / name))
+
+
+def test_unreachable_address_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    def refuse(**_):
+        raise ConnectionError("Could not find any running Ray instance.\nmore detail")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(InputError) as e:
+        run._start_ray(_args(address="10.0.0.9:6379"))
+    text = str(e.value)
+    assert "\n" not in text and "--address 10.0.0.9:6379" in text and "--ray-token-file" in text
