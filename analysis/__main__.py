@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(leaderboard.render(run, args.scope, args.top))
+    from analysis.summary import edge_warnings
+
+    at_edges = edge_warnings(run, args.scope)
+    if at_edges:
+        print("\nRanges that may be too narrow:")
+        print("\n".join(f"  {line}" for line in at_edges))
     if other is not None:
         from analysis.compare import render_comparison
 
