@@ -144,7 +144,10 @@ def _leaderboard(run: Run, s: RunSummary) -> str:
     for row in rows:
         cls = "winner" if row[1] == s.winner else "error" if row[-1].startswith("error") else ""
         out.append(f"<tr class='{cls}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-    out.append("</table>")
+    out.append("</table><p class='note'>tied: the trial's per-frame PSNRs, paired with the "
+               "winner's (ref) on the same validation frames, differ by a mean within two standard "
+               "errors of zero (yes) or not (no); blank where the run recorded no per-frame PSNR."
+               "</p>")
     return "".join(out)
 
 
