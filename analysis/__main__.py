@@ -11,6 +11,7 @@ no trial finished a validation without error, a bad option).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -66,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(leaderboard.render(run, args.scope, args.top))
+    from analysis.summary import edge_warnings
+
+    at_edges = edge_warnings(run, args.scope)
+    if at_edges:
+        print("\nRanges that may be too narrow:")
+        print("\n".join(f"  {line}" for line in at_edges))
     if other is not None:
         from analysis.compare import render_comparison
 
@@ -73,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(render_comparison(run, other, args.scope))
     written: list[Path] = []
     try:
-        written += write_tables(run, args.tables_dir or run.run_dir / TABLES_SUBDIR)
+        # trials.parquet carries the tie marks of this scope's ranking.
+        tied = run.trials.assign(tied=leaderboard.tied_column(run, args.scope))
+        written += write_tables(dataclasses.replace(run, trials=tied),
+                                args.tables_dir or run.run_dir / TABLES_SUBDIR)
         if not args.no_report:
             from analysis.report import write_report
 

@@ -223,12 +223,15 @@ def _bicubic_line(ax: Axes, run: Run) -> None:
 
 
 def _psnr_limits(ax: Axes, psnr: pd.Series, run: Run) -> None:
+    """Y limits around the real PSNRs and the bicubic line, so the baseline is always in view,
+    however far above or below it every trial lies."""
     real = psnr[np.isfinite(psnr) & (psnr > 0)]
-    if real.empty:
-        return
     bicubic = run.trials["bicubic_psnr"].dropna()
-    low = min(real.min(), bicubic.median() if not bicubic.empty else real.min()) - 0.5
-    ax.set_ylim(low, real.max() + 0.4)
+    shown = [*real, *([bicubic.median()] if not bicubic.empty else [])]
+    if not shown:
+        return
+    low = min(shown) - 0.5
+    ax.set_ylim(low, max(shown) + 0.4)
     if (psnr[np.isfinite(psnr)] < low).any():
         ax.annotate("diverged trials (0 dB) lie below the axis", (0.01, 0.01),
                     xycoords="axes fraction", fontsize=7, color="tab:orange")

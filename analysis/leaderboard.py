@@ -4,17 +4,25 @@
 best); ``scope="last"`` by the PSNR of its last validation (what the trial ended with). Ties go to
 the trial that got there at an earlier epoch, then to the smaller trial id. Errored trials come
 last whatever their PSNR (a crash must never win), after the trials that reported nothing.
+
+``tied`` says whether a trial is statistically indistinguishable from the winner on the same
+validation frames: the paired per-frame PSNR differences of its ranked validation to the winner's
+have a mean within two standard errors of zero. The winner is its own reference (True); where
+either lacks per-frame PSNRs (older runs), their counts differ or the trial is not scored, no tie
+is claimed either way (missing).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
 from analysis.run_folder import RunFolderError
-from analysis.tables import Run
+from analysis.tables import FRAMES, Run
 
 SCOPES = ("best", "last")
 _SCOPE_COLUMNS = {  # scope -> (psnr, ssim, epoch, gain) columns of the trials table
@@ -42,9 +50,35 @@ def rank(trials: pd.DataFrame, scope: str = "best") -> pd.DataFrame:
     out["_neg_psnr"] = -out["psnr"].where(scored, -math.inf)
     out["_epoch"] = out["epoch"].astype(float).fillna(math.inf)
     out = out.sort_values(["_tier", "_neg_psnr", "_epoch", "trial"], kind="mergesort")
-    out = out.drop(columns=["_tier", "_neg_psnr", "_epoch"]).reset_index(drop=True)
+    out = out.drop(columns=["_neg_psnr", "_epoch"]).reset_index(drop=True)
+    frames = out[f"{scope}_{FRAMES}"] if f"{scope}_{FRAMES}" in out else [None] * len(out)
+    reference = frames[0] if len(out) and out["_tier"].iloc[0] == 0 else None
+    out["tied"] = pd.array([tied_with(reference, f) if tier == 0 else None
+                            for tier, f in zip(out["_tier"], frames, strict=True)], dtype="boolean")
+    out = out.drop(columns=["_tier"])
     out.insert(0, "rank", range(1, len(out) + 1))
     return out
+
+
+def tied_with(reference: Sequence[float] | None, frames: Sequence[float] | None) -> bool | None:
+    """Whether the mean of the paired differences ``frames - reference`` is within two standard
+    errors (std with ddof=1 over sqrt(n)) of zero; None when either is missing, their lengths
+    differ or there are fewer than 2 frames."""
+    if not (_is_frames(reference) and _is_frames(frames)) or len(reference) != len(frames):
+        return None
+    if len(frames) < 2:  # no standard error from one frame
+        return None
+    diff = [f - r for f, r in zip(frames, reference, strict=True)]
+    se = statistics.stdev(diff) / math.sqrt(len(diff))
+    return abs(statistics.fmean(diff)) <= 2 * se
+
+
+def tied_column(run: Run, scope: str = "best") -> pd.Series:
+    """`rank`'s ``tied`` aligned with ``run.trials`` (creation order), for trials.parquet."""
+    ranked = rank(run.trials, scope)
+    by_trial = dict(zip(ranked["trial"], ranked["tied"], strict=True))
+    return pd.Series([by_trial[t] for t in run.trials["trial"]], index=run.trials.index,
+                     dtype="boolean")
 
 
 def winner(run: Run, scope: str = "best") -> pd.Series:
@@ -87,13 +121,14 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
     params = [(name, col) for name, col in run.param_columns.items() if col in ranked.columns]
     heads = ["rank", "trial", *(name for name, _ in params),
              "PSNR" if scope == "best" else "last PSNR", "SSIM",
-             "at epoch", "epochs", "gain dB", "outcome"]
+             "at epoch", "epochs", "gain dB", "tied", "outcome"]
     rows = []
     for _, t in ranked.iterrows():
         outcome = str(t["outcome"]) + (" [defaults]" if t["is_defaults"] else "")
         rows.append([str(t["rank"]), str(t["trial"]), *(format_value(t[c]) for _, c in params),
                      _fixed(t["psnr"], 2), _fixed(t["ssim"], 4), format_value(t["epoch"]),
-                     str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True), outcome])
+                     str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True),
+                     _tie_mark(t), outcome])
     return heads, rows
 
 
@@ -113,6 +148,19 @@ def _scope_columns(scope: str) -> tuple[str, str, str, str]:
     if scope not in _SCOPE_COLUMNS:
         raise ValueError(f"The value of `scope` is {scope!r}, but must be one of {SCOPES}.")
     return _SCOPE_COLUMNS[scope]
+
+
+def _is_frames(v: Any) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str)
+
+
+def _tie_mark(t: pd.Series) -> str:
+    """The winner is the reference (ref), the others yes or no; blank where no tie is claimed."""
+    if t["tied"] is pd.NA:
+        return ""
+    if t["rank"] == 1:
+        return "ref"
+    return "yes" if t["tied"] else "no"
 
 
 def _fixed(v: Any, digits: int, signed: bool = False) -> str:

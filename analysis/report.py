@@ -62,7 +62,8 @@ def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance
              f"<h1>espcn-tune run <code>{e(s.name)}</code></h1>",
              f"<p class='note'>{e(leaderboard.header(run, s.scope))}</p>",
              "<h2>Result</h2>", _result(s), "<h2>Run</h2>", _facts(run, s),
-             "<h2>Leaderboard</h2>", _leaderboard(run, s)]
+             "<h2>Leaderboard</h2>", _leaderboard(run, s),
+             "<h2>Searched ranges</h2>", _edges(s)]
     captions = {
         "learning_curves": "Validation PSNR against epoch for every trial. Vertical lines: the "
                            "ASHA rungs, where trials were compared and the weaker stopped.",
@@ -143,8 +144,21 @@ def _leaderboard(run: Run, s: RunSummary) -> str:
     for row in rows:
         cls = "winner" if row[1] == s.winner else "error" if row[-1].startswith("error") else ""
         out.append(f"<tr class='{cls}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-    out.append("</table>")
+    out.append("</table><p class='note'>tied: the trial's per-frame PSNRs, paired with the "
+               "winner's (ref) on the same validation frames, differ by a mean within two standard "
+               "errors of zero (yes) or not (no); blank where the run recorded no per-frame PSNR."
+               "</p>")
     return "".join(out)
+
+
+def _edges(s: RunSummary) -> str:
+    e = html.escape
+    if not s.edge_warnings:
+        return ("<p>No searched parameter has the winner, or most of the top quarter of trials, "
+                "within 5% of an edge of its range (measured on its own scale).</p>")
+    items = "".join(f"<li>{e(line)}</li>" for line in s.edge_warnings)
+    return (f"<ul>{items}</ul><p class='note'>Within 5% of the range's width from an edge, "
+            "measured on the parameter's own scale (log for log-uniform).</p>")
 
 
 def _importance(imp: importance.Importance, scope: str) -> str:

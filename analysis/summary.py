@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from analysis import leaderboard
+from analysis import edges, leaderboard
 from analysis.tables import Run
 
 
@@ -45,6 +45,7 @@ class RunSummary:
     winner_params: dict[str, Any]
     winner_config: dict[str, Any]
     defaults: DefaultsComparison | None
+    edge_warnings: list[str]  # searched parameters whose best values sit at an edge of the range
 
 
 def summarise(run: Run, scope: str = "best") -> RunSummary:
@@ -71,7 +72,22 @@ def summarise(run: Run, scope: str = "best") -> RunSummary:
         winner_params={n: _plain(win[c]) for n, c in run.param_columns.items()},
         winner_config=json.loads(win["config"]) if isinstance(win["config"], str) else {},
         defaults=_defaults(run, ranked, win, scope),
+        edge_warnings=edge_warnings(run, scope),
     )
+
+
+def edge_warnings(run: Run, scope: str = "best") -> list[str]:
+    """`analysis.edges` lines for the run's searched ranges (from its recorded spec) and its
+    scored, non-errored trials in leaderboard order."""
+    spec = run.meta.get("spec")
+    params = spec.get("params") if isinstance(spec, dict) else None
+    if not isinstance(params, dict):
+        return []
+    ranked = leaderboard.rank(run.trials, scope)
+    scored = ranked[~ranked["error"].astype(bool) & ranked["psnr"].map(math.isfinite)]
+    values = [{name: _plain(t[col]) for name, col in run.param_columns.items()}
+              for _, t in scored.iterrows()]
+    return edges.edge_warnings(edges.ranges(params), values)
 
 
 def format_duration(seconds: float | None) -> str:

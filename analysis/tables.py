@@ -35,11 +35,12 @@ _RESULT_KEYS = {
     "samples_per_s": "samples_per_s", "data_time_share": "data_time_share",
     "timestamp": "timestamp",
 }
+FRAMES = "psnr_frames"  # per-target-frame PSNR of a validation, the same frames for every trial
 TRIAL_COLUMNS = (
     "trial", "dir", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
     "last_ssim", "last_gain_db", "epochs_trained", "samples_trained", "bicubic_psnr",
     "bicubic_ssim", "outcome", "is_defaults", "error", "error_summary", "reason", "n_reports",
-    "has_checkpoint", "time_s", "started_at", "ended_at",
+    "has_checkpoint", "time_s", "started_at", "ended_at", f"best_{FRAMES}", f"last_{FRAMES}",
 )
 
 
@@ -115,7 +116,7 @@ def load_run(run_dir: str | Path) -> Run:
         reports = _dedupe_epochs(folder.results)
         rows.extend(_result_row(folder.trial_id, r) for r in reports)
         trial_rows.append(_trial_row(folder, reports, meta, sched, finished, columns))
-    results = pd.DataFrame(rows, columns=["trial", *_RESULT_KEYS.values()])
+    results = pd.DataFrame(rows, columns=["trial", *_RESULT_KEYS.values(), FRAMES])
     results = results.astype({"trial": "string", "status": "string"})
     for col in ("epoch", "samples"):
         results[col] = results[col].astype("Int64")
@@ -205,6 +206,7 @@ def _result_row(trial_id: str, r: dict[str, Any]) -> dict[str, Any]:
         row[col] = (None if v is None else str(v)) if col == "status" else _num(v)
     if math.isnan(row["gain_db"]):
         row["gain_db"] = row["psnr"] - row["bicubic_psnr"]
+    row[FRAMES] = _frames(r)
     return row
 
 
@@ -236,6 +238,7 @@ def _trial_row(
         if r and math.isnan(gain):
             gain = _num(r.get("psnr")) - _num(r.get("bicubic_psnr"))
         row["gain_db" if prefix == "best" else "last_gain_db"] = gain
+        row[f"{prefix}_{FRAMES}"] = _frames(r) if r else None
     row["best_epoch"] = int(best["epoch"]) if best else None
     row["epochs_trained"] = int(last["epoch"]) if last else 0
     samples = _num(last.get("samples")) if last else math.nan
@@ -260,6 +263,15 @@ def _trial_row(
     row["started_at"] = _num(first.get("timestamp")) - (first_t if math.isfinite(first_t) else 0.0)
     row["ended_at"] = _num(last.get("timestamp")) if last else math.nan
     return row
+
+
+def _frames(r: dict[str, Any]) -> list[float] | None:
+    """A report's per-frame PSNRs; None where it has none (older runs) or they are not numbers."""
+    v = r.get(FRAMES)
+    if not isinstance(v, list) or not v:
+        return None
+    nums = [_num(x) for x in v]
+    return None if not all(math.isfinite(x) for x in nums) else nums
 
 
 def _param_value(v: Any) -> Any:

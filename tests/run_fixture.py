@@ -80,7 +80,10 @@ def write_meta(run_dir: Path, *, max_epochs: int = 4, finished: bool = True,
 
 def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[float], *,
                 max_epochs: int = 4, statuses: list[str] | None = None, error: bool = False,
-                checkpoint_epochs: tuple[int, ...] = (), start: float | None = None) -> Path:
+                checkpoint_epochs: tuple[int, ...] = (), start: float | None = None,
+                psnr_frames: list[list[float]] | None = None) -> Path:
+    """One trial folder; ``psnr_frames``, one list per report, is left out of the reports when
+    None (runs from before per-frame PSNR)."""
     trial_id = f"{EXPERIMENT}_{index:05d}"
     tag = ",".join(f"{k}={v}" for k, v in sorted(params.items()))[:80]
     tdir = run_dir / f"train_espcn_{trial_id}_{index}_{tag}_2026-11-26_10-00-{index % 60:02d}"
@@ -105,6 +108,8 @@ def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[f
             "time_total_s": elapsed, "time_this_iter_s": 5.0, "timestamp": int(start + elapsed),
             "done": status != "running", "date": "2026-11-26_10-00-00", "config": params,
         })
+        if psnr_frames is not None:
+            lines[-1]["psnr_frames"] = psnr_frames[i]
     (tdir / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
     if error:
         (tdir / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"

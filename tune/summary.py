@@ -1,6 +1,7 @@
 """The end-of-search summary: the best trial (best validated PSNR among trials that did not error),
-its configuration, its gain over bicubic and over the source document's defaults, and the commands
-that analyse and export it."""
+its configuration, its gain over bicubic and over the source document's defaults, the searched
+ranges its best values sit at the edge of (`analysis.edges`), and the commands that analyse and
+export it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from analysis import edges
 from tune import reference
 
 
@@ -30,7 +32,8 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
         print("no trial reported a validation without error; see the error.txt files (errors) "
               "and the `reason` in result.json (infeasible: out of memory) in the trial folders")
         return None
-    best = max(ok, key=lambda r: (_best_psnr(r.metrics), -r.metrics["best_epoch"]))
+    ranked = sorted(ok, key=lambda r: (-_best_psnr(r.metrics), r.metrics.get("best_epoch", 0)))
+    best = ranked[0]
     m = best.metrics
     defaults = _reference_metrics(ok, spec, run_dir)
     print("best = highest validated PSNR seen by a trial that did not error "
@@ -49,11 +52,22 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
               f"winner {_best_psnr(m) - _best_psnr(d):+.3f} dB over them")
     elif spec.include_defaults:
         print("source document's defaults: the reference run left no result")
+    at_edges = _edge_warnings(ranked, spec)
+    if at_edges:
+        print("ranges that may be too narrow:")
+        print("\n".join(f"  {line}" for line in at_edges))
     q = shlex.quote(str(run_dir))
     print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}")
     return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
             "bicubic_psnr": m["bicubic_psnr"], "params": {n: folded[n] for n in searched},
             "path": str(best.path)}
+
+
+def _edge_warnings(ranked, spec) -> list[str]:
+    """Edge lines over the scored trials, best first, with milestones folded as the user set them."""
+    scored = [r for r in ranked if math.isfinite(_best_psnr(r.metrics))]
+    values = [spec.trial_config(r.config).to_dict() for r in scored]
+    return edges.edge_warnings(edges.ranges(spec.to_dict()["params"]), values)
 
 
 def _reference_metrics(results, spec, run_dir: Path) -> dict[str, Any] | None:
