@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from trainable.checkpoint import load_scaler, model_state, plain_keys, restore_rng, rng_state
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import Scores, score_bicubic, score_model
@@ -82,8 +83,20 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
         return torch.float16
     if cfg.amp_dtype == "bfloat16":
         return torch.bfloat16
-    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16.
+    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16. bf16 on
+    # CUDA (no scaler, no .item()) is the candidate to replace fp16 here, once bench/gpu.py has
+    # measured both on a card: until then, the source document's fp16.
     return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+    """SGD or Adam as configured; fused kernels on CUDA (one launch for all parameters, and the
+    GradScaler's inf check stays on the device instead of an ``.item()`` per step)."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.model_lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.Adam(params, lr=cfg.model_lr, weight_decay=cfg.weight_decay, **fused)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -122,13 +135,10 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual).to(self.device)
-        if cfg.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                self.model.parameters(), lr=cfg.model_lr, momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay)
-        else:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.model_lr,
-                                              weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg, self.model.parameters(), self.device)
+        # The training step runs the compiled module; evaluation and checkpoints use the plain
+        # one (whole frames would recompile, and a compiled state_dict has prefixed keys).
+        self._step_model = _compiled(self.model, self.device) if cfg.compile else self.model
         dtype = amp_dtype(cfg, self.device)
         self.amp_dtype = dtype if cfg.use_amp else None
         if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu":
@@ -207,7 +217,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 batches = [next(stream) for _ in range(k)]
                 data_time += time.perf_counter() - t0  # time the step waited for its data
-                loss_sum += train_step(self.model, self.optimizer, self.scaler, batches,
+                loss_sum += train_step(self._step_model, self.optimizer, self.scaler, batches,
                                        autocast=self._autocast, grad_clip=cfg.grad_clip)
                 self.samples_seen += cfg.samples_per_update
                 updates += 1
@@ -272,13 +282,15 @@ class Trainer:
 
     # --- save / resume ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs; see trainable/checkpoint.py for what travels between
+        devices and AMP settings."""
         return {
             "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(),
+            "model": model_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            **rng_state(self.device),
             "samples_seen": self.samples_seen,
             "epoch": self.epoch,
             "history": list(self.history),
@@ -288,11 +300,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.model.load_state_dict(plain_keys(state["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters
+        load_scaler(self.scaler, state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng(state, self.device)
         self.samples_seen = int(state["samples_seen"])
         self.history = list(state["history"])
         self.best_psnr = float(state["best_psnr"])
@@ -309,8 +321,16 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> None:
-        # Tensors, plain containers and numbers only: the safe loader is enough.
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        # Onto the CPU first, whatever device wrote it: the RNG states must stay CPU tensors, and
+        # load_state_dict moves weights and optimizer state to this trainer's device. Tensors,
+        # plain containers and numbers only: the safe loader is enough.
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _compiled(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    # This 28k-parameter network is bound by kernel launches on a GPU: CUDA graphs replay the
+    # whole step in one launch. Off CUDA there is no graph to capture, only kernel fusion.
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def _summary_writer(log_dir: str | os.PathLike | None):
