@@ -209,14 +209,24 @@ class Trainer:
         k = cfg.gradient_accumulation_steps
         n_updates = max(0, -(-(target_samples - self.samples_seen) // cfg.samples_per_update))
         stream = self.sampler.batches(n_updates * k, cfg.batch_size)
+        # A gather on the GPU costs GPU time, which the host clock does not see (it only queues
+        # the kernels): time it with CUDA events, read once at the end of the interval.
+        events: list[tuple[torch.cuda.Event, torch.cuda.Event]] | None = (
+            [] if self.sampler.gathers_on_device and self.device.type == "cuda" else None)
         try:
             for _ in range(n_updates):
                 lr = cfg.lr_at(self.samples_seen)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
+                if events is not None:
+                    pair = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                    pair[0].record()
                 t0 = time.perf_counter()
                 batches = [next(stream) for _ in range(k)]
                 data_time += time.perf_counter() - t0  # time the step waited for its data
+                if events is not None:
+                    pair[1].record()
+                    events.append(pair)
                 loss_sum += train_step(self._step_model, self.optimizer, self.scaler, batches,
                                        autocast=self._autocast, grad_clip=cfg.grad_clip)
                 self.samples_seen += cfg.samples_per_update
@@ -229,6 +239,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
+        if events is not None:
+            data_time = sum(a.elapsed_time(b) for a, b in events) / 1000.0
         mean_loss = (loss_sum / max(updates, 1)).item()
         diverged = diverged or not math.isfinite(mean_loss) or not all(
             torch.isfinite(p).all() for p in self.model.parameters())
