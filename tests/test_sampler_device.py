@@ -118,3 +118,18 @@ def test_a_checkpoint_of_the_other_sampler_kind_reseeds_deterministically(saved_
     lr_a, lr_b = a.sample(16)[0], b.sample(16)[0]
     assert torch.equal(lr_a, lr_b)  # same checkpoint, same continuation
     assert not torch.equal(lr_a, fresh.sample(16)[0])  # and not a restart from the seed
+
+
+def test_a_packed_trial_uploads_only_what_fits_its_share_of_the_card(monkeypatch):
+    from trainable import sampler
+
+    data = _two_shape_split()
+    nbytes = sum(g.hr.nbytes + g.lr.nbytes for g in data.groups)
+    card = torch.device("cuda", 0)
+    # A card with 20x the split free: uploaded when the trial has the whole card...
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d: (20 * nbytes, 20 * nbytes))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0, raising=False)
+    assert sampler._storage_device(data, card) == card
+    # ...kept on the CPU when it is capped at 1/8 of it (the split would be 40% of its share).
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 0.125, raising=False)
+    assert sampler._storage_device(data, card) == CPU

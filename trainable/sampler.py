@@ -284,5 +284,9 @@ def _storage_device(data: SplitData, device: torch.device) -> torch.device:
     if device.type != "cuda":
         return torch.device("cpu")
     nbytes = sum(g.hr.nbytes + g.lr.nbytes for g in data.groups)
-    free, _ = torch.cuda.mem_get_info(device)
-    return device if nbytes < _GPU_UPLOAD_FRACTION * free else torch.device("cpu")
+    free, total = torch.cuda.mem_get_info(device)
+    # A packed trial is capped at its share of the card (tune.trial.cap_gpu_memory), which the
+    # card's free memory does not show; torch < 2.6 has no getter (then: the whole card).
+    share = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(device)
+    allowed = min(free, share * total)
+    return device if nbytes < _GPU_UPLOAD_FRACTION * allowed else torch.device("cpu")
