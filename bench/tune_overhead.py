@@ -44,21 +44,33 @@ def bare(epochs: int) -> list[float]:
     return results
 
 
-def in_tune(epochs: int, storage: Path, name: str) -> tuple[list[float], float]:
-    space = storage / "overhead.yaml"
-    space.write_text(SPACE.format(epochs=epochs))
+def run_search(space_text: str, storage: Path, name: str, *extra: str
+               ) -> tuple[list[list[dict]], float]:
+    """``python -m tune.run`` on a space written from ``space_text`` -> (each trial's result rows,
+    seconds from the command to its first reported result)."""
+    space = storage / f"{name}.yaml"
+    space.write_text(space_text)
     start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "tune.run", "--space", str(space), "--storage",
-                             str(storage), "--name", name], stdout=subprocess.PIPE,
+                             str(storage), "--name", name, *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     first = None
+    tail: list[str] = []
     for line in proc.stdout:
+        tail = [*tail[-20:], line]
         if first is None and line.startswith("[epoch"):
             first = time.time() - start
-    proc.wait()
-    trial = next(p for p in (storage / name).iterdir() if (p / "result.json").exists())
-    rows = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()]
-    return [r["samples_per_s"] for r in rows], first or float("nan")
+    if proc.wait() != 0:
+        raise RuntimeError(f"tune.run exited {proc.returncode}:\n{''.join(tail)}")
+    trials = sorted(p for p in (storage / name).iterdir() if (p / "result.json").exists())
+    rows = [[json.loads(x) for x in (t / "result.json").read_text().splitlines() if x.strip()]
+            for t in trials]
+    return rows, first or float("nan")
+
+
+def in_tune(epochs: int, storage: Path, name: str) -> tuple[list[float], float]:
+    rows, first = run_search(SPACE.format(epochs=epochs), storage, name)
+    return [r["samples_per_s"] for r in rows[0]], first
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ def test_defaults_are_the_source_documents():
     assert (c.batch_size, c.gradient_accumulation_steps, c.use_amp) == (16, 1, True)
     assert (c.optimizer, c.momentum, c.weight_decay, c.residual) == ("sgd", 0.9, 1e-4, False)
     assert (c.validation_interval, c.patch_size, c.frames, c.scale) == (5, 17, 3, 4)
+    assert (c.amp_dtype, c.compile) == ("auto", False)  # fp16 + scaler on CUDA, no compile
 
 
 def test_lr_at_every_milestone():
@@ -42,6 +43,7 @@ def test_unknown_key_lists_valid_keys():
     ({"batch_size": 0}, r"`batch_size` is 0, but must be >= 1"),
     ({"batch_size": 2.5}, r"`batch_size` is 2.5, but must be an integer"),
     ({"use_amp": "yes"}, r"`use_amp` is 'yes', but must be true or false"),
+    ({"compile": 1}, r"`compile` is 1, but must be true or false"),
     ({"optimizer": "rmsprop"}, r"`optimizer` is 'rmsprop', but must be one of"),
     ({"frames": 4}, r"`frames` is 4, but must be 1, 3, 5 or 7"),
     ({"lr_scheduler_gamma": 0}, r"`lr_scheduler_gamma` is 0.0, but must be in \(0, 1\]"),
@@ -55,3 +57,8 @@ def test_invalid_values_name_key_value_and_rule(values, message):
 def test_exponent_without_dot_is_a_number():
     # PyYAML reads `1e-4` as the string "1e-4".
     assert TrainConfig.from_dict({"model_lr": "1e-4"}).model_lr == 1e-4
+
+
+def test_compile_must_be_a_bool_when_built_directly():
+    with pytest.raises(ConfigError, match=r"The value of `compile` is 'yes', but must be true or false"):
+        TrainConfig(compile="yes")

@@ -361,12 +361,29 @@ def test_half_gpu_trials_pack_two_per_fake_gpu_and_train_on_the_cpu(ray_session,
     devices = [r["cuda_visible_devices"] for r in runs]
     assert sorted(devices) == ["0", "0", "1", "1"], devices  # one id each, two trials per id
     assert not any(r["cuda_available"] for r in runs)  # fake GPUs: torch trained on the CPU
+    assert all(r["cuda_device_name"] is None and r["gpu_memory_fraction"] is None for r in runs)
     events = sorted([(r["started"], 1) for r in runs] + [(r["finished"], -1) for r in runs])
     live = peak = 0
     for _, step in events:
         live += step
         peak = max(peak, live)
     assert peak > 2, f"at most {peak} trials ran at once: no packing"
+
+
+def test_a_fractional_trial_caps_its_cuda_memory_at_its_share(monkeypatch):
+    import torch
+
+    from tune.trial import cap_gpu_memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
+                        lambda fraction, device: calls.append((fraction, device)))
+    assert cap_gpu_memory(0.25) == 0.25
+    assert cap_gpu_memory(1.0) is None and cap_gpu_memory(0.0) is None  # a whole card, the CPU
+    assert calls == [(0.25, 0)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cap_gpu_memory(0.25) is None and calls == [(0.25, 0)]  # fake GPUs: nothing to cap
 
 
 # --- two Ray nodes on one machine --------------------------------------------------------------

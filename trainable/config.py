@@ -49,7 +49,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     grad_clip: float = 0.0  # max global grad norm; 0 switches clipping off
     use_amp: bool = True
-    amp_dtype: str = "auto"  # auto: fp16 on CUDA (bf16 where supported is opt-in), bf16 on CPU
+    amp_dtype: str = "auto"  # auto: fp16 + GradScaler on CUDA (bf16 is opt-in until measured), bf16 on CPU
+    compile: bool = False  # torch.compile the training step's model (CUDA graphs on CUDA)
     # --- budget and evaluation --------------------------------------------------------------
     epochs: int = 100  # the whole budget, in epochs of `epoch_samples` training samples
     epoch_samples: int = 4096
@@ -193,6 +194,7 @@ def _validate(c: TrainConfig) -> None:
     _check(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
            c.gradient_accumulation_steps, "must be >= 1")
     _check(c.amp_dtype in AMP_DTYPES, "amp_dtype", c.amp_dtype, f"must be one of {AMP_DTYPES}")
+    _check(isinstance(c.compile, bool), "compile", c.compile, "must be true or false")
     _check(c.epochs >= 1, "epochs", c.epochs, "must be >= 1")
     _check(c.epoch_samples >= c.samples_per_update, "epoch_samples", c.epoch_samples,
            f"must be >= batch_size * gradient_accumulation_steps = {c.samples_per_update}")

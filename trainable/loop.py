@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from trainable.checkpoint import load_scaler, model_state, plain_keys, restore_rng, rng_state
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import Scores, score_bicubic, score_model
@@ -87,8 +88,20 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
         return torch.float16
     if cfg.amp_dtype == "bfloat16":
         return torch.bfloat16
-    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16.
+    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16. bf16 on
+    # CUDA (no scaler, no .item()) is the candidate to replace fp16 here, once bench/gpu.py has
+    # measured both on a card: until then, the source document's fp16.
     return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+    """SGD or Adam as configured; fused kernels on CUDA (one launch for all parameters, and the
+    GradScaler's inf check stays on the device instead of an ``.item()`` per step)."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.model_lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.Adam(params, lr=cfg.model_lr, weight_decay=cfg.weight_decay, **fused)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -129,13 +142,10 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual).to(self.device)
-        if cfg.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                self.model.parameters(), lr=cfg.model_lr, momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay)
-        else:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.model_lr,
-                                              weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg, self.model.parameters(), self.device)
+        # The training step runs the compiled module; evaluation and checkpoints use the plain
+        # one (whole frames would recompile, and a compiled state_dict has prefixed keys).
+        self._step_model = _compiled(self.model, self.device) if cfg.compile else self.model
         dtype = amp_dtype(cfg, self.device)
         self.amp_dtype = dtype if cfg.use_amp else None
         if self.amp_dtype == torch.bfloat16 and self.device.type == "cpu":
@@ -206,15 +216,25 @@ class Trainer:
         k = cfg.gradient_accumulation_steps
         n_updates = max(0, -(-(target_samples - self.samples_seen) // cfg.samples_per_update))
         stream = self.sampler.batches(n_updates * k, cfg.batch_size)
+        # A gather on the GPU costs GPU time, which the host clock does not see (it only queues
+        # the kernels): time it with CUDA events, read once at the end of the interval.
+        events: list[tuple[torch.cuda.Event, torch.cuda.Event]] | None = (
+            [] if self.sampler.gathers_on_device and self.device.type == "cuda" else None)
         try:
             for _ in range(n_updates):
                 lr = cfg.lr_at(self.samples_seen)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
+                if events is not None:
+                    pair = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                    pair[0].record()
                 t0 = time.perf_counter()
                 batches = [next(stream) for _ in range(k)]
                 data_time += time.perf_counter() - t0  # time the step waited for its data
-                loss_sum += train_step(self.model, self.optimizer, self.scaler, batches,
+                if events is not None:
+                    pair[1].record()
+                    events.append(pair)
+                loss_sum += train_step(self._step_model, self.optimizer, self.scaler, batches,
                                        autocast=self._autocast, grad_clip=cfg.grad_clip,
                                        loss_border=cfg.loss_border * cfg.scale)
                 self.samples_seen += cfg.samples_per_update
@@ -227,6 +247,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
+        if events is not None:
+            data_time = sum(a.elapsed_time(b) for a, b in events) / 1000.0
         mean_loss = (loss_sum / max(updates, 1)).item()
         diverged = diverged or not math.isfinite(mean_loss) or not all(
             torch.isfinite(p).all() for p in self.model.parameters())
@@ -281,13 +303,15 @@ class Trainer:
 
     # --- save / resume ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs; see trainable/checkpoint.py for what travels between
+        devices and AMP settings."""
         return {
             "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(),
+            "model": model_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            **rng_state(self.device),
             "samples_seen": self.samples_seen,
             "epoch": self.epoch,
             "history": list(self.history),
@@ -297,11 +321,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.model.load_state_dict(plain_keys(state["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters
+        load_scaler(self.scaler, state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_rng(state, self.device)
         self.samples_seen = int(state["samples_seen"])
         self.history = list(state["history"])
         self.best_psnr = float(state["best_psnr"])
@@ -318,8 +342,16 @@ class Trainer:
         os.replace(tmp, path)
 
     def load(self, path: str | os.PathLike) -> None:
-        # Tensors, plain containers and numbers only: the safe loader is enough.
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        # Onto the CPU first, whatever device wrote it: the RNG states must stay CPU tensors, and
+        # load_state_dict moves weights and optimizer state to this trainer's device. Tensors,
+        # plain containers and numbers only: the safe loader is enough.
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _compiled(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    # This 28k-parameter network is bound by kernel launches on a GPU: CUDA graphs replay the
+    # whole step in one launch. Off CUDA there is no graph to capture, only kernel fusion.
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def _summary_writer(log_dir: str | os.PathLike | None):

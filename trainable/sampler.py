@@ -1,13 +1,24 @@
 """Random training patches: one crop window and one flip/rotation per sample, shared by its frames.
 
-All randomness comes from one seeded numpy generator whose state is part of the trainer's
-checkpoint, so a resumed run draws exactly the patches an uninterrupted one would. The gather runs
-where the frames live: on the GPU when the split was uploaded there, else on the memory-mapped
-cache (zero copy, shared by every trial on the machine).
+The gather runs where the frames live, and all randomness comes from one seeded generator whose
+state is part of the trainer's checkpoint, so a resumed run draws exactly the patches an
+uninterrupted one would:
+
+- on the memory-mapped cache (zero copy, shared by every trial on the machine) with a numpy
+  generator, one or two batches ahead on a background thread;
+- on the GPU, when the split is small enough to upload: every clip-shape group in one device
+  buffer, indices drawn on the device with a seeded ``torch.Generator``, and each batch gathered
+  in a few dozen small kernels with no host sync and no host-to-device copy.
+
+A checkpoint of one kind resumed on the other (a CPU run continued on a GPU) reseeds the other
+generator from the saved state: the continuation is deterministic, but draws other patches than
+the uninterrupted run on the first device would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import queue
 import threading
 import warnings
@@ -22,10 +33,15 @@ from trainable.errors import DataError
 if TYPE_CHECKING:
     from trainable.store import SplitData
 
+log = logging.getLogger(__name__)
+
 # Batches drawn ahead of the training step when sampling from the CPU cache.
 _PREFETCH = 2
 # Upload a split to the GPU only when it is small next to the card (the built-in set is ~0.3 GB).
 _GPU_UPLOAD_FRACTION = 0.25
+# "auto": the torch gather when the split lives on the GPU, numpy otherwise. The tests set "torch"
+# to run the device path on a CPU.
+_GATHER = "auto"
 
 
 def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -39,22 +55,17 @@ def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 class PatchSampler:
     def __init__(self, data: SplitData, *, frames: int, patch_size: int, seed: int,
-                 device: torch.device) -> None:
+                 device: torch.device, gather: str | None = None) -> None:
         self.frames = frames
         self.patch = patch_size
         self.scale = data.scale
         self.device = device
+        self._seed = seed
         self._rng = np.random.Generator(np.random.PCG64(seed))
         storage = _storage_device(data, device)
-        # (t, h, w) per group; the pixels themselves as flat arrays for one-index gathers: the
-        # mapped numpy cache on the CPU, a tensor on the GPU.
+        self._storage = storage
+        # (t, h, w) per group; the pixels themselves as flat arrays for one-index gathers.
         self._lr_shapes = [g.lr.shape[1:] for g in data.groups]
-        if storage.type == "cpu":
-            self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
-            self._hr_flat = [g.hr.reshape(-1) for g in data.groups]
-        else:
-            self._lr_flat = [as_tensor(g.lr, storage).reshape(-1) for g in data.groups]
-            self._hr_flat = [as_tensor(g.hr, storage).reshape(-1) for g in data.groups]
         self._aranges: dict[int, Any] = {}
         self._centres = [np.asarray(g.centres, dtype=np.int64) for g in data.groups]
         for g in data.groups:
@@ -67,15 +78,26 @@ class PatchSampler:
             raise DataError(f"{data.source}: the {data.split} split has no training frames")
         self._bounds = np.cumsum(counts)
         self._offsets = np.arange(frames) - frames // 2
-        self._storage = storage
+        self._device_gather = (_DeviceGather(data, counts, frames, patch_size, seed, storage)
+                               if storage.type != "cpu" or (gather or _GATHER) == "torch" else None)
+        if self._device_gather is None:
+            self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
+            self._hr_flat = [g.hr.reshape(-1) for g in data.groups]
+
+    @property
+    def gathers_on_device(self) -> bool:
+        """True when batches are gathered on a GPU (their cost is GPU time, not host time)."""
+        return self._device_gather is not None and self._storage.type != "cpu"
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """-> LR ``(B, frames, p, p)`` and HR centre ``(B, 1, p*s, p*s)``, float in [0, 1]."""
+        if self._device_gather is not None:
+            lr, hr = self._device_gather.sample(batch_size)
+            return lr.to(self.device).float().div_(255.0), hr.to(self.device).float().div_(255.0)
         target = self._rng.integers(0, self._bounds[-1], size=batch_size)
         group = np.searchsorted(self._bounds, target, side="right")
         flips = self._rng.integers(0, 2, size=(batch_size, 3))  # vertical, horizontal, transpose
         crop_u = self._rng.random((batch_size, 2))
-        on_cpu = self._storage.type == "cpu"
         lrs, hrs = [], []
         for gi in np.unique(group):
             sel = group == gi
@@ -88,10 +110,7 @@ class PatchSampler:
             x0 = (crop_u[sel, 1] * (w - self.patch + 1)).astype(np.int64)
             frame = clip * n_t + centre  # index of the target frame in the flattened (n*t) axis
             times = clip[:, None] * n_t + np.clip(centre[:, None] + self._offsets, 0, n_t - 1)
-            params = [times, frame, y0, x0, *flips[sel].T]
-            if not on_cpu:  # a few hundred bytes to the device; the index grids are built there
-                params = [torch.from_numpy(a).to(self._storage) for a in params]
-            times, frame, y0, x0, fv, fh, tr = params
+            fv, fh, tr = flips[sel].T
             first, second = _dihedral_offsets(self._arange(self.patch), y0, x0, fv, fh, tr, w)
             lr_idx = ((times * (h * w))[:, :, None, None] + first[:, None, :, None]
                       + second[:, None, None, :])
@@ -101,8 +120,7 @@ class PatchSampler:
             # One flat gather per tensor: far cheaper than multi-dimensional fancy indexing.
             lrs.append(self._lr_flat[gi].take(lr_idx))
             hrs.append(self._hr_flat[gi].take(hr_idx)[:, None])
-        if on_cpu:
-            lrs, hrs = [torch.from_numpy(a) for a in lrs], [torch.from_numpy(a) for a in hrs]
+        lrs, hrs = [torch.from_numpy(a) for a in lrs], [torch.from_numpy(a) for a in hrs]
         lr = torch.cat(lrs).to(self.device, non_blocking=True).float().div_(255.0)
         hr = torch.cat(hrs).to(self.device, non_blocking=True).float().div_(255.0)
         return lr, hr
@@ -115,7 +133,7 @@ class PatchSampler:
         Exactly ``count`` are drawn, so the RNG state after the last one is what a checkpoint at
         this point must hold.
         """
-        if self._storage.type != "cpu" or count < 2:
+        if self._device_gather is not None or count < 2:
             for _ in range(count):
                 yield self.sample(batch_size)
             return
@@ -151,15 +169,103 @@ class PatchSampler:
 
     def _arange(self, size: int):
         if size not in self._aranges:
-            self._aranges[size] = (np.arange(size) if self._storage.type == "cpu"
-                                   else torch.arange(size, device=self._storage))
+            self._aranges[size] = np.arange(size)
         return self._aranges[size]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": self._rng.bit_generator.state}
+        if self._device_gather is not None:
+            return {"kind": "torch", "rng": self._device_gather.generator.get_state()}
+        return {"kind": "numpy", "rng": self._rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._rng.bit_generator.state = state["rng"]
+        kind = state.get("kind", "numpy")  # checkpoints before the device path held numpy only
+        mine = "torch" if self._device_gather is not None else "numpy"
+        if kind == mine == "torch":
+            self._device_gather.generator.set_state(state["rng"].to("cpu"))
+        elif kind == mine:
+            self._rng.bit_generator.state = state["rng"]
+        else:
+            seed = _seed_from(state["rng"])
+            log.warning("resuming a %s-sampler checkpoint on the %s sampler: reseeded (%d); the "
+                        "patches differ from an uninterrupted run's", kind, mine, seed)
+            if self._device_gather is not None:
+                self._device_gather.generator.manual_seed(seed)
+            else:
+                self._rng = np.random.Generator(np.random.PCG64(seed))
+
+
+class _DeviceGather:
+    """Every clip-shape group in one flat uint8 buffer per resolution, on ``storage``; per-group
+    geometry in small index tables, so a batch mixing groups is one gather per tensor."""
+
+    def __init__(self, data: SplitData, counts: np.ndarray, frames: int, patch: int, seed: int,
+                 storage: torch.device) -> None:
+        self.patch, self.scale = patch, data.scale
+        self.generator = torch.Generator(device=storage)
+        self.generator.manual_seed(seed)
+        self.lr = _one_buffer([g.lr for g in data.groups], storage)
+        self.hr = _one_buffer([g.hr for g in data.groups], storage)
+
+        def table(values) -> torch.Tensor:
+            return torch.tensor(np.asarray(values, dtype=np.int64), device=storage)
+
+        self.total = int(counts.sum())
+        bounds = np.cumsum(counts)
+        self.bounds, self.starts = table(bounds), table(bounds - counts)
+        self.lr_base = table(np.cumsum([0] + [g.lr.size for g in data.groups])[:-1])
+        self.hr_base = table(np.cumsum([0] + [g.hr.size for g in data.groups])[:-1])
+        self.n_t = table([g.lr.shape[1] for g in data.groups])
+        self.h = table([g.lr.shape[2] for g in data.groups])
+        self.w = table([g.lr.shape[3] for g in data.groups])
+        self.n_centres = table([len(g.centres) for g in data.groups])
+        self.centre_start = table(np.cumsum([0] + [len(g.centres) for g in data.groups])[:-1])
+        self.centres = table([c for g in data.groups for c in g.centres])
+        self.offsets = table(np.arange(frames) - frames // 2)
+        self.ar_lr = torch.arange(patch, device=storage)
+        self.ar_hr = torch.arange(patch * data.scale, device=storage)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> uint8 LR ``(B, frames, p, p)`` and HR ``(B, 1, p*s, p*s)`` on the storage device."""
+        gen, dev, p, sc = self.generator, self.bounds.device, self.patch, self.scale
+        target = torch.randint(0, self.total, (batch_size,), generator=gen, device=dev)
+        fv, fh, tr = torch.randint(0, 2, (3, batch_size), generator=gen, device=dev)
+        # float64: a float32 draw times a frame size can round up to the size itself.
+        crop_u = torch.rand((2, batch_size), generator=gen, device=dev, dtype=torch.float64)
+        group = torch.searchsorted(self.bounds, target, right=True)
+        local = target - self.starts[group]
+        n_centres, n_t = self.n_centres[group], self.n_t[group]
+        h, w = self.h[group], self.w[group]
+        clip = local // n_centres
+        centre = self.centres[self.centre_start[group] + local % n_centres]
+        y0 = (crop_u[0] * (h - p + 1)).long()
+        x0 = (crop_u[1] * (w - p + 1)).long()
+        frame = clip * n_t + centre  # index of the target frame in the group's (n*t) axis
+        window = torch.minimum((centre[:, None] + self.offsets).clamp_(min=0), n_t[:, None] - 1)
+        times = clip[:, None] * n_t[:, None] + window
+        first, second = _dihedral_offsets(self.ar_lr, y0, x0, fv, fh, tr, w[:, None])
+        lr_idx = ((self.lr_base[group][:, None] + times * (h * w)[:, None])[:, :, None, None]
+                  + first[:, None, :, None] + second[:, None, None, :])
+        first, second = _dihedral_offsets(self.ar_hr, y0 * sc, x0 * sc, fv, fh, tr, w[:, None] * sc)
+        hr_idx = ((self.hr_base[group] + frame * (h * w * sc * sc))[:, None, None]
+                  + first[:, :, None] + second[:, None, :])
+        return self.lr.take(lr_idx), self.hr.take(hr_idx)[:, None]
+
+
+def _one_buffer(arrays: list[np.ndarray], storage: torch.device) -> torch.Tensor:
+    """The arrays' bytes back to back in one uint8 tensor, copied group by group (no second host
+    copy of the whole split)."""
+    buf = torch.empty(sum(a.size for a in arrays), dtype=torch.uint8, device=storage)
+    at = 0
+    for a in arrays:
+        buf[at:at + a.size].copy_(as_tensor(a.reshape(-1), torch.device("cpu")))
+        at += a.size
+    return buf
+
+
+def _seed_from(state: Any) -> int:
+    """A deterministic 63-bit seed from a saved generator state of either kind."""
+    raw = state.numpy().tobytes() if isinstance(state, torch.Tensor) else repr(state).encode()
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little") >> 1
 
 
 def _dihedral_offsets(ar, y0, x0, flip_v, flip_h, transpose, width):
@@ -178,5 +284,9 @@ def _storage_device(data: SplitData, device: torch.device) -> torch.device:
     if device.type != "cuda":
         return torch.device("cpu")
     nbytes = sum(g.hr.nbytes + g.lr.nbytes for g in data.groups)
-    free, _ = torch.cuda.mem_get_info(device)
-    return device if nbytes < _GPU_UPLOAD_FRACTION * free else torch.device("cpu")
+    free, total = torch.cuda.mem_get_info(device)
+    # A packed trial is capped at its share of the card (tune.trial.cap_gpu_memory), which the
+    # card's free memory does not show; torch < 2.6 has no getter (then: the whole card).
+    share = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(device)
+    allowed = min(free, share * total)
+    return device if nbytes < _GPU_UPLOAD_FRACTION * allowed else torch.device("cpu")

@@ -109,7 +109,7 @@ def _resources(spec: SearchSpec) -> str:
     if gpus == 0:
         text += " (CPU only)"
     elif gpus < 1:
-        text += " (GPU fractions are bookkeeping: trials sharing a GPU share its memory)"
+        text += " (trials sharing a GPU each cap their CUDA memory at their fraction)"
     host = os.cpu_count() or 1
     if cpus > 0:
         fit = int(host // cpus)

@@ -48,6 +48,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "trial_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     info = _placement()
+    info["gpu_memory_fraction"] = cap_gpu_memory(spec.gpus_per_trial)
 
     train = open_split(cfg.data, "train", scale=cfg.scale, data_lr=cfg.data_lr,
                        cache_dir=cfg.cache_dir)
@@ -63,8 +64,8 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
                 info["resumed_from_epoch"] = trainer.epoch
         trainer.run(lambda result, tr: _report(result, tr, cfg))
     except torch.OutOfMemoryError as e:
-        # Fractional GPUs are bookkeeping only: a trial that does not fit ends as infeasible and
-        # the search goes on.
+        # Ray's fractional GPUs are bookkeeping only; cap_gpu_memory makes the share a limit, so
+        # a trial that does not fit in it ends as infeasible and the search goes on.
         tune.report({**_worst(cfg), "status": "infeasible", "reason": str(e).split("\n")[0]})
     finally:
         # Where and when each run of this trial happened: shows GPU packing and node placement.
@@ -125,13 +126,26 @@ def _resume_from(given: Path | None, trial_dir: Path) -> Path | None:
     return ours[1] if ours else None
 
 
+def cap_gpu_memory(gpus_per_trial: float) -> float | None:
+    """With N trials packed on a card (``gpus_per_trial`` 1/N), cap this process's CUDA memory at
+    its share, so an oversize trial hits torch.OutOfMemoryError itself instead of starving its
+    neighbours. Returns the fraction set (None: no CUDA or a whole card)."""
+    if not 0 < gpus_per_trial < 1 or not torch.cuda.is_available():
+        return None
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's card: it is device 0 here.
+    torch.cuda.set_per_process_memory_fraction(gpus_per_trial, 0)
+    return gpus_per_trial
+
+
 def _placement() -> dict[str, Any]:
     import ray
 
+    cuda = torch.cuda.is_available()
     return {"started": time.time(), "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "cuda_available": torch.cuda.is_available()}
+            "cuda_available": cuda,
+            "cuda_device_name": torch.cuda.get_device_name(0) if cuda else None}
 
 
 def _worst(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,0 +1,218 @@
+"""The GPU benchmark: one prepared script, about 8 minutes on an H100-class card.
+
+    python bench/gpu.py --out gpu.json                 # on a CUDA machine
+    python bench/gpu.py --device cpu --quick            # the CPU check the test suite runs
+
+In order, until ``--budget-s`` is spent (what does not fit is listed as skipped):
+
+1. correctness smoke: 200 fp16 steps (fp32 on the CPU), save, resume in a fresh trainer, finish;
+   compared with one uninterrupted run, parameter by parameter (pass: bit-exact, cuDNN pinned to
+   deterministic algorithms);
+2. steps/s, data-time share and peak CUDA memory at batch 16, 32 and 64 across fp32, fp16 and
+   bf16, compile off, then compile on as far as the budget allows (compiling costs tens of
+   seconds per configuration);
+3. aggregate samples/s with 1, 2, 4 and 8 trials packed on one card (``--gpus-per-trial 1/N``)
+   through the real ``python -m tune.run`` on a short grid space: the sum over trials of each
+   trial's median training samples/s (validation excluded), all trials running at once.
+
+It prints one table and writes the figures as JSON (``--out``); it exits 1 when the smoke run is
+not bit-exact. ``--quick`` shrinks every part to a few seconds; on the CPU it skips what needs a
+GPU (fp16/bf16, compile, fractional packing) and says so in the table, and runs one CPU trial
+through ``tune.run`` only with ``--pack`` (starting Ray costs most of a minute here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# This checkout's packages and the sibling benchmarks, whatever is installed.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from train_step import measure  # noqa: E402
+from tune_overhead import run_search  # noqa: E402
+
+from trainable.config import TrainConfig  # noqa: E402
+from trainable.loop import Trainer  # noqa: E402
+from trainable.store import open_split  # noqa: E402
+
+AMP = {"fp32": dict(use_amp=False), "fp16": dict(use_amp=True, amp_dtype="float16"),
+       "bf16": dict(use_amp=True, amp_dtype="bfloat16")}
+
+PACK_SPACE = """\
+params:
+  model_lr: {{grid: {lrs}}}
+config: {{batch_size: 16, {amp}}}
+budget: {{epochs: {epochs}, epoch_samples: {epoch_samples}, validation_interval: 1}}
+scheduler: {{type: fifo}}
+search: {{algorithm: grid}}
+include_defaults: false
+max_concurrent: {n}
+"""
+
+
+class _Budget:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+
+def smoke(data, device: str, steps: int, batch: int, amp: str, tmp: Path) -> dict[str, Any]:
+    """``steps`` updates straight, against ``steps // 2``, save, load into a fresh trainer, finish."""
+    train, val = data
+    cfg = TrainConfig(data="unused", batch_size=batch, epochs=2, epoch_samples=steps // 2 * batch,
+                      validation_interval=1, device=device, num_threads=1, **AMP[amp])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    straight = Trainer(cfg, train, val)
+    straight.train_until(cfg.total_samples)
+    first = Trainer(cfg, train, val)
+    first.train_until(cfg.epoch_samples)
+    first.save(tmp / "smoke.pt")
+    resumed = Trainer(cfg.replace(seed=cfg.seed + 1), train, val)  # the checkpoint must win
+    resumed.load(tmp / "smoke.pt")
+    resumed.train_until(cfg.total_samples)
+    torch.backends.cudnn.deterministic = False
+    diff = max((a.float() - b.float()).abs().max().item()
+               for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True))
+    return {"steps": steps, "amp": amp, "batch": batch, "max_abs_param_diff": diff,
+            "bit_exact": diff == 0.0, "scaler_enabled": straight.scaler.is_enabled()}
+
+
+def throughput(data, device: str, batch: int, amp: str, compiled: bool, seconds: float
+               ) -> dict[str, Any]:
+    train, val = data
+    cfg = TrainConfig(data="unused", batch_size=batch, epochs=1000, device=device, num_threads=1,
+                      compile=compiled, **AMP[amp])
+    trainer = Trainer(cfg, train, val)
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    steps_per_s, data_share = measure(trainer, seconds)
+    peak = torch.cuda.max_memory_allocated(trainer.device) / 2**20 if cuda else None
+    del trainer
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"batch": batch, "amp": amp, "compile": compiled, "steps_per_s": steps_per_s,
+            "samples_per_s": steps_per_s * batch, "data_share": data_share, "peak_mib": peak}
+
+
+def packing(n: int, cuda: bool, data: str, epochs: int, epoch_samples: int, tmp: Path
+            ) -> dict[str, Any]:
+    lrs = [round(1e-2 * 0.9**k, 6) for k in range(n)]
+    amp = "use_amp: true, amp_dtype: float16" if cuda else "use_amp: false"
+    space = PACK_SPACE.format(lrs=lrs, amp=amp, epochs=epochs, epoch_samples=epoch_samples, n=n)
+    extra = ["--data", data, "--cpus-per-trial", "1", "--max-concurrent", str(n)]
+    if cuda:
+        extra += ["--gpus-per-trial", f"{1 / n:.6g}"]
+    start = time.perf_counter()
+    trials, _ = run_search(space, tmp, f"pack{n}", *extra)
+    rates = []
+    for rows in trials:
+        rows = [r for r in rows if r.get("samples_per_s")]
+        # The first interval carries start-up (page cache, CUDA context, graph capture).
+        rates.append(statistics.median(r["samples_per_s"] for r in (rows[1:] or rows)))
+    return {"trials": n, "finished": len(trials), "aggregate_samples_per_s": sum(rates),
+            "wall_s": time.perf_counter() - start}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a check that the script runs")
+    p.add_argument("--data", default="builtin", help="'builtin', a Vimeo90K root or clip folders")
+    p.add_argument("--budget-s", type=float, default=480.0, help="stop starting new parts after this")
+    p.add_argument("--out", help="write the figures here as JSON")
+    p.add_argument("--pack", action="store_true",
+                   help="with --device cpu --quick: run the packing part too (starts Ray, ~1 min)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device; run with --device cpu --quick", file=sys.stderr)
+        return 2
+    cuda = args.device == "cuda"
+    budget = _Budget(args.budget_s)
+    data_arg = args.data if args.data == "builtin" else str(Path(args.data).resolve())
+    data = (open_split(data_arg, "train", scale=4), open_split(data_arg, "val", scale=4))
+    skipped: list[str] = []
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__, "quick": args.quick, "skipped": skipped}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        report["smoke"] = smoke(data, args.device, 20 if args.quick else 200, 8 if args.quick else 16,
+                                "fp16" if cuda else "fp32", tmp_path)
+
+        batches = [16] if args.quick else [16, 32, 64]
+        amps = list(AMP) if cuda else ["fp32"]
+        if not cuda:
+            skipped.append("fp16/bf16 throughput: CPU autocast is not the GPU path (see "
+                           "bench/train_step.py)")
+            skipped.append("compile: needs CUDA here (CPU inductor compile takes minutes on 2 cores)")
+        seconds = 0.5 if args.quick else 3.0
+        grid = [(b, a, False) for b in batches for a in amps]
+        if cuda:
+            grid += [(b, a, True) for b in batches for a in amps]
+        rows = report["throughput"] = []
+        # Packing needs its share of the budget: reserve it before compile-on eats the rest.
+        reserve = 0.0 if args.quick else 200.0
+        for b, a, c in grid:
+            if budget.left() < reserve + (60.0 if c else 10.0):
+                skipped.append(f"throughput batch {b} {a} compile {c}: time budget")
+                continue
+            rows.append(throughput(data, args.device, b, a, c, seconds))
+
+        counts = [1, 2, 4, 8] if cuda else [1] if args.pack else []
+        if not cuda:
+            skipped.append("packing 2/4/8 trials per card: needs a GPU" + (
+                " (1 trial ran on the CPU)" if args.pack else "; 1 on the CPU with --pack"))
+        report["packing"] = []
+        for n in counts:
+            if budget.left() < 30.0:
+                skipped.append(f"packing {n} trials: time budget")
+                continue
+            epochs, epoch_samples = (1, 256) if args.quick or not cuda else (3, 65536)
+            report["packing"].append(packing(n, cuda, data_arg, epochs, epoch_samples, tmp_path))
+
+    print(_table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0 if report["smoke"]["bit_exact"] else 1
+
+
+def _table(r: dict[str, Any]) -> str:
+    s = r["smoke"]
+    smoke_setting = f"{s['steps']} {s['amp']} steps, resume"
+    smoke_diff = f"max |d| {s['max_abs_param_diff']:.1e}"
+    lines = [f"device: {r['device']}, torch {r['torch']}{' (quick)' if r['quick'] else ''}",
+             f"{'part':<10} {'setting':<26} {'steps/s':>9} {'samples/s':>10} {'data':>6} "
+             f"{'peak MiB':>9}",
+             f"{'smoke':<10} {smoke_setting:<26} {'bit-exact' if s['bit_exact'] else 'DIFFERS':>9} "
+             f"{smoke_diff:>17}"]
+    for t in r["throughput"]:
+        setting = f"b{t['batch']} {t['amp']} compile {'on' if t['compile'] else 'off'}"
+        peak = f"{t['peak_mib']:.0f}" if t["peak_mib"] is not None else "n/a"
+        lines.append(f"{'step':<10} {setting:<26} {t['steps_per_s']:>9.1f} "
+                     f"{t['samples_per_s']:>10.0f} {100 * t['data_share']:>5.1f}% {peak:>9}")
+    base = next((p["aggregate_samples_per_s"] for p in r["packing"] if p["trials"] == 1), None)
+    for p in r["packing"]:
+        gain = f"x{p['aggregate_samples_per_s'] / base:.2f}" if base else ""
+        setting = f"{p['trials']} trials/card"
+        lines.append(f"{'packing':<10} {setting:<26} {gain:>9} "
+                     f"{p['aggregate_samples_per_s']:>10.0f} {'':>6} {'':>9}  "
+                     f"{p['finished']}/{p['trials']} done in {p['wall_s']:.0f} s")
+    lines += [f"skipped: {s}" for s in r["skipped"]]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

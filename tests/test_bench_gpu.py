@@ -1,0 +1,54 @@
+"""bench/gpu.py keeps running: its --device cpu --quick mode, as the suite can afford it."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+
+def _bench():
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(clip_root, tmp_path, monkeypatch, *extra):
+    monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))  # the trial inherits it
+    out = tmp_path / "gpu.json"
+    rc = _bench().main(["--device", "cpu", "--quick", "--data", str(clip_root), "--out", str(out),
+                        *extra])
+    return rc, json.loads(out.read_text())
+
+
+def test_quick_cpu_mode_runs_the_smoke_and_a_step_and_names_what_it_skipped(clip_root, tmp_path,
+                                                                            monkeypatch, capsys):
+    rc, report = _run(clip_root, tmp_path, monkeypatch)
+    assert rc == 0
+    assert report["smoke"]["bit_exact"] and report["smoke"]["steps"] == 20
+    assert [(t["batch"], t["amp"], t["compile"]) for t in report["throughput"]] == [(16, "fp32", False)]
+    assert report["throughput"][0]["steps_per_s"] > 0 and report["throughput"][0]["peak_mib"] is None
+    assert report["packing"] == []
+    assert any("compile" in s for s in report["skipped"])
+    assert any("packing" in s for s in report["skipped"])
+    table = capsys.readouterr().out
+    assert "bit-exact" in table and "skipped: compile" in table
+
+
+@pytest.mark.slow
+def test_quick_cpu_mode_packs_one_trial_through_tune_run(clip_root, tmp_path, monkeypatch):
+    rc, report = _run(clip_root, tmp_path, monkeypatch, "--pack")
+    assert rc == 0
+    [one] = report["packing"]
+    assert one["trials"] == one["finished"] == 1 and one["aggregate_samples_per_s"] > 0
+
+
+def test_cuda_is_refused_without_a_device(clip_root, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert _bench().main(["--device", "cuda", "--data", str(clip_root)]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

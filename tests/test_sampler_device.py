@@ -1,0 +1,135 @@
+"""The device gather (one buffer, indices drawn by a seeded torch.Generator) run on the CPU: the
+same patch contract as the numpy path, clip-shape groups mixed in one batch, exact resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from trainable.sampler import PatchSampler
+from trainable.store import ClipGroup, SplitData
+
+CPU = torch.device("cpu")
+
+
+def _coded_group(n, t, size, scale, base):
+    """LR pixel (y, x) of frame k of clip i holds a code naming the group, clip, frame and place."""
+    lr = np.empty((n, t, size, size), dtype=np.uint8)
+    for i in range(n):
+        for k in range(t):
+            lr[i, k] = (base + 17 * i + 5 * k + np.arange(size)[:, None] * 3
+                        + np.arange(size)[None, :] * 7) % 256
+    return ClipGroup(hr=lr.repeat(scale, 2).repeat(scale, 3), lr=lr, centres=tuple(range(t)),
+                     names=tuple(f"g{base}c{i}" for i in range(n)))
+
+
+def _two_shape_split(scale=2):
+    groups = (_coded_group(2, 5, 12, scale, 0), _coded_group(3, 4, 20, scale, 100))
+    return SplitData(split="train", scale=scale, groups=groups, source="codes")
+
+
+def _torch_sampler(data, seed=0, frames=3, patch=6):
+    return PatchSampler(data, frames=frames, patch_size=patch, seed=seed, device=CPU, gather="torch")
+
+
+def _reference_patches(data, frames, patch):
+    """Every LR window of ``frames`` (clamped) x patch x patch under the 8 flips, per group: the
+    set a correct sampler must draw from."""
+    found = set()
+    for g in data.groups:
+        n, t, h, w = g.lr.shape
+        for i in range(n):
+            for c in g.centres:
+                idx = np.clip(np.arange(frames) - frames // 2 + c, 0, t - 1)
+                for y in range(h - patch + 1):
+                    for x in range(w - patch + 1):
+                        win = g.lr[i, idx, y:y + patch, x:x + patch]
+                        for tr in (False, True):
+                            v = win.transpose(0, 2, 1) if tr else win
+                            for fv in (False, True):
+                                for fh in (False, True):
+                                    u = v[:, ::-1] if fv else v
+                                    u = u[:, :, ::-1] if fh else u
+                                    found.add(u.tobytes())
+    return found
+
+
+def test_device_gather_draws_real_windows_from_every_group_with_aligned_targets():
+    data = _two_shape_split()
+    lr, hr = _torch_sampler(data).sample(48)
+    assert lr.shape == (48, 3, 6, 6) and hr.shape == (48, 1, 12, 12)
+    assert lr.dtype == hr.dtype == torch.float32
+    valid = _reference_patches(data, 3, 6)
+    codes = (lr * 255).round().to(torch.uint8).numpy()
+    assert all(c.tobytes() in valid for c in codes)
+    # The HR target is the centre frame's window, pixel-aligned at the HR scale.
+    assert torch.equal(hr[:, 0, ::2, ::2], lr[:, 1])
+    # Both groups (12x12 and 20x20 clips) appear in one batch.
+    from_small = _reference_patches(SplitData("train", 2, data.groups[:1], "g0"), 3, 6)
+    small = [c for c in codes if c.tobytes() in from_small]
+    assert 0 < len(small) < len(codes)
+
+
+def test_device_gather_clamps_the_time_window_at_clip_edges():
+    t = 5
+    lr = np.broadcast_to(np.arange(t, dtype=np.uint8)[None, :, None, None], (1, t, 8, 8)).copy()
+    g = ClipGroup(hr=lr.repeat(2, 2).repeat(2, 3), lr=lr, centres=(0,), names=("a",))
+    sampler = _torch_sampler(SplitData("train", 2, (g,), "t"), frames=5, patch=4)
+    lr_batch, hr_batch = sampler.sample(4)
+    assert (lr_batch[:, :, 0, 0] * 255).round().tolist() == [[0, 0, 0, 1, 2]] * 4
+    assert (hr_batch * 255).round().unique().tolist() == [0.0]
+
+
+def test_device_gather_resumes_exactly_from_its_state():
+    data = _two_shape_split()
+    straight = _torch_sampler(data, seed=3)
+    first = _torch_sampler(data, seed=3)
+    for _ in range(3):
+        straight.sample(8), first.sample(8)
+    state = first.state_dict()
+    assert state["kind"] == "torch"
+    resumed = _torch_sampler(data, seed=99)  # the state wins over the seed
+    resumed.load_state_dict(state)
+    for _ in range(2):
+        (a_lr, a_hr), (b_lr, b_hr) = straight.sample(8), resumed.sample(8)
+        assert torch.equal(a_lr, b_lr) and torch.equal(a_hr, b_hr)
+    # batches() gives what as many sample() calls give.
+    ahead = list(_torch_sampler(data, seed=3).batches(4, 8))
+    single = _torch_sampler(data, seed=3)
+    for lr, hr in ahead:
+        s_lr, s_hr = single.sample(8)
+        assert torch.equal(lr, s_lr) and torch.equal(hr, s_hr)
+
+
+@pytest.mark.parametrize("saved_by", ["numpy", "torch"])
+def test_a_checkpoint_of_the_other_sampler_kind_reseeds_deterministically(saved_by):
+    data = _two_shape_split()
+    other = "numpy" if saved_by == "torch" else "torch"
+
+    def make(kind, seed):
+        return PatchSampler(data, frames=3, patch_size=6, seed=seed, device=CPU,
+                            gather="torch" if kind == "torch" else "auto")
+
+    writer = make(saved_by, 1)
+    writer.sample(4)
+    state = writer.state_dict()
+    a, b, fresh = make(other, 7), make(other, 8), make(other, 7)
+    a.load_state_dict(state)
+    b.load_state_dict(state)
+    lr_a, lr_b = a.sample(16)[0], b.sample(16)[0]
+    assert torch.equal(lr_a, lr_b)  # same checkpoint, same continuation
+    assert not torch.equal(lr_a, fresh.sample(16)[0])  # and not a restart from the seed
+
+
+def test_a_packed_trial_uploads_only_what_fits_its_share_of_the_card(monkeypatch):
+    from trainable import sampler
+
+    data = _two_shape_split()
+    nbytes = sum(g.hr.nbytes + g.lr.nbytes for g in data.groups)
+    card = torch.device("cuda", 0)
+    # A card with 20x the split free: uploaded when the trial has the whole card...
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d: (20 * nbytes, 20 * nbytes))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0, raising=False)
+    assert sampler._storage_device(data, card) == card
+    # ...kept on the CPU when it is capped at 1/8 of it (the split would be 40% of its share).
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 0.125, raising=False)
+    assert sampler._storage_device(data, card) == CPU
