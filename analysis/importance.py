@@ -63,8 +63,8 @@ def scored_trials(run: Run, value_column: str = "best_psnr") -> list[tuple[dict[
     out = []
     for _, t in run.trials.iterrows():
         value = float(t[value_column])
-        if t["error"] or not math.isfinite(value):
-            continue
+        if t["error"] or not math.isfinite(value) or t.get("is_reference", False) is True:
+            continue  # the reference run beside the search was not sampled from the space
         params = {}
         for name, dist in dists.items():
             v = t[run.search_columns[name]]

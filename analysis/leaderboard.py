@@ -52,7 +52,10 @@ def rank(trials: pd.DataFrame, scope: str = "best") -> pd.DataFrame:
     out = out.sort_values(["_tier", "_neg_psnr", "_epoch", "trial"], kind="mergesort")
     out = out.drop(columns=["_neg_psnr", "_epoch"]).reset_index(drop=True)
     frames = out[f"{scope}_{FRAMES}"] if f"{scope}_{FRAMES}" in out else [None] * len(out)
-    reference = frames[0] if len(out) and out["_tier"].iloc[0] == 0 else None
+    # Ties are against the winner: the best searched trial (the reference run is never one).
+    top = [i for i, (tier, ref) in enumerate(zip(out["_tier"], is_reference(out), strict=True))
+           if tier == 0 and not ref][:1]
+    reference = frames[top[0]] if top else None
     out["tied"] = pd.array([tied_with(reference, f) if tier == 0 else None
                             for tier, f in zip(out["_tier"], frames, strict=True)], dtype="boolean")
     out = out.drop(columns=["_tier"])
@@ -82,11 +85,19 @@ def tied_column(run: Run, scope: str = "best") -> pd.Series:
 
 
 def winner(run: Run, scope: str = "best") -> pd.Series:
-    """The first-ranked trial; a run where no trial finished a validation without error raises."""
+    """The first-ranked searched trial (never the reference run beside the search); a run where
+    no trial finished a validation without error raises."""
     ranked = rank(run.trials, scope)
+    ranked = ranked[~is_reference(ranked)]
     if ranked.empty or ranked.iloc[0]["error"] or not math.isfinite(ranked.iloc[0]["psnr"]):
         raise RunFolderError(no_finished_trials_message(run))
     return ranked.iloc[0]
+
+
+def is_reference(trials: pd.DataFrame) -> pd.Series:
+    if "is_reference" not in trials:
+        return pd.Series(False, index=trials.index)
+    return trials["is_reference"].fillna(False).astype(bool)
 
 
 def no_finished_trials_message(run: Run) -> str:
@@ -98,11 +109,12 @@ def no_finished_trials_message(run: Run) -> str:
 
 def header(run: Run, scope: str = "best") -> str:
     _scope_columns(scope)
-    n = len(run.trials)
+    n = int((~is_reference(run.trials)).sum())
+    also = " and the reference run" if n < len(run.trials) else ""
     state = "finished" if run.finished else "NOT finished (running or interrupted)"
     bicubic = run.trials["bicubic_psnr"].dropna()
     baseline = "" if bicubic.empty else f"; bicubic {bicubic.median():.2f} dB with the same code"
-    return (f"Run {run.name} ({state}): {n} trial(s) ranked by {_SCOPE_WORDS[scope]}; "
+    return (f"Run {run.name} ({state}): {n} trial(s){also} ranked by {_SCOPE_WORDS[scope]}; "
             f"errored trials last.\nEvaluation: {run.evaluation}{baseline}.")
 
 
@@ -124,7 +136,9 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
              "at epoch", "epochs", "gain dB", "tied", "outcome"]
     rows = []
     for _, t in ranked.iterrows():
-        outcome = str(t["outcome"]) + (" [defaults]" if t["is_defaults"] else "")
+        outcome = str(t["outcome"]) + (
+            " [reference: source defaults]"
+            if t.get("is_reference", False) is True else " [defaults]" if t["is_defaults"] else "")
         rows.append([str(t["rank"]), str(t["trial"]), *(format_value(t[c]) for _, c in params),
                      _fixed(t["psnr"], 2), _fixed(t["ssim"], 4), format_value(t["epoch"]),
                      str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True),

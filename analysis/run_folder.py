@@ -31,6 +31,9 @@ TRIAL_CONFIG_FILE = "trial_config.json"  # the full TrainConfig, written when th
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINT_META = "meta.json"
 CHECKPOINT_STATE = "trainer.pt"
+# The source document's defaults trained beside the search (tune.reference): a trial-shaped
+# folder that no searcher sampled.
+REFERENCE_DIR = "reference"
 
 # Ray names a trial folder "<trainable>_<trial id>_<index>_<params>_<date>"; the trial id is 8 hex
 # digits in Ray 2.60 ("run_trial_3972938e_1_...") and "<5 hex>_<5 digits>" in older versions.

@@ -84,7 +84,8 @@ def edge_warnings(run: Run, scope: str = "best") -> list[str]:
     if not isinstance(params, dict):
         return []
     ranked = leaderboard.rank(run.trials, scope)
-    scored = ranked[~ranked["error"].astype(bool) & ranked["psnr"].map(math.isfinite)]
+    scored = ranked[~ranked["error"].astype(bool) & ranked["psnr"].map(math.isfinite)
+                    & ~leaderboard.is_reference(ranked)]
     values = [{name: _plain(t[col]) for name, col in run.param_columns.items()}
               for _, t in scored.iterrows()]
     return edges.edge_warnings(edges.ranges(params), values)

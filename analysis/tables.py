@@ -21,7 +21,14 @@ import pandas as pd
 
 from analysis import _io
 from analysis.outcomes import mark_defaults, outcome
-from analysis.run_folder import RunFolderError, TrialFolder, find_trial_dirs, read_meta, read_trial
+from analysis.run_folder import (
+    REFERENCE_DIR,
+    RunFolderError,
+    TrialFolder,
+    find_trial_dirs,
+    read_meta,
+    read_trial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,7 @@ FRAMES = "psnr_frames"  # per-target-frame PSNR of a validation, the same frames
 TRIAL_COLUMNS = (
     "trial", "dir", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
     "last_ssim", "last_gain_db", "epochs_trained", "samples_trained", "bicubic_psnr",
-    "bicubic_ssim", "outcome", "is_defaults", "error", "error_summary", "reason", "n_reports",
+    "bicubic_ssim", "outcome", "is_defaults", "is_reference", "error", "error_summary", "reason", "n_reports",
     "has_checkpoint", "time_s", "started_at", "ended_at", f"best_{FRAMES}", f"last_{FRAMES}",
 )
 
@@ -249,6 +256,7 @@ def _trial_row(
                   or (config or {}).get("epochs"))
     row["outcome"] = outcome(folder, last, max_epochs, sched, finished)
     row["is_defaults"] = False
+    row["is_reference"] = folder.path.name == REFERENCE_DIR  # beside the search, never sampled
     row["error"] = folder.error_text is not None
     row["error_summary"] = _error_summary(folder.error_text)
     row["reason"] = next((str(r["reason"]) for r in reversed(folder.results) if r.get("reason")),

@@ -91,11 +91,15 @@ def test_leaderboard_of_the_real_run(smoke_run: Path, analysed) -> None:
     assert len(raw) == 6
     rows = [ln.split() for ln in stdout.splitlines() if ln.strip()[:1].isdigit()
             and ln.split()[1] in raw]
-    assert [int(r[0]) for r in rows] == list(range(1, 7))
+    ref = [ln.split() for ln in stdout.splitlines() if ln.strip()[:1].isdigit()
+           and ln.split()[1] == "reference"]
+    # The six trials and the reference run beside them, ranked together; the winner is a trial.
+    assert sorted(int(r[0]) for r in rows + ref) == list(range(1, 8))
     assert {r[1] for r in rows} == set(raw)
     assert rows[0][1] == _best_trial(raw)  # computed from the raw lines
     assert "stopped by ASHA" in stdout
-    assert "[defaults]" in stdout  # the source document's defaults ran as the first trial
+    assert len(ref) == 1 and "[reference: source defaults]" in " ".join(ref[0])
+    assert "6 trial(s) and the reference run" in stdout
     meta = json.loads((smoke_run / "espcn_tune.json").read_text())
     assert meta["evaluation"] in stdout
 
@@ -104,7 +108,10 @@ def test_tables_match_the_result_files(smoke_run: Path, analysed) -> None:
     _, _, tables, _ = analysed
     raw = _raw(smoke_run)
     results = pd.read_parquet(tables / "results.parquet")
+    results = results[results["trial"] != "reference"]  # its own folder, checked elsewhere
     trials = pd.read_parquet(tables / "trials.parquet")
+    assert list(trials.loc[trials["is_reference"], "trial"]) == ["reference"]
+    trials = trials[~trials["is_reference"]]
     assert len(trials) == 6 and set(trials["trial"]) == set(raw)
     expected = {tid: _validations(lines) for tid, (_, lines) in raw.items()}
     assert len(results) == sum(len(v) for v in expected.values())

@@ -26,13 +26,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from analysis.run_folder import RESULT_FILE, TRIAL_CONFIG_FILE
+from analysis.run_folder import REFERENCE_DIR, RESULT_FILE, TRIAL_CONFIG_FILE
 from trainable.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-REFERENCE_DIR = "reference"
-REFERENCE_ID = "reference"
+REFERENCE_ID = REFERENCE_DIR
 _CHECKPOINT = "checkpoint_latest"
 _STATE = "trainer.pt"
 
