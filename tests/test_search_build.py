@@ -106,8 +106,20 @@ def test_pbt_mutations_stay_in_range(tmp_path):
                        "optimizer": "adam"}
 
 
-def test_optuna_searcher_suggests_defaults_first(tmp_path):
-    spec = load_space("lr_sched")
+INSIDE = """\
+params:
+  model_lr: {loguniform: [1.0e-4, 5.0e-2]}
+  lr_scheduler_milestones: {milestones: {count: [1, 2], low: 0.05, high: 0.95}}
+  lr_scheduler_gamma: {uniform: [0.05, 0.5]}
+config: {use_amp: false}
+budget: {epochs: 18, epoch_samples: 2048, validation_interval: 2}
+"""
+
+
+def test_optuna_searcher_suggests_defaults_first_when_they_lie_inside(tmp_path):
+    (tmp_path / "inside.yaml").write_text(INSIDE)
+    spec = load_space(tmp_path / "inside.yaml")
+    assert spec.reference_inside
     searcher = make_searcher(spec, tmp_path)
     assert isinstance(searcher, ConcurrencyLimiter) and searcher.max_concurrent == 2
     inner = searcher.searcher
@@ -122,8 +134,17 @@ def test_optuna_searcher_suggests_defaults_first(tmp_path):
     assert 1e-4 <= cfg.model_lr <= 5e-2 and all(0 < m < 1 for m in cfg.lr_scheduler_milestones)
     searcher.on_trial_complete("t1", {METRIC: 25.0, "epoch": 18})
     assert study_journal(tmp_path).is_file()
-    study = optuna.load_study(study_name="lr_sched", storage=inner._storage)
+    study = optuna.load_study(study_name="inside", storage=inner._storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
+
+
+def test_a_reference_outside_the_space_is_no_trial_of_the_study(tmp_path):
+    spec = load_space("lr_sched")  # residual + Adam base: the defaults run beside the search
+    assert spec.include_defaults and not spec.reference_inside
+    searcher = make_searcher(spec, tmp_path)
+    assert searcher.set_search_properties(METRIC, MODE, param_space(spec))
+    first = spec.trial_config(searcher.suggest("t1"))
+    assert first.optimizer == "adam" and first.lr_scheduler_milestones != (0.1, 0.8)
 
 
 def test_optuna_searcher_survives_save_and_restore(tmp_path):

@@ -75,15 +75,18 @@ def test_shipped_lines_carry_a_reason(name):
 
 
 def test_lr_sched_plan():
+    """The main job: LR schedule on the base recipe, the source defaults beside it."""
     spec = load_space("lr_sched")
     plan = describe_plan(spec)
-    assert spec.rungs() == [2, 6]
-    assert "18 epochs x 2,048 samples = 36,864 training samples" in plan
+    assert spec.rungs() == [spec.grace_period, 3 * spec.grace_period]
+    assert spec.grace_period % spec.base.validation_interval == 0
+    assert "18 epochs x 4,096 samples = 73,728 training samples" in plan
     assert "1 CPU, 0 GPU per trial (CPU only)" in plan
-    assert "Optuna TPE (seed 0, 5 random startup trials)" in plan
-    assert ("Reference:    the source document's defaults, as the first trial "
-            "(model_lr=0.01, lr_scheduler_milestones=[0.1, 0.8]") in plan
-    assert "epochs                       100 -> 18" in plan
+    assert f"Optuna TPE (seed 0, {spec.n_startup_trials} random startup trials)" in plan
+    assert "trained once beside the search" in plan and not spec.reference_inside
+    for line in ("residual                     false -> true", "optimizer                    sgd -> adam",
+                 "patch_size                   17 -> 32", "epochs                       100 -> 18"):
+        assert line in plan
 
 
 def test_space_module_imports_neither_ray_nor_optuna():
@@ -554,11 +557,12 @@ def test_with_overrides_rejects_bad_values():
 
 
 def test_to_dict_is_a_json_snapshot():
-    snap = json.loads(json.dumps(load_space("lr_sched").to_dict()))
+    spec = load_space("lr_sched")
+    snap = json.loads(json.dumps(spec.to_dict()))
     assert snap["params"]["lr_scheduler_milestones"] == {"milestones": [1, 2, 0.05, 0.95]}
-    assert snap["scheduler"]["rungs"] == [2, 6]
-    assert snap["base"]["epochs"] == 18
-    assert snap["default_point"]["lr_milestone_1"] == 0.1
+    assert snap["scheduler"]["rungs"] == spec.rungs()
+    assert snap["base"]["epochs"] == 18 and snap["base"]["residual"] is True
+    assert snap["reference_inside"] is False and snap["default_point"] is None
 
 
 @pytest.mark.parametrize("epochs, grace, rf, rungs", [
