@@ -99,9 +99,10 @@ def _result(s: RunSummary) -> str:
     ]
     d = s.defaults
     if d is None:
-        rows.append(("defaults trial", "none found (no trial ran the source document's defaults)"))
+        rows.append(("source defaults",
+                     "none found (no reference run; no trial ran the source document's defaults)"))
     else:
-        rows.append(("defaults trial", f"{d.trial}: {d.psnr:.2f} dB, {d.outcome}, "
+        rows.append(("source defaults", f"{d.trial}: {d.psnr:.2f} dB, {d.outcome}, "
                                        f"{d.epochs_trained} epochs, {d.gain_over_bicubic:+.2f} dB "
                                        "over bicubic"))
         rows.append(("winner over defaults", f"{d.winner_minus_defaults:+.2f} dB"))
