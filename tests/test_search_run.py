@@ -89,3 +89,27 @@ def test_diverging_trial_ends_as_diverged_and_the_search_completes(ray_session, 
     assert last[1e6]["status"] == "diverged"
     assert last[1e6]["psnr"] == 0.0  # the documented finite worst case
     assert last[1e-3]["status"] == "completed"
+
+
+@pytest.mark.parametrize("scheduler", [
+    "{type: fifo}", "{type: hyperband, reduction_factor: 2}", "{type: median, grace_period: 1}",
+    "{type: pbt, perturbation_interval: 1}"])
+def test_every_listed_scheduler_finishes_a_smoke_search(scheduler, ray_session, clip_root,
+                                                          tmp_path):
+    """ASHA runs in `smoke_run`; the README lists these too. PBT needs every checkpoint it may
+    clone kept (it errored 2 of 6 trials with the best-plus-latest cap)."""
+    space = tmp_path / "sched.yaml"
+    search = "random" if "pbt" in scheduler else "optuna"
+    space.write_text(
+        "params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+        "config: {batch_size: 8, use_amp: false}\n"
+        "budget: {epochs: 3, epoch_samples: 256, validation_interval: 1}\n"
+        f"scheduler: {scheduler}\nsearch: {{algorithm: {search}}}\n"
+        "trials: 4\ninclude_defaults: false\n")
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "sched",
+               "--data", str(clip_root)])
+    assert rc == 0
+    trials = _trial_dirs(tmp_path / "sched")
+    assert len(trials) == 4
+    assert not [t.name for t in trials if (t / "error.txt").exists()]
+    assert all(_results(t) for t in trials)

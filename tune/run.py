@@ -326,6 +326,21 @@ def _check_resources(spec, resources: dict[str, float]) -> None:
              f", up to {per_gpu} trials per GPU" if per_gpu > 1 else "")
 
 
+def _checkpoint_config(spec):
+    """Best by PSNR plus the latest (Ray always keeps the latest), so disks do not fill. PBT keeps
+    every checkpoint: its exploit clones another trial's checkpoint of that moment, which the
+    cap deleted as soon as that trial reported again ("does not exist on storage anymore", 2 of
+    6 trials errored three times in a row on the smoke space)."""
+    from ray import tune
+
+    from tune.search import METRIC, MODE
+
+    if spec.scheduler == "pbt":
+        return tune.CheckpointConfig(num_to_keep=None)
+    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
+                                 checkpoint_score_order=MODE)
+
+
 def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     from ray import tune
 
@@ -343,9 +358,7 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     run_config = tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
-        # Best by PSNR plus the latest (Ray always keeps the latest) so disks do not fill.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
-                                                checkpoint_score_order=MODE),
+        checkpoint_config=_checkpoint_config(spec),
         failure_config=tune.FailureConfig(max_failures=2),
         callbacks=[ProgressPrinter(spec, str(run_dir))],
         verbose=2 if verbose else 0,

@@ -57,7 +57,9 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
         print("ranges that may be too narrow:")
         print("\n".join(f"  {line}" for line in at_edges))
     q = shlex.quote(str(run_dir))
-    print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}")
+    # Ray's own start line points at its staging copy under /tmp/ray; the run folder holds them all.
+    print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}\n"
+          f"curves:   tensorboard --logdir {q}")
     return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
             "bicubic_psnr": m["bicubic_psnr"], "params": {n: folded[n] for n in searched},
             "path": str(best.path)}
