@@ -76,7 +76,8 @@ def train_reference(cfg: TrainConfig, out: str) -> dict[str, Any] | None:
                        cache_dir=cfg.cache_dir)
     val = open_split(cfg.data, "val", scale=cfg.scale, data_lr=cfg.data_lr,
                      cache_dir=cfg.cache_dir)
-    trainer = Trainer(cfg, train, val)
+    # Its curves beside the trials' in `tensorboard --logdir RUN_DIR`.
+    trainer = Trainer(cfg, train, val, log_dir=folder / "tb")
     state = folder / _CHECKPOINT / _STATE
     if state.is_file():
         trainer.load(state)
