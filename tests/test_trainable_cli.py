@@ -50,7 +50,7 @@ def test_invalid_yaml_names_the_line(tmp_path, capsys):
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("model_lr: 0.01\nbatch_size: [16\n")
     assert main(["--config", str(cfg)]) == 2
-    assert "invalid YAML at line" in capsys.readouterr().err
+    assert f"{cfg}:3: invalid YAML" in capsys.readouterr().err  # the list is still open at 3
 
 
 def test_missing_config_file(tmp_path, capsys):

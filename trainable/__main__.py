@@ -25,28 +25,18 @@ import yaml
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError, InputError
 from trainable.evaluate import convention, score_bicubic, score_model
+from trainable.yaml_io import parse_yaml, read_yaml
 
 log = logging.getLogger("trainable")
 
 
 def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
+    """The file's keys (or the defaults) with each ``--set KEY=VALUE`` on top, validated once."""
     values: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
         where = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read the config file ({e.strerror})") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config file "
-                              "must be YAML text") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: invalid YAML{at}: {getattr(e, 'problem', e)}") from None
+        loaded = read_yaml(Path(path), "config file")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         values.update(loaded or {})
@@ -54,11 +44,9 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            values[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML "
-                              f"({getattr(e, 'problem', None) or e})") from None
+        values[key.strip()] = parse_yaml(raw, f"--set {item!r}", lines=False)
+    if overrides:
+        where += " with --set"
     return TrainConfig.from_dict(values, where=where)
 
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import search_spaces
 from trainable.errors import ConfigError
+from trainable.yaml_io import read_yaml
 from tune import _space_rules as rules
 from tune._plan_text import plan_lines
-from tune._spec_checks import Checker, read_yaml
+from tune._spec_checks import Checker
 from tune._spec_types import (
     ALGORITHMS,
     KINDS,
@@ -62,7 +63,7 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
 
 def load_space(name_or_path: str | Path) -> SearchSpec:
     path = resolve_space_path(name_or_path)
-    return _build(read_yaml(path), path, str(path))
+    return _build(read_yaml(path, "search-space file"), path, str(path))
 
 
 def _build(doc: Any, path: Path, label: str) -> SearchSpec:
