@@ -19,7 +19,7 @@ from typing import Any
 
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError, InputError
-from trainable.train import train
+from trainable.training import train
 from trainable.yaml_io import parse_yaml, read_yaml
 
 
