@@ -13,12 +13,12 @@ seeds that no trial of the search used (1000, 1001, ..., skipping any the run us
 
 Both use the same seeds, and the same runtime settings (the winner's ``device`` and
 ``cache_dir``; ``num_threads`` 0, torch's default: the search's per-trial thread cap is a Ray
-packing setting). Each retraining is exactly ``python -m trainable --config DIR/config.yaml
---out DIR`` (called in-process: same Trainer, same checkpointing of the best validated weights,
-same scoring), so its folder keeps ``config.yaml``, ``command.txt``, TensorBoard logs, ``model.pt``
-(the best validated weights) and ``summary.json``. The best validated weights are scored on the
-held-out TEST split, with the bicubic baseline through the same code; the report is
-``OUT/retrain.json`` (default ``OUT`` = ``RUN_DIR/retrain``).
+packing setting). Each retraining is `trainable.train(config, DIR)`, the function behind
+``python -m trainable --config DIR/config.yaml --out DIR`` (same Trainer, same checkpointing of
+the best validated weights, same scoring), so its folder keeps ``config.yaml``, ``command.txt``,
+TensorBoard logs, ``model.pt`` (the best validated weights) and ``summary.json``. The best
+validated weights are scored on the held-out TEST split, with the bicubic baseline through the
+same code; the report is ``OUT/retrain.json`` (default ``OUT`` = ``RUN_DIR/retrain``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from analysis import _io
 from analysis.run_folder import RunFolderError
@@ -211,35 +209,25 @@ def _check_data(cfg: TrainConfig) -> None:
 
 
 def _train_one(cfg: TrainConfig, run_dir: Path, force: bool) -> dict[str, Any]:
-    """``python -m trainable --config run_dir/config.yaml --out run_dir``, in-process; its
-    summary of the best validated weights on the val and test splits."""
-    from trainable.__main__ import main as train_main
+    """`trainable.train` into ``run_dir``, as ``python -m trainable --config run_dir/config.yaml
+    --out run_dir`` would; its summary of the best validated weights on the val and test splits."""
+    from trainable import train
 
     if force and run_dir.exists():
         shutil.rmtree(run_dir)  # nothing stale (model.pt) may survive into the new run
-    run_dir.mkdir(parents=True)
-    config = run_dir / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    with contextlib.redirect_stdout(sys.stderr):  # its summary lines are progress, not the report
-        rc = train_main(["--config", str(config), "--out", str(run_dir), "-q"])
-    if rc == 130:
-        raise KeyboardInterrupt
-    if rc not in (0, 1):  # 1: diverged, which is a result
-        raise InputError(f"{run_dir}: the retraining failed (python -m trainable exit {rc}; "
-                         "its message is above)")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    test, val = summary.get("test") or {}, summary.get("val") or {}
+    summary = train(cfg, run_dir)
+    test, val = summary.test, summary.val
     return {
-        "seed": cfg.seed, "dir": run_dir.name, "status": summary.get("status"),
-        "epochs": summary.get("epochs"), "best_epoch": summary.get("best_epoch"),
-        "test_psnr": _finite(test.get("psnr")), "test_ssim": _finite(test.get("ssim")),
-        "gain_db": _finite(test.get("gain_db")),
-        "bicubic_psnr": _finite(test.get("bicubic_psnr")),
-        "bicubic_ssim": _finite(test.get("bicubic_ssim")),
-        "test_frames": test.get("frames"),
-        "val_psnr": _finite(val.get("psnr")), "val_ssim": _finite(val.get("ssim")),
-        "evaluation": summary.get("evaluation"),
-        "train_seconds": summary.get("train_seconds"),
+        "seed": cfg.seed, "dir": run_dir.name, "status": summary.status,
+        "epochs": summary.epochs, "best_epoch": summary.best_epoch,
+        "test_psnr": _finite(test and test.psnr), "test_ssim": _finite(test and test.ssim),
+        "gain_db": _finite(test and test.gain_db),
+        "bicubic_psnr": _finite(test and test.bicubic_psnr),
+        "bicubic_ssim": _finite(test and test.bicubic_ssim),
+        "test_frames": test and test.frames,
+        "val_psnr": _finite(val and val.psnr), "val_ssim": _finite(val and val.ssim),
+        "evaluation": summary.evaluation,
+        "train_seconds": summary.train_seconds,
     }
 
 

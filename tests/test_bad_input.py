@@ -39,9 +39,43 @@ def test_binary_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert not (tmp_path / "out").exists()
 
 
+def test_duplicate_key_in_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("model_lr: 0.01\nbatch_size: 8\nmodel_lr: 0.1\n")
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, f"{config}:3: invalid YAML",
+              "duplicate key 'model_lr' (first on line 1)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"model_lr: 0.01\n\x00\x01\x02", "binary file (NUL byte at offset 15)"),
+    (b"model_lr: 0.01\n\x07\x08", "not YAML text (character '\\x07'"),
+])
+def test_binary_but_utf8_files_are_refused_by_both_readers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, needle: str) -> None:
+    # Valid UTF-8, so only the reader's own checks stand between these bytes and a traceback.
+    path = tmp_path / "file.yaml"
+    path.write_bytes(content)
+    assert train_main(["--config", str(path), "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, str(path), needle)
+    assert run_main(["--space", str(path), "--dry-run"]) == 2
+    _one_line(capsys.readouterr().err, str(path), needle)
+
+
+def test_set_overrides_validate_once_with_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The file alone is invalid (batch 0) and --set mends it: one validation of the merged keys.
+    config = tmp_path / "config.yaml"
+    config.write_text("batch_size: 0\n")
+    assert train_main(["--config", str(config), "--set", "batch_size=0",
+                       "--out", str(tmp_path / "out")]) == 2
+    _one_line(capsys.readouterr().err, f"{config} with --set", "batch_size")
+
+
 def test_set_value_that_is_not_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert train_main(["--set", "model_lr=[1", "--out", str(tmp_path / "out")]) == 2
-    _one_line(capsys.readouterr().err, "--set 'model_lr=[1'", "not valid YAML")
+    _one_line(capsys.readouterr().err, "--set 'model_lr=[1'", "invalid YAML")
 
 
 def test_config_keys_of_mixed_types(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -188,3 +189,55 @@ def test_render_several_seeds_and_a_diverged_one() -> None:
         "warnings": ["winner: no test score for seed(s) 1001 (diverged)"], "note": retrain.BIAS_NOTE})
     assert "seed 1001" in text and "diverged" in text and "30.000" in text
     assert "winner - defaults: - dB PSNR" in text and "warning: winner" in text
+
+
+def _independent_test_psnr(cfg: TrainConfig, predict) -> float:
+    """Mean PSNR over the test split's target frames, computed here in numpy: every target's
+    clamped frame window in, output clamped and rounded to 8 bits, PSNR of the Y frame (peak 255,
+    no border crop) against the HR frame. `predict` maps (1, frames, h, w) in [0, 1] to an image."""
+    import torch
+
+    from trainable.store import open_split
+
+    data = open_split(cfg.data, "test", scale=cfg.scale, data_lr=cfg.data_lr,
+                      cache_dir=cfg.cache_dir)
+    values = []
+    for g in data.groups:
+        lr, hr = np.asarray(g.lr), np.asarray(g.hr)
+        for clip in range(lr.shape[0]):
+            for c in g.centres:
+                times = np.clip(np.arange(c - cfg.frames // 2, c + cfg.frames // 2 + 1),
+                                0, lr.shape[1] - 1)
+                x = torch.from_numpy(lr[clip, times].astype(np.float32) / 255.0)[None]
+                with torch.no_grad():
+                    out = predict(x)[0, 0].numpy().astype(np.float64)
+                sr = np.rint(np.clip(out, 0.0, 1.0) * 255.0)
+                mse = np.mean((sr - hr[clip, c].astype(np.float64)) ** 2)
+                values.append(10 * math.log10(255.0**2 / mse))
+    return float(np.mean(values))
+
+
+def test_report_numbers_match_scores_computed_independently(retrained) -> None:
+    """The report's test PSNR, bicubic PSNR and gain, recomputed from each folder's model.pt."""
+    import torch
+
+    from trainable.imaging import upscale_bicubic
+
+    run, _, _ = retrained
+    report = json.loads((run / "retrain" / "retrain.json").read_text())
+    for label in ("winner", "defaults"):
+        d = run / "retrain" / f"{label}-seed1000"
+        cfg = TrainConfig.from_dict(yaml.safe_load((d / "config.yaml").read_text()))
+        model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual)
+        model.load_state_dict(torch.load(d / "model.pt", weights_only=True))
+        model.eval()
+        test_psnr = _independent_test_psnr(cfg, model)
+        def bicubic(x, mid=cfg.frames // 2, scale=cfg.scale):
+            return upscale_bicubic(x[:, mid:mid + 1], scale)
+
+        bicubic_psnr = _independent_test_psnr(cfg, bicubic)
+        c = report["configs"][label]
+        # float32 network and float64 PSNR here against the trainer's own path: within 1e-3 dB.
+        assert c["test_psnr"] == pytest.approx(test_psnr, abs=1e-3)
+        assert c["bicubic_psnr"] == pytest.approx(bicubic_psnr, abs=1e-3)
+        assert c["gain_db"] == pytest.approx(test_psnr - bicubic_psnr, abs=2e-3)

@@ -21,7 +21,6 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from trainable.errors import InputError
-from tune._space_rules import asha_rungs
 from tune.search import (
     METRIC,
     MODE,
@@ -31,7 +30,7 @@ from tune.search import (
     param_space,
     study_journal,
 )
-from tune.space import MILESTONE_FIRST, SearchSpec, load_space, milestone_rel
+from tune.space import MILESTONE_FIRST, SearchSpec, asha_rungs, load_space, milestone_rel
 
 
 def load_text(tmp_path: Path, text: str) -> SearchSpec:

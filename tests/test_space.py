@@ -24,6 +24,7 @@ from tune.space import (
     milestone_rel,
     resolve_space_path,
     shipped_spaces,
+    with_overrides,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +91,8 @@ def test_lr_sched_plan():
 
 
 def test_space_module_imports_neither_ray_nor_optuna():
-    code = ("import sys; from tune.space import load_space, describe_plan; "
-            "describe_plan(load_space('smoke').with_overrides(trials=3)); "
+    code = ("import sys; from tune.space import load_space, describe_plan, with_overrides; "
+            "describe_plan(with_overrides(load_space('smoke'), trials=3)); "
             "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
@@ -536,24 +537,24 @@ def test_search_seed_follows_seed_unless_pinned(tmp_path):
 # --- overrides and snapshot -----------------------------------------------------------------------
 def test_with_overrides_replaces_and_revalidates():
     spec = load_space("lr_sched")
-    new = spec.with_overrides(trials=3, max_concurrent=4, cpus_per_trial=0.5, gpus_per_trial=0.25,
-                              data="/data/vimeo", seed=11)
+    new = with_overrides(spec, trials=3, max_concurrent=4, cpus_per_trial=0.5,
+                         gpus_per_trial=0.25, data="/data/vimeo", seed=11)
     assert (new.trials, new.max_concurrent, new.cpus_per_trial, new.gpus_per_trial) == \
         (3, 4, 0.5, 0.25)
     assert (new.base.data, new.base.seed, new.search_seed) == ("/data/vimeo", 11, 11)
     assert new.params == spec.params and new.base.epochs == spec.base.epochs
     assert "0.25 GPU per trial" in describe_plan(new)
-    assert spec.with_overrides() == spec, "None keeps the file's values"
+    assert with_overrides(spec) == spec, "None keeps the file's values"
 
 
 def test_with_overrides_seed_replaces_a_pinned_search_seed(tmp_path):
     spec = load_text(tmp_path, MINIMAL + "search: {seed: 3}\n")
-    assert spec.with_overrides(seed=5).search_seed == 5
+    assert with_overrides(spec, seed=5).search_seed == 5
 
 
 def test_with_overrides_rejects_bad_values():
     with pytest.raises(ConfigError, match=r"command-line overrides\): The value of `trials` is 0"):
-        load_space("smoke").with_overrides(trials=0)
+        with_overrides(load_space("smoke"), trials=0)
 
 
 def test_to_dict_is_a_json_snapshot():

@@ -50,7 +50,7 @@ def test_invalid_yaml_names_the_line(tmp_path, capsys):
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("model_lr: 0.01\nbatch_size: [16\n")
     assert main(["--config", str(cfg)]) == 2
-    assert "invalid YAML at line" in capsys.readouterr().err
+    assert f"{cfg}:3: invalid YAML" in capsys.readouterr().err  # the list is still open at 3
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -108,3 +108,18 @@ def test_resume_checks_the_config_and_always_writes_model_and_scores(clip_root, 
                  "--resume", ckpt, "--no-test", "--allow-budget-change"]) == 0
     saved = yaml.safe_load((longer / "config.yaml").read_text())
     assert saved["lr_scheduler_milestones"] == pytest.approx([0.05, 0.4])
+
+
+def test_train_returns_what_summary_json_holds_and_a_reproducing_command(clip_root, tmp_path,
+                                                                        cache):
+    from trainable import Summary, train
+    from trainable.__main__ import load_config
+
+    cfg = load_config(None, [f"data={clip_root}", *TINY[1::2]])
+    out = tmp_path / "lib"
+    summary = train(cfg, out, no_test=True)
+    assert isinstance(summary, Summary) and summary.test is None and summary.val is not None
+    assert json.loads((out / "summary.json").read_text()) == summary.to_dict()
+    assert summary.val.gain_db == summary.val.psnr - summary.val.bicubic_psnr
+    command = (out / "command.txt").read_text().split()
+    assert command[:4] == ["python", "-m", "trainable", "--config"] and "--no-test" in command

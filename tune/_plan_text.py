@@ -5,18 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainable.config import TrainConfig
-
-if TYPE_CHECKING:
-    from tune.space import ParamSpec, SearchSpec
-
+from tune._spec_types import METRIC, MODE, TIME_ATTR, ParamSpec, SearchSpec
 
 
 def plan_lines(spec: SearchSpec) -> Iterator[str]:
-    from tune.space import METRIC, MODE, TIME_ATTR
-
     base = spec.base
     width = max(len(f.name) for f in fields(TrainConfig)) + 2
     flat = [p.name for p in spec.flat_params()]

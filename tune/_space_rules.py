@@ -1,6 +1,6 @@
 """The schema of a search-space file: its defaults and the rules every section must obey.
 
-`resolve` turns a parsed YAML document into the keyword arguments of `tune.space.SearchSpec`.
+`resolve` turns a parsed YAML document into the keyword arguments of `tune._spec_types.SearchSpec`.
 Each rule fails with a `ConfigError` that names the file, the key path, the value and the rule.
 """
 
@@ -10,15 +10,13 @@ import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from tune._spec_checks import Checker
+from tune._spec_types import ALGORITHMS, KINDS, SCHEDULERS, ParamSpec
 from tune.reference import reference_config
-
-if TYPE_CHECKING:
-    from tune.space import ParamSpec
 
 # --- defaults: what a file that does not mention a key gets ---------------------------------------
 TOP_KEYS = ("params", "config", "data", "budget", "scheduler", "search", "trials",
@@ -57,8 +55,6 @@ _MAX_CORNERS = 4096  # cross-field check of every combination of extreme values,
 
 
 def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
-    from tune.space import ALGORITHMS, SCHEDULERS  # the names live with the public API
-
     check.only_keys("", doc, TOP_KEYS)
     config = check.mapping("config", doc.get("config"))
     base = _base_config(check, doc, config)
@@ -118,15 +114,6 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def asha_rungs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
-    # Ray's rung count, int(log(max_t / grace) / log(rf) + 1). Where the ratio is an exact power
-    # of rf, rounding in the last bit may add or drop the top rung, but that rung equals max_t and
-    # is filtered out below, so math.log agrees with Ray's np.log on every rung that decides.
-    n = int(math.log(epochs / grace_period) / math.log(reduction_factor) + 1)
-    rungs = (grace_period * reduction_factor**k for k in range(n))
-    return [r for r in rungs if r < epochs]
-
-
 # --- sections -------------------------------------------------------------------------------------
 def _base_config(check: Checker, doc: Mapping[str, Any], config: Mapping[str, Any]) -> TrainConfig:
     for key in config:
@@ -177,8 +164,6 @@ def _scheduler_numbers(check: Checker, sched: Mapping[str, Any], kind: str,
 
 def _params(check: Checker, section: Any, base: TrainConfig, config: Mapping[str, Any],
             algorithm: str) -> tuple[ParamSpec, ...]:
-    from tune.space import KINDS
-
     section = check.mapping("params", section)
     if not section:
         check.error("`params` is empty: name at least one TrainConfig field to search")
@@ -207,8 +192,6 @@ def _params(check: Checker, section: Any, base: TrainConfig, config: Mapping[str
 
 def _param(check: Checker, key: str, name: str, kind: str, args: Any, ftype: str,
            base: TrainConfig) -> ParamSpec:
-    from tune.space import ParamSpec
-
     if kind == "milestones":
         return ParamSpec(name, kind, _milestones(check, key, name, args))
     if name == "lr_scheduler_milestones" and kind not in ("choice", "grid"):

@@ -1,4 +1,5 @@
-"""Reading a search-space file: strict YAML and value checks whose messages name file and key.
+"""Value checks for a search-space file whose messages name file and key (the YAML itself is read by
+`trainable.yaml_io`, shared with `python -m trainable --config`).
 
 Kept apart from `tune.space` so that module reads as the schema, not as the plumbing. Every
 failure raises `ConfigError` with optuna-style wording: the file, the key path, the value, the rule.
@@ -9,54 +10,9 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from trainable.errors import ConfigError
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None,
-                f"duplicate key {key!r} (first on line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def read_yaml(path: Path) -> Any:
-    """Parse ``path`` with safe, duplicate-refusing YAML; syntax errors name the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the search-space file: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a search-space file "
-                          "must be YAML text") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {e.problem or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
 
 
 class Checker:

@@ -84,7 +84,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         versions,
         write_meta,
     )
-    from tune.space import describe_plan, load_space
+    from tune.space import describe_plan, load_space, with_overrides
 
     storage = _storage(args.storage)
     if args.name is not None:
@@ -96,9 +96,9 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
                              f"so there is nothing to resume; remove the folder and start it "
                              f"again with --name {run_dir.name}")
-        spec = load_space(meta["space_file"]).with_overrides(**meta.get("overrides", {}))
+        spec = with_overrides(load_space(meta["space_file"]), **meta.get("overrides", {}))
     else:
-        spec = load_space(args.space).with_overrides(**_overrides(args))
+        spec = with_overrides(load_space(args.space), **_overrides(args))
         if spec.base.data != "builtin" and not Path(spec.base.data).exists():
             raise InputError(f"--data {spec.base.data}: no such folder")
     if args.dry_run:
