@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ _STYLE = {  # outcome family -> (colour, line style, label)
     "no results": ("tab:gray", ":", "no results"),
 }
 _DPI = 110
+PANELS = ("LR (nearest)", "bicubic", "defaults", "winner", "ground truth")  # crop_comparison
 
 
 def learning_curves(run: Run, winner: str, path: Path) -> Path:
@@ -207,6 +209,31 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
         ax.set_visible(False)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{run.name}: PSNR against each searched parameter", fontsize=10)
+    return _save(fig, path)
+
+
+def crop_comparison(crops: dict[str, Any], scores: dict[str, list[float]], labels: list[str],
+                    crop: tuple[int, int, int, int], path: Path) -> Path:
+    """One row per frame, one column per way of making it (``crops``: name -> (n, h, w) uint8
+    tensors), each titled with its PSNR on the crop (``scores``; none for the ground truth)."""
+    names = [p for p in PANELS if p in crops]
+    rows = len(labels)
+    fig = _figure(2.2 * len(names), 2.4 * rows + 0.4)
+    axes = np.atleast_2d(fig.subplots(rows, len(names), squeeze=False))
+    for r, label in enumerate(labels):
+        for c, name in enumerate(names):
+            ax = axes[r, c]
+            ax.imshow(crops[name][r].numpy(), cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
+            title = name if name == "ground truth" else f"{name}\n{scores[name][r]:.2f} dB"
+            ax.set_title(title, fontsize=8, fontweight="bold" if name == "winner" else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    top, left, h, w = crop
+    fig.suptitle(f"{h}x{w} HR crop at row {top}, column {left}: where the winner and bicubic "
+                 "differ most (Y, PSNR on the crop)", fontsize=9)
     return _save(fig, path)
 
 
