@@ -12,6 +12,7 @@ from typing import Any
 
 from analysis import edges
 from tune import reference
+from tune.run_readme import README
 
 
 def _best_psnr(metrics: dict[str, Any]) -> float:
@@ -57,7 +58,8 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
         print("ranges that may be too narrow:")
         print("\n".join(f"  {line}" for line in at_edges))
     q = shlex.quote(str(run_dir))
-    print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}")
+    print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}"
+          f"\nabout:    {run_dir / README}")
     return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
             "bicubic_psnr": m["bicubic_psnr"], "params": {n: folded[n] for n in searched},
             "path": str(best.path)}
