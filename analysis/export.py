@@ -118,6 +118,14 @@ def load_state_file(path: Path) -> Any:
         raise RunFolderError(f"{path}: cannot be loaded safely (weights_only): {first}") from None
 
 
+def trial_model_state(trial_dir: Path, config: dict[str, Any], scope: str = "best"
+                      ) -> dict[str, Any] | None:
+    """The model weights of a trial's best-PSNR (``scope="best"``) or latest kept checkpoint,
+    checked against its config; None when the trial kept none."""
+    checkpoint = _pick_checkpoint(trial_dir, scope)
+    return None if checkpoint is None else _model_state(checkpoint.path / CHECKPOINT_STATE, config)
+
+
 # --- private helpers -----------------------------------------------------------------------------
 def _pick_checkpoint(trial_dir: Path, scope: str) -> CheckpointInfo | None:
     kept = find_checkpoints(trial_dir)

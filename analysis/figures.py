@@ -2,13 +2,15 @@
 no display needed). Each function writes one PNG and returns its path.
 
 Diverged trials report PSNR 0 dB; the PSNR axes start just below the lowest real value and say so,
-instead of squashing every curve into the top of the plot.
+instead of squashing every curve into the top of the plot. Every PSNR axis holds the bicubic
+baseline as a dashed red line with the region below it shaded, so a gain reads at a glance.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,7 @@ _STYLE = {  # outcome family -> (colour, line style, label)
     "no results": ("tab:gray", ":", "no results"),
 }
 _DPI = 110
+PANELS = ("LR (nearest)", "bicubic", "defaults", "winner", "ground truth")  # crop_comparison
 
 
 def learning_curves(run: Run, winner: str, path: Path) -> Path:
@@ -96,9 +99,9 @@ def best_so_far(run: Run, path: Path) -> Path:
                    label="each validation")
         ax.set_xlabel(label)
         _bicubic_line(ax, run)
+        _psnr_limits(ax, run.results["psnr"], run)
     ax_samples.set_ylabel("validation PSNR (dB)")
     ax_samples.legend(fontsize=8, loc="lower right")
-    _psnr_limits(ax_samples, run.results["psnr"], run)
     fig.suptitle(f"{run.name}: best-so-far PSNR (errored trials' samples count, their PSNR "
                  "does not)", fontsize=10)
     return _save(fig, path)
@@ -123,7 +126,9 @@ def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_col
         labels.append(ticks)
     value = trials[value_column].astype(float)
     positive = value[value > 0]
-    lo, hi = (positive.min(), positive.max()) if not positive.empty else (0.0, 1.0)
+    bicubic = _bicubic(run)
+    shown = [*positive, *([bicubic] if bicubic is not None else [])]
+    lo, hi = (min(shown), max(shown)) if shown else (0.0, 1.0)
     columns.append(((value - lo) / (hi - lo) if hi > lo else value * 0 + 0.5).clip(lower=-0.05))
     labels.append([(0.0, f"{lo:.2f}"), (1.0, f"{hi:.2f}")])
     data = np.column_stack([np.asarray(c, dtype=float) for c in columns])
@@ -132,6 +137,14 @@ def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_col
     for row, colour, trial in zip(data, colours, trials["trial"], strict=True):
         lw, alpha = (3.0, 1.0) if trial == winner else (1.0, 0.6)
         ax.plot(xs, row, color="black" if trial == winner else colour, lw=lw, alpha=alpha)
+    if bicubic is not None and hi > lo:
+        b = (bicubic - lo) / (hi - lo)
+        ax.plot([xs[-1] - 0.25, xs[-1] + 0.25], [b, b], "--", color="tab:red", lw=1.5)
+        ax.fill_between([xs[-1] - 0.25, xs[-1] + 0.25], -0.08, b, color="tab:red", alpha=0.07,
+                        lw=0)
+        ax.annotate(f"bicubic {bicubic:.2f}", (xs[-1], b), xytext=(-4, 0),
+                    textcoords="offset points", fontsize=7, color="tab:red", ha="right",
+                    va="center")
     for x, ticks in zip(xs, labels, strict=True):
         ax.axvline(x, color="black", lw=0.8)
         for y, text in ticks:
@@ -188,6 +201,7 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
         win = trials["trial"] == winner
         ax.scatter(x[win], value[win], s=90, facecolors="none", edgecolors="black", lw=2,
                    label="winner")
+        _bicubic_line(ax, run)
         _psnr_limits(ax, value, run)
         ax.set_xlabel(name)
         ax.set_ylabel(f"{value_column} (dB)")
@@ -195,6 +209,31 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
         ax.set_visible(False)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{run.name}: PSNR against each searched parameter", fontsize=10)
+    return _save(fig, path)
+
+
+def crop_comparison(crops: dict[str, Any], scores: dict[str, list[float]], labels: list[str],
+                    crop: tuple[int, int, int, int], path: Path) -> Path:
+    """One row per frame, one column per way of making it (``crops``: name -> (n, h, w) uint8
+    tensors), each titled with its PSNR on the crop (``scores``; none for the ground truth)."""
+    names = [p for p in PANELS if p in crops]
+    rows = len(labels)
+    fig = _figure(2.2 * len(names), 2.4 * rows + 0.4)
+    axes = np.atleast_2d(fig.subplots(rows, len(names), squeeze=False))
+    for r, label in enumerate(labels):
+        for c, name in enumerate(names):
+            ax = axes[r, c]
+            ax.imshow(crops[name][r].numpy(), cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
+            title = name if name == "ground truth" else f"{name}\n{scores[name][r]:.2f} dB"
+            ax.set_title(title, fontsize=8, fontweight="bold" if name == "winner" else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    top, left, h, w = crop
+    fig.suptitle(f"{h}x{w} HR crop at row {top}, column {left}: where the winner and bicubic "
+                 "differ most (Y, PSNR on the crop)", fontsize=9)
     return _save(fig, path)
 
 
@@ -215,22 +254,32 @@ def _family(outcome: str) -> str:
     return outcome if outcome in _STYLE else "running"
 
 
-def _bicubic_line(ax: Axes, run: Run) -> None:
+def _bicubic(run: Run) -> float | None:
+    """The run's bicubic PSNR on the validation split (the median over trials' records of it)."""
     bicubic = run.trials["bicubic_psnr"].dropna()
-    if not bicubic.empty:
-        ax.axhline(bicubic.median(), color="tab:red", lw=1, ls="--", alpha=0.7,
-                   label=f"bicubic {bicubic.median():.2f} dB")
+    return None if bicubic.empty else float(bicubic.median())
+
+
+def _bicubic_line(ax: Axes, run: Run) -> None:
+    bicubic = _bicubic(run)
+    if bicubic is not None:
+        ax.axhline(bicubic, color="tab:red", lw=1, ls="--", alpha=0.7,
+                   label=f"bicubic {bicubic:.2f} dB")
 
 
 def _psnr_limits(ax: Axes, psnr: pd.Series, run: Run) -> None:
     """Y limits around the real PSNRs and the bicubic line, so the baseline is always in view,
-    however far above or below it every trial lies."""
+    however far above or below it every trial lies; the region below bicubic is shaded."""
     real = psnr[np.isfinite(psnr) & (psnr > 0)]
-    bicubic = run.trials["bicubic_psnr"].dropna()
-    shown = [*real, *([bicubic.median()] if not bicubic.empty else [])]
+    bicubic = _bicubic(run)
+    shown = [*real, *([bicubic] if bicubic is not None else [])]
     if not shown:
         return
     low = min(shown) - 0.5
+    if bicubic is not None:
+        ax.axhspan(low, bicubic, color="tab:red", alpha=0.07, lw=0, zorder=0)
+        ax.annotate("shaded: below bicubic", (0.5, 0.01), xycoords="axes fraction", fontsize=7,
+                    color="tab:red", ha="center", alpha=0.8)
     ax.set_ylim(low, max(shown) + 0.4)
     if (psnr[np.isfinite(psnr)] < low).any():
         ax.annotate("diverged trials (0 dB) lie below the axis", (0.01, 0.01),

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from analysis import _io, figures, importance, leaderboard
+from analysis import _io, figures, importance, leaderboard, pictures
 from analysis.summary import RunSummary, format_duration, summarise
 from analysis.tables import Run
 
@@ -33,7 +33,8 @@ code{background:#f4f4f4;padding:0 3px}
 
 
 def write_report(run: Run, report_dir: str | Path, scope: str = "best") -> Path:
-    """Write the figures and index.html into ``report_dir``; returns the HTML's path."""
+    """Write the figures and index.html into ``report_dir``; returns the HTML's path. The
+    pictures decode a few frames of the winner's test split (cached) and run two models on them."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     summary = summarise(run, scope)
@@ -50,18 +51,21 @@ def write_report(run: Run, report_dir: str | Path, scope: str = "best") -> Path:
         "psnr_vs_params": figures.psnr_vs_params(run, dists, value_column, summary.winner,
                                                  report_dir / "psnr_vs_params.png"),
     }
-    page = _page(run, summary, made, imp)
+    pics = pictures.draw(run, summary.winner, report_dir / "pictures.png", scope)
+    page = _page(run, summary, made, imp, pics)
     return _io.write_text_atomic(report_dir / INDEX, page)
 
 
 # --- private helpers -----------------------------------------------------------------------------
-def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance.Importance) -> str:
+def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance.Importance,
+          pics: pictures.Pictures) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>espcn-tune: {e(s.name)}"
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>espcn-tune run <code>{e(s.name)}</code></h1>",
              f"<p class='note'>{e(leaderboard.header(run, s.scope))}</p>",
-             "<h2>Result</h2>", _result(s), "<h2>Run</h2>", _facts(run, s),
+             "<h2>Result</h2>", _result(s), "<h2 id='pictures'>Pictures</h2>", _pictures(pics),
+             "<h2>Run</h2>", _facts(run, s),
              "<h2>Leaderboard</h2>", _leaderboard(run, s),
              "<h2>Searched ranges</h2>", _edges(s)]
     captions = {
@@ -114,6 +118,25 @@ def _result(s: RunSummary) -> str:
     rows.append(("winner's searched values", searched))
     return "<table class='facts'>" + "".join(
         f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _pictures(p: pictures.Pictures) -> str:
+    e = html.escape
+    notes = "".join(f"<p class='note'>{e(n)}.</p>" for n in p.notes)
+    if p.path is None:
+        return f"<p>No pictures.</p>{notes}"
+    top, left, h, w = p.crop
+    caption = (f"The same {h}x{w} crop (HR pixels, from row {top}, column {left}) of {len(p.frames)} "
+               "test frames, five ways. The crop is where the winner and bicubic differ most: the "
+               "largest mean absolute difference between their outputs over these frames. "
+               "PSNR on the Y channel of the crop, 8-bit, no border crop.")
+    names = list(p.psnr)
+    table = ["<table><tr><th>frame</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"]
+    for k, frame in enumerate(p.frames):
+        table.append(f"<tr><td>{e(frame)}</td>"
+                     + "".join(f"<td>{p.psnr[n][k]:.2f} dB</td>" for n in names) + "</tr>")
+    table.append("</table>")
+    return _figure(p.path, caption) + "".join(table) + notes
 
 
 def _facts(run: Run, s: RunSummary) -> str:

@@ -218,7 +218,7 @@ def test_report_renders(cli_run: tuple) -> None:
     html = html_path.read_text()
     pngs = sorted(p.name for p in html_path.parent.glob("*.png"))
     assert pngs == ["best_so_far.png", "importance.png", "learning_curves.png",
-                    "parallel_coordinates.png", "psnr_vs_params.png"]
+                    "parallel_coordinates.png", "pictures.png", "psnr_vs_params.png"]
     for name in pngs:
         assert (html_path.parent / name).stat().st_size > 1000
         assert f"href='{name}'" in html

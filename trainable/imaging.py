@@ -16,6 +16,12 @@ import torch
 import torch.nn.functional as F
 
 _Y_WEIGHTS = np.array([65.481, 128.553, 24.966], dtype=np.float32) / 255.0
+# BT.601 studio range, the rows of Y, Cb, Cr from RGB in [0, 1], and the offsets (8-bit units).
+_YCBCR = np.array([[65.481, 128.553, 24.966],
+                   [-37.797, -74.203, 112.0],
+                   [112.0, -93.786, -18.214]], dtype=np.float64)
+_OFFSET = np.array([16.0, 128.0, 128.0])
+_RGB_FROM_YCBCR = np.linalg.inv(_YCBCR / 255.0).T.astype(np.float32)
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
@@ -24,6 +30,22 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected (..., H, W, 3) RGB, got shape {rgb.shape}")
     y = 16.0 + rgb.astype(np.float32) @ _Y_WEIGHTS
     return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def rgb_to_cbcr(rgb: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) uint8 RGB -> (..., H, W, 2) float32 BT.601 studio-range Cb, Cr (8-bit units,
+    not rounded: they are resampled before they are stored)."""
+    if rgb.ndim < 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected (..., H, W, 3) RGB, got shape {rgb.shape}")
+    weights = (_YCBCR[1:].T / 255.0).astype(np.float32)
+    return rgb.astype(np.float32) @ weights + _OFFSET[1:].astype(np.float32)
+
+
+def ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray) -> np.ndarray:
+    """(..., H, W) Y and (..., H, W, 2) Cb, Cr (8-bit units, studio range) -> uint8 RGB."""
+    ycc = np.concatenate([y[..., None].astype(np.float32), cbcr.astype(np.float32)], axis=-1)
+    rgb = (ycc - _OFFSET.astype(np.float32)) @ _RGB_FROM_YCBCR
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 def mod_crop(frames: np.ndarray, scale: int) -> np.ndarray:

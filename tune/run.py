@@ -143,6 +143,10 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
     reference = _start_reference(spec, run_dir)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
+    from tune.run_readme import write_readme
+
+    readme = write_readme(run_dir, read_meta(run_dir), resume_cmd)
+    print(f"run folder: {run_dir} (what is where: {readme})", flush=True)
     before = signal.getsignal(signal.SIGINT)
     # Ray 2.60's Tuner installs its own SIGINT (and SIGUSR1) handler when run in the main thread:
     # the first Ctrl-C saves the experiment state, stops the trials, marks them all TERMINATED
@@ -163,6 +167,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         best = summarise(grid, spec, run_dir, meta)
         meta["best_trial"] = best
         write_meta(run_dir, meta)
+        write_readme(run_dir, meta, resume_cmd, best)
     except KeyboardInterrupt:
         interrupted = True
     finally:

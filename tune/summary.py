@@ -12,6 +12,7 @@ from typing import Any
 
 from analysis import edges
 from tune import reference
+from tune.run_readme import README
 
 
 def _best_psnr(metrics: dict[str, Any]) -> float:
@@ -59,7 +60,7 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
     q = shlex.quote(str(run_dir))
     # Ray's own start line points at its staging copy under /tmp/ray; the run folder holds them all.
     print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}\n"
-          f"curves:   tensorboard --logdir {q}")
+          f"curves:   tensorboard --logdir {q}\nabout:    {run_dir / README}")
     return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
             "bicubic_psnr": m["bicubic_psnr"], "params": {n: folded[n] for n in searched},
             "path": str(best.path)}
