@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import _io
-from analysis.run_folder import RunFolderError
+from analysis.run_folder import META_FILE, RunFolderError
 from analysis.tables import Run
 from trainable.config import TrainConfig
 from trainable.errors import InputError
@@ -83,8 +83,8 @@ def plan(run: Run, trial_id: str | None = None, scope: str = "best"
     winner_cfg = TrainConfig.from_dict(json.loads(row["config"]), where=f"trial {trial}'s config")
     recorded = run.meta.get("default_config")
     if isinstance(recorded, dict):
-        defaults_cfg = TrainConfig.from_dict(recorded, where="default_config in espcn_tune.json")
-        source = "the run's default_config (espcn_tune.json)"
+        defaults_cfg = TrainConfig.from_dict(recorded, where=f"default_config in {META_FILE}")
+        source = f"the run's default_config ({META_FILE})"
     else:
         defaults_cfg = TrainConfig(**{k: getattr(winner_cfg, k) for k in RUN_SETTINGS})
         source = ("TrainConfig defaults with the winner's " + ", ".join(RUN_SETTINGS)

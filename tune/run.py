@@ -76,6 +76,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
     from tune.run_folder import (
+        META_FILE,
         lock,
         now,
         ray_session_dir,
@@ -109,7 +110,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       "the run name made from the space file's name (use --name)")
         run_dir = storage / name
-        if (run_dir / "espcn_tune.json").exists():
+        if (run_dir / META_FILE).exists():
             raise InputError(f"{run_dir}: a run of this name exists; finish it with "
                              f"--resume {name}, or choose another --name")
     held = lock(run_dir)  # noqa: F841 - released when the process ends

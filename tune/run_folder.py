@@ -16,9 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any
 
+from analysis.run_folder import META_FILE  # the run folder's file names have one owner
 from trainable.errors import InputError
 
-META_FILE = "espcn_tune.json"
 LOCK_FILE = ".espcn_tune.lock"
 
 

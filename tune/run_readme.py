@@ -13,7 +13,7 @@ from typing import Any
 
 from analysis.__main__ import REPORT_SUBDIR, TABLES_SUBDIR
 from analysis.export import EXPORT_SUBDIR
-from analysis.run_folder import REFERENCE_DIR
+from analysis.run_folder import META_FILE, PARAMS_FILE, REFERENCE_DIR, RESULT_FILE
 
 README = "README.txt"
 
@@ -52,8 +52,8 @@ def write_readme(run_dir: Path, meta: dict[str, Any], resume_command: str,
         f"  upscale  python -m trainable.upscale --weights {EXPORT_SUBDIR}/<trial>.pt "
         f"--config {EXPORT_SUBDIR}/<trial>.yaml VIDEO --out OUT.mp4",
         f"  reference run (the source document's defaults)   {REFERENCE_DIR}/",
-        "  trials   one folder per trial (params.json, result.json, checkpoint_*/)",
-        "  espcn_tune.json   the run's own record (spec, budget, versions); README.txt is "
+        f"  trials   one folder per trial ({PARAMS_FILE}, {RESULT_FILE}, checkpoint_*/)",
+        f"  {META_FILE}   the run's own record (spec, budget, versions); README.txt is "
         "written from it",
     ]
     path = Path(run_dir) / README
@@ -67,7 +67,7 @@ def _range(rule: Any) -> str:
     if isinstance(rule, dict) and len(rule) == 1:
         (kind, values), = rule.items()
         return f"{kind} {values}"
-    return "see espcn_tune.json" if rule is None else str(rule)
+    return f"see {META_FILE}" if rule is None else str(rule)
 
 
 def _best(best: dict[str, Any] | None, finished: Any) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import edges
+from analysis.run_folder import RESULT_FILE
 from tune import reference
 from tune.run_readme import README
 
@@ -31,7 +32,7 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
           "infeasible ===")
     if not ok:
         print("no trial reported a validation without error; see the error.txt files (errors) "
-              "and the `reason` in result.json (infeasible: out of memory) in the trial folders")
+              f"and the `reason` in {RESULT_FILE} (infeasible: out of memory) in the trial folders")
         return None
     ranked = sorted(ok, key=lambda r: (-_best_psnr(r.metrics), r.metrics.get("best_epoch", 0)))
     best = ranked[0]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from analysis.run_folder import RESULT_FILE, TRIAL_CONFIG_FILE
 from trainable.config import TrainConfig
 from trainable.loop import Trainer, ValidationResult
 from trainable.store import open_split
@@ -46,7 +47,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
     cfg = cfg.replace(num_threads=max(1, int(cpus)))
     trial_dir = _trial_dir(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / "trial_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (trial_dir / TRIAL_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
     info = _placement()
     info["gpu_memory_fraction"] = cap_gpu_memory(spec.gpus_per_trial)
 
@@ -116,7 +117,7 @@ def _resume_from(given: Path | None, trial_dir: Path) -> Path | None:
     if given is not None:
         epoch = _checkpoint_epoch(given)
         ours = (epoch if epoch is not None else -1, given / CHECKPOINT_FILE)
-    recorded = _recorded_epochs(trial_dir / "result.json")
+    recorded = _recorded_epochs(trial_dir / RESULT_FILE)
     if recorded:
         for d in trial_dir.glob("checkpoint_*"):
             epoch = _checkpoint_epoch(d)
