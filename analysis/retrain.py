@@ -39,7 +39,7 @@ from typing import Any
 from analysis import _io
 from analysis.run_folder import META_FILE, RunFolderError
 from analysis.tables import Run
-from trainable.config import TrainConfig
+from trainable.config import RUN_SETTINGS, TrainConfig
 from trainable.errors import InputError
 
 log = logging.getLogger("analysis.retrain")
@@ -48,10 +48,6 @@ RETRAIN_SUBDIR = "retrain"
 RETRAIN_FILE = "retrain.json"
 SEED_BASE = 1000
 LABELS = ("winner", "defaults")
-# Without a recorded default_config, the defaults get these from the winner: what the data, the
-# task, the budget and the scoring are, which a comparison must hold fixed.
-RUN_SETTINGS = ("data", "data_lr", "scale", "epochs", "epoch_samples", "validation_interval",
-                "crop_border")
 BIAS_NOTE = ("Test-split scores of fresh retrainings (seeds no trial of the search used) of the "
              "best validated weights: free of the selection bias of picking the best validation "
              "score, which the search's own leaderboard numbers carry.")
@@ -86,7 +82,8 @@ def plan(run: Run, trial_id: str | None = None, scope: str = "best"
         defaults_cfg = TrainConfig.from_dict(recorded, where=f"default_config in {META_FILE}")
         source = f"the run's default_config ({META_FILE})"
     else:
-        defaults_cfg = TrainConfig(**{k: getattr(winner_cfg, k) for k in RUN_SETTINGS})
+        # The same rule as the reference run's: the winner's data, budget, scoring and hardware.
+        defaults_cfg = winner_cfg.source_defaults()
         source = ("TrainConfig defaults with the winner's " + ", ".join(RUN_SETTINGS)
                   + " (the run recorded no default_config)")
     runtime = {"device": winner_cfg.device, "cache_dir": winner_cfg.cache_dir, "num_threads": 0}

@@ -155,9 +155,12 @@ def test_defaults_without_a_record_and_fresh_seeds(tmp_path: Path, clip_root: Pa
     assert winner.trial == fx.WINNER and defaults.trial is None  # no defaults trial recognised
     base = TrainConfig()
     assert defaults.config.model_lr == base.model_lr and defaults.config.batch_size == base.batch_size
-    assert defaults.config.use_amp is base.use_amp  # TrainConfig's default, not the trials'
-    for key in retrain.RUN_SETTINGS:  # the run's data, budget and scoring
-        assert getattr(defaults.config, key) == getattr(winner.config, key)
+    assert (defaults.config.optimizer, defaults.config.residual) == (base.optimizer, base.residual)
+    # The run's data, budget, scoring and hardware (use_amp included: bf16 autocast would make
+    # the defaults ~10x slower on a CPU), as the reference run beside a search takes them.
+    for key in retrain.RUN_SETTINGS:
+        if key not in ("seed", "num_threads"):  # fresh seeds; threads reset for retraining
+            assert getattr(defaults.config, key) == getattr(winner.config, key), key
     assert (winner.config.num_threads, defaults.config.num_threads) == (0, 0)
     assert retrain.fresh_seeds(run, 3) == [1001, 1002, 1003]
 

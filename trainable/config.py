@@ -20,6 +20,11 @@ from typing import Any
 from trainable.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
+# What a comparison at equal budget holds fixed: where and on what a run trains, for how long, how
+# it is scored and how the hardware runs it (not how it learns).
+RUN_SETTINGS = ("data", "data_lr", "frames", "scale", "epochs", "epoch_samples",
+                "validation_interval", "crop_border", "seed", "device", "num_threads", "cache_dir",
+                "use_amp", "amp_dtype", "compile")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -99,6 +104,13 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def source_defaults(self) -> TrainConfig:
+        """The source document's defaults (every learning setting at TrainConfig's default) with
+        this config's data, budget, scoring and hardware settings: the reference a tuned
+        configuration is compared with, at equal budget on equal data."""
+        run = {k: v for k, v in self.to_dict().items() if k in RUN_SETTINGS}
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **run}, where="source defaults")
 
     # --- derived quantities ---------------------------------------------------------------------
     @property

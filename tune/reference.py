@@ -35,17 +35,9 @@ REFERENCE_ID = REFERENCE_DIR
 _CHECKPOINT = "checkpoint_latest"
 _STATE = "trainer.pt"
 
-# What the reference takes from the run rather than from the source document: where and on what
-# it trains, for how long, how it is scored and how the hardware runs it.
-RUN_KEYS = ("data", "data_lr", "frames", "scale", "epochs", "epoch_samples", "validation_interval",
-            "crop_border", "seed", "device", "num_threads", "cache_dir", "use_amp", "amp_dtype",
-            "compile")
-
-
 def reference_config(base: TrainConfig) -> TrainConfig:
     """The source document's defaults with the run's budget, data and hardware settings."""
-    run = {k: v for k, v in base.to_dict().items() if k in RUN_KEYS}
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **run}, where="reference run")
+    return base.source_defaults()
 
 
 def reference_dir(run_dir: Path) -> Path:
