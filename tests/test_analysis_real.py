@@ -34,7 +34,7 @@ from trainable.model import EarlyFusionESPCN
 pytestmark = pytest.mark.slow
 
 PNGS = ["best_so_far.png", "importance.png", "learning_curves.png", "parallel_coordinates.png",
-        "psnr_vs_params.png"]
+        "pictures.png", "psnr_vs_params.png"]
 
 
 def _lines(trial_dir: Path) -> list[dict]:
