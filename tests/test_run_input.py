@@ -53,3 +53,26 @@ def test_unreachable_address_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
         run._start_ray(_args(address="10.0.0.9:6379"))
     text = str(e.value)
     assert "\n" not in text and "--address 10.0.0.9:6379" in text and "--ray-token-file" in text
+
+
+def test_resume_rebuilds_the_space_from_the_run_record_not_the_file(tmp_path):
+    """An edited or moved space file does not change what a resumed run trains."""
+    import yaml
+
+    from tune.run import _resume_spec
+    from tune.space import load_space, with_overrides
+
+    started = with_overrides(load_space("smoke"), trials=3)
+    space = tmp_path / "mine.yaml"
+    space.write_text(yaml.safe_dump({**started.document, "trials": 9,
+                                     "config": {"batch_size": 32, "use_amp": False}}))
+    meta = {"space_file": str(space), "space_document": dict(started.document),
+            "overrides": {"trials": 3}}
+    for _ in ("edited", "moved"):
+        spec = _resume_spec(meta, tmp_path)
+        assert spec.trials == 3 and spec.base == started.base and spec.params == started.params
+        space.unlink(missing_ok=True)
+    # A record from before the copy was kept falls back to the file as it is now.
+    space.write_text(yaml.safe_dump({**started.document, "trials": 9}))
+    old = {"space_file": str(space), "overrides": {"trials": 3}}
+    assert _resume_spec(old, tmp_path).trials == 3

@@ -97,7 +97,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
                              f"so there is nothing to resume; remove the folder and start it "
                              f"again with --name {run_dir.name}")
-        spec = with_overrides(load_space(meta["space_file"]), **meta.get("overrides", {}))
+        spec = _resume_spec(meta, run_dir)
     else:
         spec = with_overrides(load_space(args.space), **_overrides(args))
         if spec.base.data != "builtin" and not Path(spec.base.data).exists():
@@ -179,6 +179,21 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
     return 0 if best is not None else 1
+
+
+def _resume_spec(meta: dict[str, Any], run_dir: Path):
+    """The spec of the run being resumed, from the copy of its space in the run record."""
+    from tune.run_folder import META_FILE
+    from tune.space import load_space, spec_from_document, with_overrides
+
+    doc = meta.get("space_document")
+    if isinstance(doc, dict):
+        return spec_from_document(doc, Path(str(meta.get("space_file", "space.yaml"))),
+                                  f"{run_dir / META_FILE} (the space the run started with)")
+    # A run recorded before the record kept its space: the file, as it is now.
+    log.warning("%s keeps no copy of its space; reading %s as it is now", run_dir / META_FILE,
+                meta.get("space_file"))
+    return with_overrides(load_space(meta["space_file"]), **meta.get("overrides", {}))
 
 
 def _start_reference(spec, run_dir: Path):
@@ -287,6 +302,9 @@ def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
         "space_file": str(spec.path.resolve()),
         "overrides": {k: v for k, v in _overrides(args).items() if v is not None},
         "spec": spec.to_dict(),
+        # The space as this run started, command-line overrides applied: a resume rebuilds the
+        # spec from this copy, never from the file, which may have been edited or moved since.
+        "space_document": dict(spec.document),
         "searched": [p.name for p in spec.params],
         "metric": "psnr",
         "mode": "max",

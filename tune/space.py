@@ -66,6 +66,12 @@ def load_space(name_or_path: str | Path) -> SearchSpec:
     return _build(read_yaml(path, "search-space file"), path, str(path))
 
 
+def spec_from_document(doc: Any, path: Path, label: str) -> SearchSpec:
+    """A spec from a document already read (the run record's copy of the space a run started
+    with), validated by the same rules as a file."""
+    return _build(doc, path, label)
+
+
 def _build(doc: Any, path: Path, label: str) -> SearchSpec:
     check = Checker(label)
     fields_ = rules.resolve(check, check.mapping("", doc))
