@@ -55,11 +55,15 @@ def latest(run_dir: Path) -> dict[str, Any] | None:
     return rows[-1] if rows else None
 
 
-def train_reference(cfg: TrainConfig, out: str) -> dict[str, Any] | None:
+def train_reference(cfg: TrainConfig, out: str, gpus: float = 0.0) -> dict[str, Any] | None:
     """Train ``cfg`` to the end of its budget in ``out``, continuing from the state a killed search
-    left there. Returns the last result line. Runs inside a Ray task (no Tune session)."""
+    left there. Returns the last result line. Runs inside a Ray task (no Tune session) with one
+    trial's resources; ``gpus`` below 1 caps its CUDA memory at that share, as a trial's."""
     from trainable.loop import Trainer
     from trainable.store import open_split
+    from tune.trial import cap_gpu_memory
+
+    cap_gpu_memory(gpus)
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -210,7 +210,7 @@ def _start_reference(spec, run_dir: Path):
                       max_retries=2)(reference.train_reference)
     log.info("reference run (the source document's defaults at this budget) in %s",
              reference.reference_dir(run_dir))
-    return task.remote(cfg, str(reference.reference_dir(run_dir)))
+    return task.remote(cfg, str(reference.reference_dir(run_dir)), spec.gpus_per_trial)
 
 
 def _finish_reference(ref) -> None:
