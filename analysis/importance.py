@@ -1,7 +1,7 @@
 """Searched-parameter distributions and importances, through Optuna's own evaluators.
 
-The distributions come from the run's resolved search spec (``espcn_tune.json`` -> ``spec``) where
-it describes a parameter, else they are inferred from the values the trials got: floats on a log
+The distributions come from the run's resolved search spec (``spec`` in the run
+record) where it describes a parameter, else they are inferred from the values the trials got: floats on a log
 scale when the name says learning rate or the values span two decades, integers with few values and
 anything non-numeric as categories. Importances are computed on an in-memory study rebuilt from the
 finished, non-errored trials (``optuna.trial.create_trial``); no storage is touched.

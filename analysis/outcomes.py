@@ -6,7 +6,7 @@ whatever its PSNR); else the last reported status when it is ``completed``, ``di
 (epoch E)`` (N counts the scheduler's rungs from 1) or ``stopped at epoch E`` when the run has
 finished, ``running/interrupted`` when it has not; ``no results`` for a trial that never reported.
 
-The defaults trial is the first whose full config equals ``default_config`` of espcn_tune.json on
+The defaults trial is the first whose full config equals ``default_config`` of the run record on
 the keys that matter (see :func:`mark_defaults`).
 """
 

@@ -7,7 +7,7 @@ seeds that no trial of the search used (1000, 1001, ..., skipping any the run us
 
 * ``winner``: the winning trial's config (``trial_config``), or ``--trial ID``'s;
 * ``defaults``: the source document's defaults as the run recorded them (``default_config`` in
-  ``espcn_tune.json``: the space's fixed settings with every searched parameter at its default);
+  the run record: the space's fixed settings with every searched parameter at its default);
   a run without that record gets TrainConfig's defaults with the winner's data, scale, budget
   (``epochs``, ``epoch_samples``, ``validation_interval``) and evaluation (``crop_border``).
 

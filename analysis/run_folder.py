@@ -1,7 +1,7 @@
 """Read the files of one run folder as they lie on disk, without Ray.
 
-A run folder is what ``python -m tune.run`` leaves under ``runs/NAME``: ``espcn_tune.json`` (our
-record of the run) and one Ray trial folder per trial, each with ``params.json``, ``result.json``
+A run folder is what ``python -m tune.run`` leaves under ``runs/NAME``: ``espcn_tune.record`` (our
+record of the run, JSON) and one Ray trial folder per trial, each with ``params.json``, ``result.json``
 (one JSON object per ``tune.report``), ``error.txt`` when the trial failed, and the checkpoints Ray
 kept (``checkpoint_NNNNNN/`` with ``trainer.pt`` and ``meta.json``).
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,12 @@ from trainable.names import safe_name
 
 log = logging.getLogger(__name__)
 
-META_FILE = "espcn_tune.json"
+# Our record of the run (JSON). Not named *.json: Ray 2.60 copies every top-level .json and .pkl
+# of the run folder into its staging folder on restore and back after every step, not
+# atomically, so a kill during that copy could cut our record short. Runs recorded before the
+# rename keep ``espcn_tune.json``; it is read when the record is absent and replaced on write.
+META_FILE = "espcn_tune.record"
+LEGACY_META_FILE = "espcn_tune.json"
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
@@ -35,9 +41,20 @@ CHECKPOINT_STATE = "trainer.pt"
 # folder that no searcher sampled.
 REFERENCE_DIR = "reference"
 
-# Ray names a trial folder "<trainable>_<trial id>_<index>_<params>_<date>"; the trial id is 8 hex
-# digits in Ray 2.60 ("run_trial_3972938e_1_...") and "<5 hex>_<5 digits>" in older versions.
-_TRIAL_DIRNAME = re.compile(r"_(?P<id>[0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(?P<index>\d+)(?=_|$)")
+# A trial folder is "trial_<index>_<trial id>" (tune.ray_edge.trial_dirname, "trial_0007_4f99c683").
+# Runs from before that carry Ray's own name, "<trainable>_<trial id>_<index>_<params>_<date>"; the
+# trial id is 8 hex digits in Ray 2.60 ("run_trial_3972938e_1_...") and "<5 hex>_<5 digits>" in
+# older versions.
+_TRIAL_DIRNAME = re.compile(r"^trial_(?P<index>\d+)_(?P<id>[0-9a-f]{8})$")
+_RAY_TRIAL_DIRNAME = re.compile(r"_(?P<id>[0-9a-f]{5}_\d{5}|[0-9a-f]{8})_(?P<index>\d+)(?=_|$)")
+
+
+def trial_dirname(index: int, trial_id: str) -> str:
+    return f"trial_{index:04d}_{trial_id}"
+
+
+def _dirname_match(name: str) -> re.Match[str] | None:
+    return _TRIAL_DIRNAME.match(name) or _RAY_TRIAL_DIRNAME.search(name)
 
 
 class RunFolderError(InputError):
@@ -63,25 +80,45 @@ class TrialFolder:
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
 
 
+def meta_path(run_dir: Path) -> Path:
+    """The run record's path: ``META_FILE``, or the legacy name where only that exists."""
+    path = run_dir / META_FILE
+    legacy = run_dir / LEGACY_META_FILE
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
+def is_run_folder(folder: Path) -> bool:
+    return meta_path(folder).is_file()
+
+
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    """Load ``espcn_tune.json``; a missing or malformed file means "not a run"."""
+    """Load the run record; a missing or malformed file means "not a run"."""
     if not run_dir.exists():
         raise RunFolderError(f"{run_dir}: no such folder")
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: is a file, but a run folder (runs/NAME) was expected")
-    meta_path = run_dir / META_FILE
-    if not meta_path.is_file():
+    meta_path_ = meta_path(run_dir)
+    if not meta_path_.is_file():
         hint = _nested_run_hint(run_dir)
         raise RunFolderError(
             f"{run_dir}: not an espcn-tune run folder (there is no {META_FILE}){hint}"
         )
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path_.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFolderError(f"{meta_path}: unreadable run record ({e})") from None
+        raise RunFolderError(f"{meta_path_}: unreadable run record ({e})") from None
     if not isinstance(meta, dict):
-        raise RunFolderError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+        raise RunFolderError(f"{meta_path_}: expected a JSON object, got {type(meta).__name__}")
     return meta
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    """Replace the run record atomically (a kill leaves the old record or the new one); a run
+    recorded under the legacy name moves to ``META_FILE``."""
+    tmp = run_dir / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, run_dir / META_FILE)
+    (run_dir / LEGACY_META_FILE).unlink(missing_ok=True)
 
 
 def find_trial_dirs(run_dir: Path) -> list[Path]:
@@ -122,7 +159,7 @@ def read_trial(path: Path) -> TrialFolder:
 
 
 def trial_id_from_dirname(name: str) -> str | None:
-    m = _TRIAL_DIRNAME.search(name)
+    m = _dirname_match(name)
     return m.group("id") if m else None
 
 
@@ -182,14 +219,14 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 
 def _trial_index(dirname: str) -> int:
-    m = _TRIAL_DIRNAME.search(dirname)
+    m = _dirname_match(dirname)
     return int(m.group("index")) if m else 1 << 62
 
 
 def _nested_run_hint(folder: Path) -> str:
     """Point at run folders one level down: a user who passes ``runs/`` means one of them."""
     try:
-        runs = sorted(p.name for p in folder.iterdir() if (p / META_FILE).is_file())
+        runs = sorted(p.name for p in folder.iterdir() if is_run_folder(p))
     except OSError:
         return ""
     if not runs:

@@ -57,7 +57,7 @@ class Run:
     meta: dict[str, Any]
     results: pd.DataFrame  # one row per reported validation
     trials: pd.DataFrame  # one row per trial, in creation order
-    # The searched names as espcn_tune.json lists them (TrainConfig fields) -> trials column; the
+    # The searched names as the run record lists them (TrainConfig fields) -> trials column; the
     # leaderboard shows these.
     param_columns: dict[str, str] = field(default_factory=dict)
     # The scalars the searcher sampled (Ray's params.json keys, e.g. lr_milestone_1 for searched
@@ -99,7 +99,7 @@ class Run:
         return hit.iloc[0]
 
     def wall_time_s(self) -> float | None:
-        """started -> finished from espcn_tune.json; for an unfinished run, to the last report."""
+        """started -> finished from the run record; for an unfinished run, to the last report."""
         start = parse_time(self.meta.get("started"))
         end = parse_time(self.meta.get("finished"))
         if end is None and not self.trials["ended_at"].dropna().empty:

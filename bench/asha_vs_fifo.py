@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from analysis.run_folder import is_run_folder
+
 VARIANTS = {
     "asha-tpe": {"scheduler": {"type": "asha"}, "search": {"algorithm": "optuna"}},
     "fifo-tpe": {"scheduler": {"type": "fifo"}, "search": {"algorithm": "optuna"}},
@@ -45,7 +47,7 @@ def space_for(base: dict[str, Any], variant: str) -> dict[str, Any]:
 
 def run_one(space: Path, storage: Path, name: str, seed: int) -> float | None:
     """Run the search unless its folder exists; the wall seconds, or None when it was there."""
-    if (storage / name / "espcn_tune.json").exists():
+    if is_run_folder(storage / name):
         return None
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tune.run", "--space", str(space), "--storage",

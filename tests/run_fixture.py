@@ -75,7 +75,7 @@ def write_meta(run_dir: Path, *, max_epochs: int = 4, finished: bool = True,
         "started": "2026-11-26T10:00:00Z",
         "finished": "2026-11-26T10:30:00Z" if finished else None,
     }
-    (run_dir / "espcn_tune.json").write_text(json.dumps(meta, indent=2))
+    (run_dir / "espcn_tune.record").write_text(json.dumps(meta, indent=2))
 
 
 def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[float], *,

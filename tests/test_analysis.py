@@ -99,6 +99,36 @@ def test_ray_260_trial_folders_without_results(tmp_path: Path) -> None:
     assert main([str(run), "--no-report"]) == 2  # nothing to rank yet
 
 
+def test_short_trial_folder_names(tmp_path: Path) -> None:
+    from tune.ray_edge import trial_dirname
+
+    class Trial:  # what trial_dirname reads of Ray's Trial
+        trial_id = "4f99c683"
+        experiment_tag = "7_model_lr=0.0012,lr_scheduler_gamma=0.34"
+
+    assert trial_dirname(Trial()) == "trial_0007_4f99c683"
+    run = tmp_path / "short"
+    fx.write_meta(run, finished=False)
+    for index, trial_id in ((12, "0badcafe"), (3, "ffff0001")):
+        tdir = run / f"trial_{index:04d}_{trial_id}"
+        tdir.mkdir()
+        (tdir / "params.json").write_text(json.dumps(fx.DEFAULTS))
+        (tdir / "result.json").write_text("")
+    assert list(load_run(run).trials["trial"]) == ["ffff0001", "0badcafe"]  # by number
+
+
+def test_a_run_recorded_under_the_old_name_is_read_and_moved_on_write(tmp_path: Path) -> None:
+    from analysis import run_folder
+
+    run = fx.write_small_run(tmp_path)
+    (run / run_folder.META_FILE).rename(run / run_folder.LEGACY_META_FILE)
+    meta = run_folder.read_meta(run)
+    assert load_run(run).meta == meta and run_folder.is_run_folder(run)
+    run_folder.write_meta(run, {**meta, "finished": "later"})
+    assert not (run / run_folder.LEGACY_META_FILE).exists()
+    assert json.loads((run / run_folder.META_FILE).read_text())["finished"] == "later"
+
+
 def test_infeasible_report_is_not_a_validation(tmp_path: Path) -> None:
     run = fx.write_small_run(tmp_path)
     oom = {"epoch": 4, "samples": 0, "max_epochs": 4, "psnr": 0.0, "ssim": 0.0, "best_psnr": 0.0,
@@ -184,7 +214,7 @@ def test_distributions_from_spec_and_inferred(small_run: Path, tmp_path: Path) -
     assert dists["lr_milestone_1"] == FloatDistribution(0.05, fx.MILESTONE_HIGH)
     assert dists["lr_milestone_2_rel"] == FloatDistribution(0.0, 1.0)
     path = fx.write_small_run(tmp_path)
-    meta_file = path / "espcn_tune.json"
+    meta_file = path / "espcn_tune.record"
     meta = json.loads(meta_file.read_text())
     meta["spec"]["params"]["model_lr"] = {"type": "loguniform", "low": 1e-5, "high": 1.0}
     meta["spec"]["params"]["batch_size"] = {"type": "choice", "values": [16, 32]}  # 8 is widened

@@ -139,7 +139,7 @@ def test_resume_of_a_run_that_never_started(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "half"
     run_dir.mkdir()
-    (run_dir / "espcn_tune.json").write_text(json.dumps({"space_file": "smoke"}))
+    (run_dir / "espcn_tune.record").write_text(json.dumps({"space_file": "smoke"}))
     assert run_main(["--storage", str(tmp_path), "--resume", "half"]) == 2
     _one_line(capsys.readouterr().err, str(run_dir), "never started")
 
@@ -164,4 +164,4 @@ def test_refused_start_does_not_claim_the_run_name(ray_session, clip_root, tmp_p
     _one_line(capsys.readouterr().err, "PBT needs at least one sampled")
     assert not (tmp_path / "runs" / "pbt").exists()
     assert run_main(["--storage", str(tmp_path / "runs"), "--resume", "pbt"]) == 2
-    _one_line(capsys.readouterr().err, "not an espcn-tune run folder")
+    _one_line(capsys.readouterr().err, "--resume pbt: no run of that name in")

@@ -36,7 +36,7 @@ def _tiny(run: Path, clip_root: Path, cache: Path, *, default_config: bool = Tru
         for line in lines:
             line["trial_config"].update(tiny)
         result.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    meta_path = run / "espcn_tune.json"
+    meta_path = run / "espcn_tune.record"
     meta = json.loads(meta_path.read_text())
     meta["default_config"] = {**meta["default_config"], **tiny} if default_config else None
     meta_path.write_text(json.dumps(meta))
@@ -133,10 +133,10 @@ def test_bad_input_exits_2_before_training(tmp_path: Path, clip_root: Path, cach
     assert main([str(run), "--seeds", "2"]) == 2  # only with --retrain
     assert "--retrain" in capsys.readouterr().err
     # A data set without a test split fails before any training.
-    meta = json.loads((run / "espcn_tune.json").read_text())
+    meta = json.loads((run / "espcn_tune.record").read_text())
     missing = tmp_path / "no-such-data"
     meta["default_config"]["data"] = str(missing)
-    (run / "espcn_tune.json").write_text(json.dumps(meta))
+    (run / "espcn_tune.record").write_text(json.dumps(meta))
     assert main([str(run), "--retrain"]) == 2
     assert str(missing) in capsys.readouterr().err
     assert not (run / "retrain").exists()

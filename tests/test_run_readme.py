@@ -13,7 +13,7 @@ RESUME = "python -m tune.run --storage runs --resume smoke"
 
 def _meta(run_dir: Path, finished: bool) -> dict:
     fx.write_meta(run_dir, finished=finished)
-    return json.loads((run_dir / "espcn_tune.json").read_text())
+    return json.loads((run_dir / "espcn_tune.record").read_text())
 
 
 def test_at_the_start_it_says_what_is_searched_and_how_to_resume(tmp_path: Path) -> None:

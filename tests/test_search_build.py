@@ -159,6 +159,39 @@ def test_optuna_searcher_survives_save_and_restore(tmp_path):
     assert restored.suggest("t2") is not None
 
 
+def test_stopped_trials_are_pruned_with_their_curve_at_epochs(tmp_path):
+    """Ray's own OptunaSearch tells an ASHA-stopped trial COMPLETE at its rung's value and drops its
+    last validation from the curve; ours tells it PRUNED with every validation at its epoch."""
+    from tune.ray_edge.optuna_search import PruningOptunaSearch
+
+    spec = dataclasses.replace(load_space("smoke"), include_defaults=False)  # 4 epochs
+    searcher = make_searcher(spec, tmp_path).searcher
+    assert isinstance(searcher, PruningOptunaSearch)
+    searcher.set_search_properties(METRIC, MODE, param_space(spec))
+    for t in ("stopped", "done", "diverged", "failed"):
+        searcher.suggest(t)
+    searcher.on_trial_result("stopped", {METRIC: 24.0, "epoch": 1, "training_iteration": 1})
+    searcher.on_trial_complete("stopped", {METRIC: 24.5, "epoch": 2, "training_iteration": 2,
+                                           "status": "running"})
+    for epoch in (1, 2, 3, 4):  # Ray hands the last result over twice: here and on complete
+        searcher.on_trial_result("done", {METRIC: 24.0 + epoch, "epoch": epoch})
+    searcher.on_trial_complete("done", {METRIC: 28.0, "epoch": 4, "status": "completed"})
+    searcher.on_trial_complete("diverged", {METRIC: 0.0, "epoch": 1, "status": "diverged"})
+    searcher.on_trial_complete("failed", None, error=True)
+    study = optuna.load_study(study_name="smoke", storage=searcher._storage)
+    got = {t.number: (t.state.name, t.value, t.intermediate_values) for t in study.trials}
+    assert got == {
+        0: ("PRUNED", 24.5, {1: 24.0, 2: 24.5}),
+        1: ("COMPLETE", 28.0, {1: 25.0, 2: 26.0, 3: 27.0, 4: 28.0}),
+        2: ("COMPLETE", 0.0, {1: 0.0}),  # a bad configuration, not a stopped one
+        3: ("FAIL", None, {}),
+    }
+    searcher.save(str(tmp_path / "searcher.pkl"))  # Tuner.restore brings the subclass back
+    restored = PruningOptunaSearch(time_attr="epoch", max_t=1)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored._max_t == 4 and len(restored._ot_study.trials) == 4
+
+
 def test_same_seed_same_suggestions(tmp_path):
     spec = dataclasses.replace(load_space("smoke"), include_defaults=False)
     draws = []

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from trainable.errors import InputError
+from tune.ray_edge import repair_state
 from tune.run import main
-from tune.run_folder import lock, repair_ray_state
+from tune.run_folder import lock
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +157,7 @@ def test_kill_9_then_resume_repeats_nothing_and_continues_from_the_newest_checkp
     rc = main(["--resume", "crash", "--storage", str(storage)])
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
-    meta = json.loads((run_dir / "espcn_tune.json").read_text())
+    meta = json.loads((run_dir / "espcn_tune.record").read_text())
     assert meta["finished"]
 
     # The finished trial was not rerun: its results are untouched.
@@ -230,25 +231,25 @@ def test_ray_state_cut_short_by_kill_9_is_restored_from_the_sessions_staging_cop
             (d / names[k]).write_bytes(data)
     (run_dir / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
     (staging / "trial_1" / "result.json").write_text('{"epoch": 1}\n')
-    (run_dir / "espcn_tune.json").write_text('{"finished": "now"}')
-    (staging / "espcn_tune.json").write_text('{"finished": null}')  # Ray's stale copy of ours
-    assert repair_ray_state(run_dir, session_dir) == []  # all copied: nothing to do
+    (run_dir / "espcn_tune.record").write_text('{"finished": "now"}')
+    (staging / "espcn_tune.record").write_text('{"finished": null}')  # Ray's stale copy of ours
+    assert repair_state(run_dir, session_dir) == []  # all copied: nothing to do
 
     (run_dir / names["search_gen_state"]).write_bytes(b"")
     (run_dir / "trial_1" / "result.json").write_bytes(b"")
     (staging / "trial_1" / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
-    assert sorted(repair_ray_state(run_dir, session_dir)) == sorted(
+    assert sorted(repair_state(run_dir, session_dir)) == sorted(
         [names["search_gen_state"], "trial_1/result.json"])
     assert (run_dir / names["search_gen_state"]).read_bytes() == state["search_gen_state"]
     assert (run_dir / "trial_1" / "result.json").read_text().count("epoch") == 2
-    assert json.loads((run_dir / "espcn_tune.json").read_text())["finished"] == "now"
+    assert json.loads((run_dir / "espcn_tune.record").read_text())["finished"] == "now"
 
     # The driver was killed while writing its own staging copy: that one is never copied over.
     (staging / names["searcher-state"]).write_bytes(b"\x80\x05")
-    assert repair_ray_state(run_dir, session_dir) == []
+    assert repair_state(run_dir, session_dir) == []
     (run_dir / names["searcher-state"]).write_bytes(b"")
     with pytest.raises(InputError, match="cannot be resumed"):
-        repair_ray_state(run_dir, session_dir)
+        repair_state(run_dir, session_dir)
 
 
 class _RunsOnLoad:
@@ -284,22 +285,22 @@ def test_repair_reads_only_the_recorded_trusted_session_and_unpickles_nothing(tm
     (other / "artifacts" / "t" / "cut" / "driver_artifacts"
      / "experiment_state-2026-01-02_03-04-05.json").write_text("{}")
     with pytest.raises(InputError, match="the run recorded none"):
-        repair_ray_state(run_dir, None)
+        repair_state(run_dir, None)
     # The recorded session's pickle is complete: copied (Ray will read it), never run here.
     staging = recorded / "artifacts"
     staging.chmod(0o775)  # group-writable: anyone in the group could have planted it
     with pytest.raises(InputError, match="cannot be resumed"):
-        repair_ray_state(run_dir, recorded)
+        repair_state(run_dir, recorded)
     staging.chmod(0o755)
     recorded.chmod(0o777)  # as Ray 2.60 makes every session folder
-    assert repair_ray_state(run_dir, recorded) == ["searcher-state-2026-01-02_03-04-05.pkl"]
+    assert repair_state(run_dir, recorded) == ["searcher-state-2026-01-02_03-04-05.pkl"]
     assert not marker.exists()
 
 
 def test_an_existing_run_name_is_refused_before_ray_starts(tmp_path):
     run_dir = tmp_path / "taken"
     run_dir.mkdir()
-    (run_dir / "espcn_tune.json").write_text("{}")
+    (run_dir / "espcn_tune.record").write_text("{}")
     probe = subprocess.run(
         [sys.executable, "-c",
          "import sys; from tune.run import main\n"
@@ -336,7 +337,7 @@ def test_ctrl_c_ends_the_driver_with_the_resume_command_and_no_traceback(ray_ses
     assert rc == 130, text[-4000:]
     assert "--resume sigint" in text, text[-4000:]
     assert "Traceback" not in text, text[-4000:]
-    meta = json.loads((storage / "sigint" / "espcn_tune.json").read_text())
+    meta = json.loads((storage / "sigint" / "espcn_tune.record").read_text())
     assert meta["finished"] is None
 
 
@@ -412,7 +413,7 @@ try:
     for t in sorted(Path(storage, "nodes").glob("*/placement.jsonl")):
         nodes += [json.loads(line)["node_id"] for line in t.read_text().splitlines()]
     print("NODES " + json.dumps({"no_gpu": no_gpu, "gpu_meta": Path(storage, "gpu",
-          "espcn_tune.json").exists(), "nodes": nodes}), flush=True)
+          "espcn_tune.record").exists(), "nodes": nodes}), flush=True)
 finally:
     ray.shutdown()
     cluster.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
 
 
 def test_smoke_search_asha_stops_a_trial_early(smoke_run):
-    meta = json.loads((smoke_run / "espcn_tune.json").read_text())
+    meta = json.loads((smoke_run / "espcn_tune.record").read_text())
     assert meta["finished"] and meta["best_trial"]["trial_id"]
     trials = _trial_dirs(smoke_run)
     assert len(trials) == 6
@@ -34,6 +35,7 @@ def test_smoke_search_asha_stops_a_trial_early(smoke_run):
     completed = [r for r in last if r["status"] == "completed"]
     assert stopped, "ASHA stopped no trial"
     assert completed, "no trial ran the whole budget"
+    assert all(re.fullmatch(r"trial_\d{4}_[0-9a-f]{8}", t.name) for t in trials)
     # The budget unit is epochs of a fixed sample count, whatever the batch size.
     assert all(r["samples"] == r["epoch"] * meta["epoch_samples"] for r in last)
 
@@ -44,7 +46,7 @@ def test_smoke_search_trains_the_source_documents_defaults_beside_it(smoke_run):
     ref = smoke_run / "reference"
     rows = _results(ref)
     cfg = json.loads((ref / "trial_config.json").read_text())
-    meta = json.loads((smoke_run / "espcn_tune.json").read_text())
+    meta = json.loads((smoke_run / "espcn_tune.record").read_text())
     assert {**cfg, "num_threads": 0} == {**meta["default_config"], "num_threads": 0}
     assert (cfg["model_lr"], cfg["batch_size"], cfg["optimizer"], cfg["residual"]) == (
         0.01, 16, "sgd", False)
@@ -67,7 +69,8 @@ def test_smoke_search_keeps_optuna_study_and_capped_checkpoints(smoke_run):
         storage.get_all_studies()) == 1 else None
     assert study is not None
     states = {t.state for t in study.trials}
-    assert states == {optuna.trial.TrialState.COMPLETE}
+    # ASHA-stopped trials are PRUNED: see test_smoke_search_tells_optuna_which_trials_asha_stopped
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     assert len(study.trials) == 6
     for t in _trial_dirs(smoke_run):
         assert len(list(t.glob("checkpoint_*"))) <= 2  # best by PSNR + the latest
@@ -113,3 +116,24 @@ def test_every_listed_scheduler_finishes_a_smoke_search(scheduler, ray_session, 
     assert len(trials) == 4
     assert not [t.name for t in trials if (t / "error.txt").exists()]
     assert all(_results(t) for t in trials)
+
+
+def test_smoke_search_tells_optuna_which_trials_asha_stopped(smoke_run):
+    import optuna
+
+    from tune.search import study_journal
+
+    meta = json.loads((smoke_run / "espcn_tune.record").read_text())
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(study_journal(smoke_run))))
+    study = optuna.load_study(study_name="smoke", storage=storage)
+    by_state = {}
+    for t in study.trials:
+        by_state.setdefault(t.state.name, []).append(t)
+    last = {t.name: _results(t)[-1]["epoch"] for t in _trial_dirs(smoke_run)}
+    stopped = sum(1 for e in last.values() if e < meta["max_epochs"])
+    assert len(by_state.get("PRUNED", [])) == stopped > 0
+    assert set(by_state) == {"PRUNED", "COMPLETE"}
+    for t in study.trials:  # every validation is on the curve, at its epoch
+        assert t.intermediate_values and max(t.intermediate_values) <= meta["max_epochs"]
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]

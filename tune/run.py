@@ -3,7 +3,8 @@
 ASHA stops poor configurations early (its rungs are in epochs of a fixed sample count), Optuna's
 TPE proposes the next ones, and every trial runs the real AMP training loop. The run folder
 (``--storage/--name``) holds Ray's experiment, the Optuna study, checkpoints and
-``espcn_tune.json``; ``python -m analysis`` and ``python -m analysis.export`` read it afterwards.
+its own record (``espcn_tune.record``); ``python -m analysis`` and ``python -m analysis.export``
+read it afterwards.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import logging
 import math
 import os
 import shlex
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,16 +74,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from tune.run_folder import (
-        META_FILE,
-        lock,
-        now,
-        ray_session_dir,
-        read_meta,
-        repair_ray_state,
-        versions,
-        write_meta,
-    )
+    from tune import ray_edge
+    from tune.run_folder import is_run_folder, lock, now, read_meta, versions, write_meta
     from tune.space import describe_plan, load_space, with_overrides
 
     storage = _storage(args.storage)
@@ -92,6 +83,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         safe_name(args.name, "`--name`")
     if args.resume:
         run_dir = storage / safe_name(args.resume, "`--resume`")
+        if not run_dir.is_dir():
+            raise InputError(f"--resume {args.resume}: no run of that name in {storage}")
         meta = read_meta(run_dir)
         if not any(run_dir.glob("experiment_state-*.json")):
             raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
@@ -110,29 +103,27 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                                       "the run name made from the space file's name (use --name)")
         run_dir = storage / name
-        if (run_dir / META_FILE).exists():
+        if is_run_folder(run_dir):
             raise InputError(f"{run_dir}: a run of this name exists; finish it with "
                              f"--resume {name}, or choose another --name")
     held = lock(run_dir)  # noqa: F841 - released when the process ends
     started = now()
     _prepare_data(spec)
-    _token_auth_for_address(args.address, args.ray_token_file)
+    ray_edge.token_auth_for_address(args.address, args.ray_token_file)
     import ray
 
-    # Experiment state after every result, so a resume after kill -9 repeats nothing.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    # ...which Ray then warns about at every report; the snapshot is tiny next to a trial's work.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray_edge.check()
+    ray_edge.driver_env()
     _start_ray(args)
     _check_resources(spec, ray.cluster_resources())
     if args.resume:
         recorded = meta.get("ray_session_dir")
-        changed = repair_ray_state(run_dir, Path(recorded) if recorded else None)
+        changed = ray_edge.repair_state(run_dir, Path(recorded) if recorded else None)
         if changed:
             log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
                         ", ".join(changed))
         # The next repair reads only this driver's session.
-        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_session_dir()})
+        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_edge.session_dir()})
     try:
         tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
     except BaseException:
@@ -148,17 +139,10 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
     readme = write_readme(run_dir, read_meta(run_dir), resume_cmd)
     print(f"run folder: {run_dir} (what is where: {readme})", flush=True)
-    before = signal.getsignal(signal.SIGINT)
-    # Ray 2.60's Tuner installs its own SIGINT (and SIGUSR1) handler when run in the main thread:
-    # the first Ctrl-C saves the experiment state, stops the trials, marks them all TERMINATED
-    # and fit() returns a ResultGrid that looks finished. The one trace it leaves is that its
-    # handler has put back the one it replaced (`before`); otherwise it stays installed.
-    # A second Ctrl-C raises KeyboardInterrupt wherever the driver is.
-    ray_handles_sigint = (threading.current_thread() is threading.main_thread()
-                          and not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")))
+    sigint = ray_edge.SigintWatch()
     try:
         grid = tuner.fit()
-        interrupted = ray_handles_sigint and signal.getsignal(signal.SIGINT) is before
+        interrupted = sigint.interrupted()
         if reference is not None and not interrupted:
             _finish_reference(reference)
         meta = read_meta(run_dir)
@@ -172,9 +156,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        # Ray leaves its handler installed after fit(); a later Ctrl-C must work as usual.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, before)
+        sigint.restore()
     if interrupted:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
@@ -183,15 +165,15 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _resume_spec(meta: dict[str, Any], run_dir: Path):
     """The spec of the run being resumed, from the copy of its space in the run record."""
-    from tune.run_folder import META_FILE
+    from tune.run_folder import meta_path
     from tune.space import load_space, spec_from_document, with_overrides
 
     doc = meta.get("space_document")
     if isinstance(doc, dict):
         return spec_from_document(doc, Path(str(meta.get("space_file", "space.yaml"))),
-                                  f"{run_dir / META_FILE} (the space the run started with)")
+                                  f"{meta_path(run_dir)} (the space the run started with)")
     # A run recorded before the record kept its space: the file, as it is now.
-    log.warning("%s keeps no copy of its space; reading %s as it is now", run_dir / META_FILE,
+    log.warning("%s keeps no copy of its space; reading %s as it is now", meta_path(run_dir),
                 meta.get("space_file"))
     return with_overrides(load_space(meta["space_file"]), **meta.get("overrides", {}))
 
@@ -246,26 +228,6 @@ def _storage(value: str) -> Path:
     return storage
 
 
-def _token_auth_for_address(address: str | None, token_file: str | None) -> None:
-    """Send this machine's Ray token to a cluster only when the user asked for it.
-
-    Ray 2.60 starts every local cluster with token auth (the token in ~/.ray/auth_token), and
-    a driver sends the token only in token mode. Turning that on by itself for any ``--address``
-    would hand the local token to whatever host the address names, so it is the user's call:
-    ``--ray-token-file PATH`` (or their own RAY_AUTH_MODE=token, which Ray reads as it is)."""
-    if token_file is None:
-        return
-    if not address:
-        raise InputError("--ray-token-file: only applies with --address (a local Ray makes its "
-                         "own token)")
-    path = Path(token_file).expanduser()
-    if not path.is_file():
-        raise InputError(f"--ray-token-file {token_file}: no such file")
-    # Before ray is imported: Ray reads both when it loads its config.
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path.resolve())
-
-
 def _start_ray(args: argparse.Namespace) -> None:
     import ray
 
@@ -290,8 +252,8 @@ def _start_ray(args: argparse.Namespace) -> None:
 
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
     from trainable.evaluate import convention
+    from tune.ray_edge import session_dir
     from tune.reference import reference_config
-    from tune.run_folder import ray_session_dir
 
     # The source document's defaults at this run's budget, on its data: the reference run, and
     # what the analysis and --retrain compare the winner against.
@@ -317,7 +279,7 @@ def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
         "evaluation": "PSNR/SSIM on " + convention(spec.base.crop_border),
         "default_config": defaults.to_dict() if defaults else None,
         "versions": vers,
-        "ray_session_dir": ray_session_dir(),
+        "ray_session_dir": session_dir(),
         "started": started,
         "finished": None,
     }
@@ -350,24 +312,10 @@ def _check_resources(spec, resources: dict[str, float]) -> None:
              f", up to {per_gpu} trials per GPU" if per_gpu > 1 else "")
 
 
-def _checkpoint_config(spec):
-    """Best by PSNR plus the latest (Ray always keeps the latest), so disks do not fill. PBT keeps
-    every checkpoint: its exploit clones another trial's checkpoint of that moment, which the
-    cap deleted as soon as that trial reported again ("does not exist on storage anymore", 2 of
-    6 trials errored three times in a row on the smoke space)."""
-    from ray import tune
-
-    from tune.search import METRIC, MODE
-
-    if spec.scheduler == "pbt":
-        return tune.CheckpointConfig(num_to_keep=None)
-    return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC,
-                                 checkpoint_score_order=MODE)
-
-
 def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     from ray import tune
 
+    from tune import ray_edge
     from tune.progress import ProgressPrinter
     from tune.search import METRIC, MODE, make_scheduler, make_searcher, param_space
     from tune.trial import run_trial
@@ -382,7 +330,7 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     run_config = tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
-        checkpoint_config=_checkpoint_config(spec),
+        checkpoint_config=ray_edge.checkpoint_config(spec.scheduler, METRIC, MODE),
         failure_config=tune.FailureConfig(max_failures=2),
         callbacks=[ProgressPrinter(spec, str(run_dir))],
         verbose=2 if verbose else 0,
@@ -391,7 +339,8 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
         metric=METRIC, mode=MODE, scheduler=make_scheduler(spec),
         # Concurrency is capped by the searcher (ConcurrencyLimiter); a second cap here would turn
         # synchronous HyperBand off and is ignored for random/grid anyway.
-        search_alg=make_searcher(spec, run_dir), num_samples=spec.trials, reuse_actors=True)
+        search_alg=make_searcher(spec, run_dir), num_samples=spec.trials,
+        reuse_actors=ray_edge.REUSE_ACTORS, trial_dirname_creator=ray_edge.trial_dirname)
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 

@@ -1,22 +1,26 @@
-"""The run folder's own files beside Ray's: ``espcn_tune.json`` (what was run, how it is scored,
-library versions) and the lock that refuses two searches writing one run name."""
+"""The run folder's own files beside Ray's: the run record (``analysis.run_folder.META_FILE``:
+what was run, how it is scored, library versions) and the lock that refuses two searches writing one run name.
+
+Reading and writing the record is `analysis.run_folder`'s; it is re-exported here for tune."""
 
 from __future__ import annotations
 
 import fcntl
-import io
-import json
 import os
-import pickletools
 import platform
-import shutil
-import stat
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from analysis.run_folder import META_FILE  # the run folder's file names have one owner
+# The run folder's file names and its record have one owner.
+from analysis.run_folder import (  # noqa: F401 - re-exported for tune
+    META_FILE,
+    is_run_folder,
+    meta_path,
+    read_meta,
+    write_meta,
+)
 from trainable.errors import InputError
 
 LOCK_FILE = ".espcn_tune.lock"
@@ -34,22 +38,6 @@ def versions() -> dict[str, str]:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / META_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{run_dir}: not an espcn-tune run folder (no {META_FILE})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: unreadable ({e})") from None
-
-
-def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    tmp = run_dir / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, run_dir / META_FILE)
 
 
 def lock(run_dir: Path) -> IO[str]:
@@ -71,121 +59,3 @@ def lock(run_dir: Path) -> IO[str]:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
-
-
-# Ray's restore reads the newest of each of these (the suffix is the driver session's start time).
-RAY_STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl")
-
-
-def ray_session_dir() -> str | None:
-    """This driver's Ray session folder (under RAY_TMPDIR, TMPDIR or /tmp, as Ray chose), recorded
-    in the run's meta so that a resume repairs from it and from nothing else."""
-    import ray
-
-    try:
-        ctx = ray.get_runtime_context()
-        return str(Path(ctx.get_temp_dir()) / ctx.get_session_name())
-    except Exception:  # noqa: BLE001 - another Ray version: no repair, never a failed start
-        return None
-
-
-def repair_ray_state(run_dir: Path, session_dir: Path | None) -> list[str]:
-    """Finish the copy of Ray's driver files into the run folder that a killed driver left
-    half done, before ``Tuner.restore`` reads them.
-
-    The driver writes the experiment state, the searcher state and every trial's result.json
-    into a staging folder of its Ray session (on its own machine), and copies that folder into
-    the run folder after every step, file by file and not atomically. kill -9 during the copy
-    leaves files cut short (measured: an empty search_gen_state-*.json, on which
-    ``Tuner.restore`` dies with EOFError; an empty experiment_state-*.json; a finished trial's
-    empty result.json). The staging folder in ``session_dir`` (the session the run recorded
-    when it started; any other folder under /tmp/ray may belong to anyone) holds the whole last
-    state: copy it over again, skipping any state file it has cut short itself.
-
-    The session folder is used only when it is a real folder owned by this user, everything
-    read below it only when owned by this user and not writable by group or others. Nothing is
-    unpickled to decide: JSON is parsed, and a pickle is walked opcode by opcode
-    (``pickletools``, which imports and calls nothing) to see that it is complete.
-
-    Returns the paths (relative to the run folder) whose content changed; raises `InputError`
-    when a state file stays unreadable.
-    """
-    states = sorted(run_dir.glob(RAY_STATE_FILES[0].format("*")))
-    if not states:
-        return []
-    session = states[-1].name[len("experiment_state-"):-len(".json")]
-    names = [pattern.format(session) for pattern in RAY_STATE_FILES]
-    changed = []
-    staging = _staging(run_dir, names[0], session_dir)
-    if staging is not None:
-        for src in _own_files(staging):
-            rel = src.relative_to(staging)
-            dst = run_dir / rel
-            if rel.name.startswith(".") or str(rel) == META_FILE:
-                continue  # a temporary file; ours (a resume's stale copy lands in staging)
-            if str(rel) in names and not _complete(src):
-                continue  # a state file the driver was writing when it was killed
-            if dst.is_file() and dst.read_bytes() == src.read_bytes():
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-            changed.append(str(rel))
-    bad = [n for n in names if (run_dir / n).exists() and not _complete(run_dir / n)]
-    if bad:
-        where = (f"the run's Ray session folder ({session_dir})" if session_dir
-                 else "a Ray session folder (the run recorded none)")
-        raise InputError(f"{run_dir / bad[0]}: cut short when the search was killed, and no "
-                         f"readable copy is left in {where}: this run cannot be resumed; start "
-                         "a new one")
-    return changed
-
-
-def _trusted(path: Path, *, folder: bool, shared_ok: bool = False) -> bool:
-    """A real (not linked) folder or file owned by this user, not writable by group or others
-    (unless ``shared_ok``)."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return False
-    kind = stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)
-    shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    return kind and st.st_uid == os.getuid() and (shared_ok or not shared)
-
-
-def _staging(run_dir: Path, state_name: str, session_dir: Path | None) -> Path | None:
-    # Ray 2.60 makes the session folder itself mode 0777 (measured); what it writes inside
-    # (artifacts/...) is 0755/0644. Others could swap entries of the session folder, but only
-    # for ones they own, which the checks below refuse.
-    if session_dir is None or not _trusted(Path(session_dir), folder=True, shared_ok=True):
-        return None
-    if not _trusted(Path(session_dir) / "artifacts", folder=True):
-        return None
-    # The staging folder is named after the run's first start, so match on the state file.
-    staged = [d for d in Path(session_dir).glob(f"artifacts/*/{run_dir.name}/driver_artifacts")
-              if _trusted(d.parent.parent, folder=True) and _trusted(d.parent, folder=True)
-              and _trusted(d, folder=True) and _trusted(d / state_name, folder=False)]
-    return max(staged, key=lambda d: (d / state_name).stat().st_mtime, default=None)
-
-
-def _own_files(top: Path) -> list[Path]:
-    out = []
-    for root, dirs, files in os.walk(top, followlinks=False):
-        dirs[:] = [d for d in dirs if _trusted(Path(root) / d, folder=True)]
-        out += [Path(root) / f for f in files if _trusted(Path(root) / f, folder=False)]
-    return sorted(out)
-
-
-def _complete(path: Path) -> bool:
-    """Whether Ray's restore could read the whole file back: JSON parses, or a pickle (Ray also
-    pickles into ``search_gen_state-*.json``) runs through to its STOP opcode with nothing
-    after it. Checked without unpickling: ``pickletools.genops`` only decodes opcodes."""
-    try:
-        data = path.read_bytes()
-        if path.name.startswith("experiment_state-"):
-            json.loads(data)
-            return True
-        stream = io.BytesIO(data)
-        ops = [op.name for op, _, _ in pickletools.genops(stream)]
-        return ops[-1:] == ["STOP"] and stream.tell() == len(data)
-    except Exception:  # noqa: BLE001 - anything that does not decode is what restore would hit
-        return False

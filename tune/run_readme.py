@@ -2,7 +2,8 @@
 
 Written when a search starts (or resumes) and rewritten when it ends: what was searched, the
 command, the command that resumes it, where the report, tables, exports and the reference run
-are, and the best trial so far. It is derived from ``espcn_tune.json``; nothing reads it back.
+are, and the best trial so far. It is derived from the run record (``espcn_tune.record``);
+nothing reads it back.
 """
 
 from __future__ import annotations

@@ -24,10 +24,11 @@ from typing import Any
 import torch
 from ray import tune
 
-from analysis.run_folder import RESULT_FILE, TRIAL_CONFIG_FILE
+from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_STATE, TRIAL_CONFIG_FILE
 from trainable.config import TrainConfig
 from trainable.loop import Trainer, ValidationResult
 from trainable.store import open_split
+from tune import ray_edge
 
 # What a trial that diverged (NaN/inf loss) or could not fit in memory reports as its PSNR/SSIM:
 # finite, so ASHA stops it and Optuna records it as a bad trial (a NaN would leave the Optuna
@@ -35,7 +36,6 @@ from trainable.store import open_split
 WORST_PSNR = 0.0
 WORST_SSIM = 0.0
 
-CHECKPOINT_FILE = "trainer.pt"
 
 
 def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | None = None
@@ -45,7 +45,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
     (Ray's experiment folder on a file system every node sees)."""
     cfg: TrainConfig = spec.trial_config(params)
     cfg = cfg.replace(num_threads=max(1, int(cpus)))
-    trial_dir = _trial_dir(run_dir)
+    trial_dir = ray_edge.trial_folder(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / TRIAL_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
     info = _placement()
@@ -59,7 +59,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
         trainer = Trainer(cfg, train, val)
         checkpoint = tune.get_checkpoint()
         with checkpoint.as_directory() if checkpoint else nullcontext() as given:
-            start = _resume_from(Path(given) if given else None, trial_dir)
+            start = ray_edge.resume_checkpoint(Path(given) if given else None, trial_dir)
             if start is not None:
                 trainer.load(start)
                 info["resumed_from_epoch"] = trainer.epoch
@@ -73,58 +73,6 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
         info["finished"] = time.time()
         with open(trial_dir / "placement.jsonl", "a") as f:
             f.write(json.dumps(info) + "\n")
-
-
-def _trial_dir(run_dir: str | None) -> Path:
-    staging = Path(tune.get_context().get_trial_dir())
-    # The staging folder is named like the trial's folder in the run folder.
-    return Path(run_dir) / staging.name if run_dir else staging
-
-
-def _checkpoint_epoch(directory: Path) -> int | None:
-    try:
-        return int(json.loads((directory / "meta.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _recorded_epochs(result_file: Path) -> list[int]:
-    epochs = []
-    try:
-        lines = result_file.read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            epochs.append(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError, TypeError):
-            break  # a line being written
-    return epochs
-
-
-def _resume_from(given: Path | None, trial_dir: Path) -> Path | None:
-    """The training state a (re)started trial loads: Ray's checkpoint, or a newer one in the run
-    folder whose epoch the trial's result.json already records.
-
-    Ray 2.60 registers a result and its checkpoint in two driver events, and an experiment
-    snapshot can fall between them. After kill -9 of the driver, the restored trial then gets
-    the checkpoint before the newest (or none) while result.json already holds the newest epoch:
-    it repeats that epoch, or starts over, and result.json lists the epoch twice (measured with
-    TUNE_GLOBAL_CHECKPOINT_S=0 and num_to_keep=1). A checkpoint whose result never reached
-    result.json is ignored: that epoch is trained again and reported once.
-    """
-    ours: tuple[int, Path] | None = None
-    if given is not None:
-        epoch = _checkpoint_epoch(given)
-        ours = (epoch if epoch is not None else -1, given / CHECKPOINT_FILE)
-    recorded = _recorded_epochs(trial_dir / RESULT_FILE)
-    if recorded:
-        for d in trial_dir.glob("checkpoint_*"):
-            epoch = _checkpoint_epoch(d)
-            if (epoch is not None and epoch <= max(recorded) and (d / CHECKPOINT_FILE).is_file()
-                    and (ours is None or epoch > ours[0])):
-                ours = (epoch, d / CHECKPOINT_FILE)
-    return ours[1] if ours else None
 
 
 def cap_gpu_memory(gpus_per_trial: float) -> float | None:
@@ -166,8 +114,8 @@ def _report(result: ValidationResult, trainer: Trainer, cfg: TrainConfig) -> Non
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        trainer.save(Path(d) / CHECKPOINT_FILE)
-        (Path(d) / "meta.json").write_text(json.dumps(
+        trainer.save(Path(d) / CHECKPOINT_STATE)
+        (Path(d) / CHECKPOINT_META).write_text(json.dumps(
             {"epoch": result.epoch, "psnr": result.psnr, "ssim": result.ssim,
              "trial_config": cfg.to_dict()}))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
