@@ -193,6 +193,92 @@ def test_kill_9_then_resume_repeats_nothing_and_continues_from_the_newest_checkp
     assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
 
 
+def test_kill_9_of_a_driver_with_its_own_ray_leaves_no_process_and_the_resume_starts_a_new_one(
+        clip_root, tmp_path):
+    """The driver starts its own local Ray (no --address). kill -9 takes that Ray down with it;
+    Ray 2.60 then leaves two agents hanging for about a minute, which the driver's watchdog stops
+    at once. The
+    resume starts a new local Ray, finishes the run, and leaves nothing of either behind."""
+    from tune.ray_edge.reaper import node_processes
+
+    trials, epochs = 2, 4
+    space = _space(tmp_path, "own", trials=trials, epochs=epochs, max_concurrent=1)
+    storage = tmp_path / "runs"
+    run_dir = storage / "own"
+    env = _env()
+    env.pop("RAY_ADDRESS", None)
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tune.run", "--space", str(space),
+                                 "--storage", str(storage), "--name", "own",
+                                 "--data", str(clip_root)], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        _wait_for(proc, log, "a checkpointed trial", lambda: any(
+            _results(t) and any(t.glob("checkpoint_*")) for t in _trial_dirs(run_dir)),
+            timeout=240)
+        node = json.loads((run_dir / "espcn_tune.record").read_text())["ray_node_id"]
+        assert node and node_processes(node)[0], "the driver's own raylet is not running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def gone(node_id: str) -> bool:
+        return node_processes(node_id) == (False, [])
+
+    # Unwatched, the agents exit by themselves after about a minute (measured: 57-90 s); the
+    # watchdog stops them at once.
+    deadline = time.monotonic() + 20
+    while not gone(node) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert gone(node), f"left behind by the killed driver's Ray: {node_processes(node)}"
+
+    done = subprocess.run([sys.executable, "-m", "tune.run", "--storage", str(storage),
+                           "--resume", "own"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    meta = json.loads((run_dir / "espcn_tune.record").read_text())
+    assert meta["finished"] and meta["ray_node_id"] not in (None, node)  # a new local Ray
+    dirs = _trial_dirs(run_dir)
+    assert len(dirs) == trials
+    for t in dirs:
+        assert [r["epoch"] for r in _results(t)] == list(range(1, epochs + 1)), t.name
+    deadline = time.monotonic() + 90
+    while not gone(meta["ray_node_id"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert gone(meta["ray_node_id"]), node_processes(meta["ray_node_id"])
+
+
+def test_the_processes_of_a_dead_ray_node_are_stopped_and_a_live_nodes_are_not(tmp_path):
+    from tune.ray_edge import reap_node
+    from tune.ray_edge.reaper import node_processes
+
+    env = {**os.environ, "RAY_NODE_ID": "f" * 56}
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+    raylet = tmp_path / "raylet"  # a stand-in whose command line names the node
+    raylet.write_text("import time; time.sleep(60)\n")
+    live = subprocess.Popen([sys.executable, str(raylet), "--node_id=" + "f" * 56])
+    try:
+        deadline = time.monotonic() + 10
+        while node_processes("f" * 56) != (True, [orphan.pid]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert node_processes("f" * 56) == (True, [orphan.pid])
+        assert reap_node("f" * 56) == []  # its raylet runs: the node is alive
+        live.kill()
+        live.wait()
+        assert reap_node("f" * 56) == [orphan.pid]
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert reap_node("0" * 56) == [] and reap_node(None) == []
+    finally:
+        for p in (orphan, live):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def test_a_second_holder_of_the_run_folder_lock_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     held = lock(run_dir)

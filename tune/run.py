@@ -114,7 +114,14 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
     ray_edge.check()
     ray_edge.driver_env()
-    _start_ray(args)
+    if args.resume:  # what the killed driver's own Ray left behind
+        stopped = ray_edge.reap_node(meta.get("ray_node_id"))
+        if stopped:
+            log.info("stopped %d Ray processes the interrupted search left running",
+                     len(stopped))
+    started_local = _start_ray(args)
+    node_id = ray_edge.local_node_id() if started_local else None
+    reaper = ray_edge.start_reaper(node_id)  # noqa: F841 - its pipe closes when this process ends
     _check_resources(spec, ray.cluster_resources())
     if args.resume:
         recorded = meta.get("ray_session_dir")
@@ -123,7 +130,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
             log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
                         ", ".join(changed))
         # The next repair reads only this driver's session.
-        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_edge.session_dir()})
+        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_edge.session_dir(),
+                             "ray_node_id": node_id})
     try:
         tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
     except BaseException:
@@ -132,7 +140,8 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         raise
     if not args.resume:
         # Only now, with the Tuner built: a start refused above must not claim the run name.
-        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started))
+        write_meta(run_dir, {**_new_meta(spec, run_dir, args, argv, versions(), started),
+                             "ray_node_id": node_id})
     reference = _start_reference(spec, run_dir)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     from tune.run_readme import write_readme
@@ -228,11 +237,13 @@ def _storage(value: str) -> Path:
     return storage
 
 
-def _start_ray(args: argparse.Namespace) -> None:
+def _start_ray(args: argparse.Namespace) -> bool:
+    """Start (or join, with --address) Ray; True when this driver started a local Ray."""
     import ray
 
-    if ray.is_initialized():
-        return
+    if ray.is_initialized():  # a caller's own Ray (the tests' session)
+        return False
+    joins = bool(args.address or os.environ.get("RAY_ADDRESS"))
     # A local instance binds to loopback only; --address joins a cluster as it is set up.
     local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
     try:
@@ -248,6 +259,7 @@ def _start_ray(args: argparse.Namespace) -> None:
                 "; if the cluster uses token auth, pass --ray-token-file with its token")
         raise InputError(f"--address {args.address}: cannot join a Ray cluster there "
                          f"({first}){hint}") from None
+    return not joins
 
 
 def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:

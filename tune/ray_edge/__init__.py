@@ -18,6 +18,9 @@ What is worked around, and where it is used:
   its checkpoint; the restored trial takes the newest checkpoint its results record.
 - **Checkpoint retention** (`checkpoint_config`): PBT clones checkpoints a cap would delete.
 - **Trial folder names** (`trial_dirname`): short and readable, ``trial_0007_4f99c683``.
+- **Processes left behind** (`local_node_id`, `start_reaper`, `reap_node`): after kill -9 of a
+  driver that started its own Ray, two of Ray's agents hang for about a minute instead of
+  exiting (`tune.ray_edge.reaper`); a watchdog stops them at once.
 - **Optuna's view of stopped trials** (`tune.ray_edge.optuna_search`): Ray tells Optuna an
   ASHA-stopped trial COMPLETE with its rung's value; we tell it PRUNED, with every validation
   as an intermediate value at its epoch.
@@ -170,6 +173,39 @@ def checkpoint_config(scheduler: str, metric: str, mode: str):
         return tune.CheckpointConfig(num_to_keep=None)
     return tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=metric,
                                  checkpoint_score_order=mode)
+
+
+def local_node_id() -> str | None:
+    """The id of the Ray node this driver started (call after ``ray.init``), recorded so that a
+    resume can stop what a killed driver's node left behind."""
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - another Ray version: no reaping, never a failed start
+        return None
+
+
+def reap_node(node_id: str | None) -> list[int]:
+    """Stop the processes of a dead local Ray node (a killed driver's); the pids stopped."""
+    from tune.ray_edge import reaper
+
+    return reaper.reap(node_id) if node_id and known() else []
+
+
+def start_reaper(node_id: str | None):
+    """A watchdog that outlives this driver and stops what its Ray node leaves behind, even after
+    kill -9. Returns the process (its stdin, held open by this driver, is the signal); None where
+    there is nothing to watch."""
+    import subprocess
+    import sys
+
+    if not node_id or not known() or not Path("/proc").is_dir():
+        return None
+    script = Path(__file__).with_name("reaper.py")
+    return subprocess.Popen([sys.executable, "-I", str(script), node_id], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, close_fds=True)
 
 
 # --- inside a trial ------------------------------------------------------------------------------
