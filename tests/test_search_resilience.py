@@ -426,6 +426,17 @@ def test_ctrl_c_ends_the_driver_with_the_resume_command_and_no_traceback(ray_ses
     meta = json.loads((storage / "sigint" / "espcn_tune.record").read_text())
     assert meta["finished"] is None
 
+    # The resume finishes the interrupted trial, which Optuna then has whole: not stopped early.
+    import optuna
+
+    assert main(["--resume", "sigint", "--storage", str(storage)]) == 0
+    dirs = _trial_dirs(storage / "sigint")
+    assert [[r["epoch"] for r in _results(t)] for t in dirs] == [list(range(1, 7))] * 2
+    study = optuna.load_study(study_name="sigint", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(storage / "sigint" / "optuna_journal.log"))))
+    assert [(t.state.name, sorted(t.intermediate_values)) for t in study.trials] == [
+        ("COMPLETE", list(range(1, 7)))] * 2
+
 
 # --- fractional GPUs on fake GPUs --------------------------------------------------------------
 
