@@ -77,6 +77,19 @@ def rank_agreement(run) -> dict[int, float]:
     return out
 
 
+def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """ASHA against FIFO (both with TPE), seed by seed: the val gap (goal within 0.1 dB) and the
+    share of FIFO's samples (goal at most 35%)."""
+    asha = {r["seed"]: r for r in rows if r["variant"] == "asha-tpe"}
+    fifo = {r["seed"]: r for r in rows if r["variant"] == "fifo-tpe"}
+    out = []
+    for seed in sorted(set(asha) & set(fifo)):
+        a, f = asha[seed], fifo[seed]
+        out.append(f"seed {seed}: ASHA best val {a['best_val_psnr'] - f['best_val_psnr']:+.3f} dB "
+                   f"against FIFO's, with {a['samples'] / f['samples']:.1%} of its samples")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -102,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
             wall = run_one(space, args.storage, name, seed)
             run = load_run(args.storage / name)
             win = leaderboard.winner(run)
+            # The search's own trials: a run with the reference beside it (the main job, read
+            # as asha-tpe seed 0) lists the reference as a row too.
+            trials = run.trials[~run.trials["is_reference"].astype(bool)]
             row = {"variant": variant, "seed": seed, "wall_s": wall,
-                   "trials": len(run.trials), "best_val_psnr": float(win["best_psnr"]),
+                   "trials": len(trials), "best_val_psnr": float(win["best_psnr"]),
                    "bicubic_val_psnr": float(win["bicubic_psnr"]),
-                   "samples": int(run.trials["samples_trained"].sum()),
+                   "samples": int(trials["samples_trained"].sum()),
                    "winner": str(win["trial"])}
             if variant.startswith("fifo"):
                 row["spearman_by_epoch"] = rank_agreement(run)
@@ -134,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         if r.get("spearman_by_epoch"):
             shown = ", ".join(f"epoch {e}: {v:+.2f}" for e, v in r["spearman_by_epoch"].items())
             print(f"Spearman vs final ({r['variant']}, seed {r['seed']}): {shown}")
+    by_epoch: dict[int, list[float]] = {}
+    for r in rows:
+        for e, v in (r.get("spearman_by_epoch") or {}).items():
+            by_epoch.setdefault(int(e), []).append(v)
+    if by_epoch:
+        shown = ", ".join(f"epoch {e}: {statistics.mean(v):+.2f} (n={len(v)})"
+                          for e, v in sorted(by_epoch.items()))
+        print(f"Spearman vs final, mean over the FIFO runs: {shown}")
+    print(*goal_lines(rows), sep="\n")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
