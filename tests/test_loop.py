@@ -157,29 +157,62 @@ def test_prefetched_batches_equal_sequential_samples(tiny_train):
     assert torch.equal(a.sample(4)[0], b.sample(4)[0])
 
 
-def test_loss_border_leaves_the_patch_edge_out_of_the_loss():
-    """With loss_border, an output wrong only near the patch edge costs nothing; without, it does."""
+def test_a_loss_mask_leaves_what_it_masks_out_of_the_loss():
+    """An output wrong only where the mask is 0 costs nothing; without the mask, it does."""
 
     class Wrong(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(()))
 
-        def forward(self, lr):  # HR target + an error confined to the outer 8 HR pixels
+        def forward(self, lr):  # HR target + an error confined to the outer 8 HR rows
             out = lr[:, 1:2].repeat_interleave(2, 2).repeat_interleave(2, 3) + self.w
             out[..., :8, :] += 1.0
             return out
 
     lr = torch.rand(2, 3, 10, 10)
     hr = lr[:, 1:2].repeat_interleave(2, 2).repeat_interleave(2, 3)
-    losses = {}
-    for border in (0, 8):
+    mask = torch.ones_like(hr)
+    mask[..., :8, :] = 0.0
+    losses = []
+    for batch in ((lr, hr, mask), (lr, hr)):
         model = Wrong()
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        losses[border] = train_step(model, opt, torch.amp.GradScaler("cpu", enabled=False),
-                                    [(lr, hr)], autocast=lambda: torch.autocast("cpu", enabled=False),
-                                    grad_clip=0.0, loss_border=border).item()
-    assert losses[8] == 0.0 and losses[0] > 0.1
+        losses.append(train_step(model, opt, torch.amp.GradScaler("cpu", enabled=False), [batch],
+                                 autocast=lambda: torch.autocast("cpu", enabled=False),
+                                 grad_clip=0.0).item())
+    assert losses[0] == 0.0 and losses[1] > 0.1
+
+
+@pytest.mark.parametrize("gather", ["numpy", "torch"])
+def test_loss_border_leaves_out_patch_edges_inside_the_frame_and_keeps_the_frames_own(gather):
+    """Each LR pixel holds its frame position (y*16 + x), so each drawn pixel's place in the frame,
+    under any flip or rotation, is known; the mask must count it unless it lies within `border`
+    of a patch side that is not the frame's own edge."""
+    from trainable.store import ClipGroup, SplitData
+
+    size, patch, border = 14, 8, 2
+    code = (np.arange(size)[:, None] * 16 + np.arange(size)[None, :]).astype(np.uint8)
+    lr_frames = np.broadcast_to(code, (1, 3, size, size)).copy()
+    data = SplitData(split="train", scale=2, source="codes", groups=(ClipGroup(
+        hr=lr_frames.repeat(2, axis=2).repeat(2, axis=3), lr=lr_frames, centres=(1,),
+        names=("a",)),))
+    sampler = PatchSampler(data, frames=3, patch_size=patch, seed=1, device=torch.device("cpu"),
+                           gather=gather, loss_border=border)
+    lr, hr, mask = sampler.sample(400)
+    assert mask.shape == hr.shape and torch.equal(mask[:, 0, ::2, ::2].repeat_interleave(
+        2, 1).repeat_interleave(2, 2), mask[:, 0])
+    codes = (lr[:, 1] * 255).round().long()
+    at_edge = 0
+    for code, m in zip(codes, mask[:, 0, ::2, ::2], strict=True):
+        y, x = code // 16, code % 16
+        y0, x0 = int(y.min()), int(x.min())
+        assert int(y.max()) == y0 + patch - 1 and int(x.max()) == x0 + patch - 1
+        ok = (((y - y0 >= border) | (y0 == 0)) & ((y0 + patch - 1 - y >= border) | (y0 + patch == size))
+              & ((x - x0 >= border) | (x0 == 0)) & ((x0 + patch - 1 - x >= border) | (x0 + patch == size)))
+        assert torch.equal(m.bool(), ok)
+        at_edge += int(y0 == 0 or x0 == 0 or y0 + patch == size or x0 + patch == size)
+    assert 0 < at_edge < len(codes)  # both kinds were drawn
 
 
 def test_loss_border_must_leave_part_of_the_patch():
@@ -198,3 +231,29 @@ def test_validation_reports_every_target_frame(tiny_train, tiny_val):
     assert len(result.psnr_frames) == tiny_val.num_targets
     assert sum(result.psnr_frames) / len(result.psnr_frames) == pytest.approx(result.psnr, abs=1e-3)
     assert result.to_dict()["psnr_frames"] == list(result.psnr_frames)
+
+
+@pytest.mark.parametrize(("border", "exact"), [(4, True), (1, False)])
+def test_with_border_4_every_counted_output_is_the_whole_frames(border, exact):
+    """Border 4 (the receptive-field radius, which covers the bicubic's 2 pixels) makes every
+    output the loss counts equal to the output on the whole frame, at patch sides inside the frame
+    and at the frame's own edges alike; border 1 does not."""
+    from trainable.sampler import _loss_mask
+
+    torch.manual_seed(0)
+    model = EarlyFusionESPCN(3, 4, residual=True).eval()
+    with torch.no_grad():
+        model.sub_pixel.weight.normal_(0, 0.1)  # a network that does more than bicubic
+        frame = torch.rand(1, 3, 20, 24)
+        whole = model(frame)
+        size, agree = 12, []
+        for y0, x0 in ((0, 0), (8, 12), (4, 6), (0, 7), (8, 0)):
+            out = model(frame[..., y0:y0 + size, x0:x0 + size])
+            ref = whole[..., 4 * y0:4 * (y0 + size), 4 * x0:4 * (x0 + size)]
+            zero = np.zeros(1, dtype=np.int64)
+            m = _loss_mask(np.arange(size), np.array([y0]), np.array([x0]), 20, 24, border,
+                           zero, zero, zero)[0]
+            m = torch.from_numpy(m).repeat_interleave(4, 0).repeat_interleave(4, 1)
+            assert m.any()
+            agree.append(torch.allclose(out[0, 0][m], ref[0, 0][m], atol=1e-5))
+    assert all(agree) if exact else not all(agree)

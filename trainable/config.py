@@ -37,9 +37,10 @@ class TrainConfig:
     frames: int = 3  # consecutive LR frames fused on the channel axis (1, 3, 5 or 7)
     scale: int = 4  # upscaling factor (2, 3 or 4)
     patch_size: int = 17  # LR patch side, as in the ESPCN paper
-    # LR pixels at each side of a patch left out of the loss. Near a patch's edge the network's
-    # zero padding and the residual's bicubic see an edge that whole frames do not have there;
-    # 4 (the network's receptive-field radius) trains only on outputs computed as on a whole frame.
+    # LR pixels at each side of a patch left out of the loss, except at sides that lie on the
+    # frame's own edge. Near a patch's edge inside the frame the network's zero padding and the
+    # residual's bicubic see an edge that the whole frame does not have there; 4 (the network's
+    # receptive-field radius) trains only on outputs computed as on a whole frame.
     # 0 is the source document's whole-patch loss.
     loss_border: int = 0
     # --- optimisation -----------------------------------------------------------------------

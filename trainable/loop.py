@@ -106,18 +106,22 @@ def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.opti
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-               *, autocast: Callable[[], contextlib.AbstractContextManager], grad_clip: float,
-               loss_border: int = 0) -> torch.Tensor:
+               *, autocast: Callable[[], contextlib.AbstractContextManager], grad_clip: float
+               ) -> torch.Tensor:
     """One optimizer update over ``k`` micro-batches: loss / k, backward through the scaler,
     unscale before clipping, step, update, zero_grad. Returns the mean loss (no host sync).
-    ``loss_border`` HR pixels at each side of the patches are left out of the loss."""
+    A micro-batch ``(lr, hr, mask)`` counts the loss only where ``mask`` is 1 (the sampler's
+    ``loss_border``)."""
     k = len(micro_batches)
     total = torch.zeros((), device=micro_batches[0][0].device)
-    inner = slice(loss_border, -loss_border) if loss_border else slice(None)
-    for lr, hr in micro_batches:
+    for lr, hr, *mask in micro_batches:
         with autocast():
             out = model(lr)
-        loss = F.mse_loss(out.float()[..., inner, inner], hr[..., inner, inner]) / k
+        if mask:
+            err = (out.float() - hr).square_().mul_(mask[0])
+            loss = err.sum() / mask[0].sum().clamp_(min=1.0) / k
+        else:
+            loss = F.mse_loss(out.float(), hr) / k
         scaler.scale(loss).backward()
         total += loss.detach()
     if grad_clip > 0:
@@ -156,7 +160,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=cfg.use_amp and dtype == torch.float16)
         self.sampler = PatchSampler(train, frames=cfg.frames, patch_size=cfg.patch_size,
-                                    seed=cfg.seed, device=self.device)
+                                    seed=cfg.seed, device=self.device, loss_border=cfg.loss_border)
         self.samples_seen = 0
         self.history: list[dict[str, Any]] = []
         self.best_psnr = -math.inf
@@ -235,8 +239,7 @@ class Trainer:
                     pair[1].record()
                     events.append(pair)
                 loss_sum += train_step(self._step_model, self.optimizer, self.scaler, batches,
-                                       autocast=self._autocast, grad_clip=cfg.grad_clip,
-                                       loss_border=cfg.loss_border * cfg.scale)
+                                       autocast=self._autocast, grad_clip=cfg.grad_clip)
                 self.samples_seen += cfg.samples_per_update
                 updates += 1
                 if updates % _DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):

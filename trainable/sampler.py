@@ -55,9 +55,11 @@ def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
 
 class PatchSampler:
     def __init__(self, data: SplitData, *, frames: int, patch_size: int, seed: int,
-                 device: torch.device, gather: str | None = None) -> None:
+                 device: torch.device, gather: str | None = None, loss_border: int = 0) -> None:
         self.frames = frames
         self.patch = patch_size
+        # With a border, each batch also carries the loss mask (see `_loss_mask`).
+        self.border = loss_border
         self.scale = data.scale
         self.device = device
         self._seed = seed
@@ -78,7 +80,8 @@ class PatchSampler:
             raise DataError(f"{data.source}: the {data.split} split has no training frames")
         self._bounds = np.cumsum(counts)
         self._offsets = np.arange(frames) - frames // 2
-        self._device_gather = (_DeviceGather(data, counts, frames, patch_size, seed, storage)
+        self._device_gather = (_DeviceGather(data, counts, frames, patch_size, seed, storage,
+                                             loss_border)
                                if storage.type != "cpu" or (gather or _GATHER) == "torch" else None)
         if self._device_gather is None:
             self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
@@ -89,16 +92,18 @@ class PatchSampler:
         """True when batches are gathered on a GPU (their cost is GPU time, not host time)."""
         return self._device_gather is not None and self._storage.type != "cpu"
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> LR ``(B, frames, p, p)`` and HR centre ``(B, 1, p*s, p*s)``, float in [0, 1]."""
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """-> LR ``(B, frames, p, p)`` and HR centre ``(B, 1, p*s, p*s)``, float in [0, 1]; with a
+        ``loss_border``, also the HR loss mask ``(B, 1, p*s, p*s)`` (1 where the loss counts)."""
         if self._device_gather is not None:
-            lr, hr = self._device_gather.sample(batch_size)
-            return lr.to(self.device).float().div_(255.0), hr.to(self.device).float().div_(255.0)
+            lr, hr, *mask = self._device_gather.sample(batch_size)
+            out = (lr.to(self.device).float().div_(255.0), hr.to(self.device).float().div_(255.0))
+            return out + tuple(self._hr_mask(m.to(self.device)) for m in mask)
         target = self._rng.integers(0, self._bounds[-1], size=batch_size)
         group = np.searchsorted(self._bounds, target, side="right")
         flips = self._rng.integers(0, 2, size=(batch_size, 3))  # vertical, horizontal, transpose
         crop_u = self._rng.random((batch_size, 2))
-        lrs, hrs = [], []
+        lrs, hrs, masks = [], [], []
         for gi in np.unique(group):
             sel = group == gi
             local = target[sel] - (self._bounds[gi - 1] if gi else 0)
@@ -120,12 +125,23 @@ class PatchSampler:
             # One flat gather per tensor: far cheaper than multi-dimensional fancy indexing.
             lrs.append(self._lr_flat[gi].take(lr_idx))
             hrs.append(self._hr_flat[gi].take(hr_idx)[:, None])
+            if self.border:
+                masks.append(_loss_mask(self._arange(self.patch), y0, x0, h, w, self.border,
+                                        fv, fh, tr))
         lrs, hrs = [torch.from_numpy(a) for a in lrs], [torch.from_numpy(a) for a in hrs]
         lr = torch.cat(lrs).to(self.device, non_blocking=True).float().div_(255.0)
         hr = torch.cat(hrs).to(self.device, non_blocking=True).float().div_(255.0)
-        return lr, hr
+        if not self.border:
+            return lr, hr
+        mask = torch.from_numpy(np.concatenate(masks)).to(self.device, non_blocking=True)
+        return lr, hr, self._hr_mask(mask)
 
-    def batches(self, count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _hr_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """LR ``(B, p, p)`` bool -> HR ``(B, 1, p*s, p*s)`` float."""
+        sc = self.scale
+        return mask.repeat_interleave(sc, 1).repeat_interleave(sc, 2)[:, None].float()
+
+    def batches(self, count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """``count`` batches, exactly as ``count`` calls of :meth:`sample` would give them.
 
         From the CPU cache they are drawn one or two ahead on a background thread (numpy and
@@ -199,8 +215,8 @@ class _DeviceGather:
     geometry in small index tables, so a batch mixing groups is one gather per tensor."""
 
     def __init__(self, data: SplitData, counts: np.ndarray, frames: int, patch: int, seed: int,
-                 storage: torch.device) -> None:
-        self.patch, self.scale = patch, data.scale
+                 storage: torch.device, border: int = 0) -> None:
+        self.patch, self.scale, self.border = patch, data.scale, border
         self.generator = torch.Generator(device=storage)
         self.generator.manual_seed(seed)
         self.lr = _one_buffer([g.lr for g in data.groups], storage)
@@ -224,8 +240,9 @@ class _DeviceGather:
         self.ar_lr = torch.arange(patch, device=storage)
         self.ar_hr = torch.arange(patch * data.scale, device=storage)
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> uint8 LR ``(B, frames, p, p)`` and HR ``(B, 1, p*s, p*s)`` on the storage device."""
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """-> uint8 LR ``(B, frames, p, p)`` and HR ``(B, 1, p*s, p*s)`` on the storage device,
+        and with a border the LR loss mask ``(B, p, p)``."""
         gen, dev, p, sc = self.generator, self.bounds.device, self.patch, self.scale
         target = torch.randint(0, self.total, (batch_size,), generator=gen, device=dev)
         fv, fh, tr = torch.randint(0, 2, (3, batch_size), generator=gen, device=dev)
@@ -248,7 +265,10 @@ class _DeviceGather:
         first, second = _dihedral_offsets(self.ar_hr, y0 * sc, x0 * sc, fv, fh, tr, w[:, None] * sc)
         hr_idx = ((self.hr_base[group] + frame * (h * w * sc * sc))[:, None, None]
                   + first[:, :, None] + second[:, None, :])
-        return self.lr.take(lr_idx), self.hr.take(hr_idx)[:, None]
+        out = (self.lr.take(lr_idx), self.hr.take(hr_idx)[:, None])
+        if not self.border:
+            return out
+        return out + (_loss_mask(self.ar_lr, y0, x0, h, w, self.border, fv, fh, tr),)
 
 
 def _one_buffer(arrays: list[np.ndarray], storage: torch.device) -> torch.Tensor:
@@ -266,6 +286,31 @@ def _seed_from(state: Any) -> int:
     """A deterministic 63-bit seed from a saved generator state of either kind."""
     raw = state.numpy().tobytes() if isinstance(state, torch.Tensor) else repr(state).encode()
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little") >> 1
+
+
+def _loss_mask(ar, y0, x0, h, w, border, flip_v, flip_h, transpose):
+    """Where the loss counts in each LR patch ``(B, p, p)``, under the same flips as the pixels.
+
+    A patch side that lies inside the frame gives up ``border`` pixels: there the network's zero
+    padding and the residual's bicubic see an edge that the whole frame does not have. A side
+    that lies on the frame's own edge keeps them: the whole frame has that edge too, so those
+    outputs are what inference computes, and leaving them out would leave the frame's border
+    pixels untrained (measured: -0.33 dB when every side gave up 4 pixels)."""
+    np_like = isinstance(y0, np.ndarray)
+    where = np.where if np_like else torch.where
+    size = ar.shape[0]
+
+    def keep(start, length, flip):
+        first = (start == 0)[:, None]  # the patch's first row (or column) is the frame's
+        last = (start == length - size)[:, None]
+        ok = ((ar >= border) | first) & ((ar < size - border) | last)
+        return where(flip[:, None] != 0, ok[:, ::-1] if np_like else ok.flip(1), ok)
+
+    rows = keep(y0, h, flip_v)
+    cols = keep(x0, w, flip_h)
+    tr = transpose[:, None] != 0
+    first, second = where(tr, cols, rows), where(tr, rows, cols)
+    return first[:, :, None] & second[:, None, :]
 
 
 def _dihedral_offsets(ar, y0, x0, flip_v, flip_h, transpose, width):
