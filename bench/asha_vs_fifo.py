@@ -2,7 +2,8 @@
 FIFO + random search, with the same number of trials and several search seeds each.
 
     python bench/asha_vs_fifo.py [--variants asha-tpe fifo-tpe fifo-random] [--seeds 0 1 2]
-        [--space lr_sched] [--storage runs/bench-asha] [--no-retrain] [--json out.json]
+        [--space lr_sched] [--storage runs/bench-asha] [--no-retrain] [--read-only]
+        [--json out.json]
 
 For every (variant, seed) it runs the real ``python -m tune.run`` (without the reference run, which
 would cost every variant the same) and reports the best validated PSNR, the winner's PSNR on the
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="lr_sched")
     p.add_argument("--storage", type=Path, default=Path("runs/bench-asha"))
     p.add_argument("--no-retrain", action="store_true")
+    p.add_argument("--read-only", action="store_true",
+                   help="report the runs already in --storage; run nothing, list what is missing")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
@@ -112,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         space.write_text(yaml.safe_dump(space_for(base, variant), sort_keys=False))
         for seed in args.seeds:
             name = f"{variant}-seed{seed}"
+            if args.read_only and not is_run_folder(args.storage / name):
+                print(f"not run: {variant} seed {seed}", flush=True)
+                continue
             wall = run_one(space, args.storage, name, seed)
             run = load_run(args.storage / name)
             win = leaderboard.winner(run)
@@ -140,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'samples':>10} {'wall':>8}")
     for variant in args.variants:
         rs = [r for r in rows if r["variant"] == variant]
+        if not rs:
+            continue
         tests = [r["test_psnr"] for r in rs if r.get("test_psnr") is not None]
         walls = [r["wall_s"] for r in rs if r["wall_s"] is not None]
         print(f"{variant:<12} {len(rs):>5} {statistics.mean(r['best_val_psnr'] for r in rs):>9.3f} "
