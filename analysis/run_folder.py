@@ -97,18 +97,18 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
         raise RunFolderError(f"{run_dir}: no such folder")
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: is a file, but a run folder (runs/NAME) was expected")
-    meta_path_ = meta_path(run_dir)
-    if not meta_path_.is_file():
+    path = meta_path(run_dir)
+    if not path.is_file():
         hint = _nested_run_hint(run_dir)
         raise RunFolderError(
             f"{run_dir}: not an espcn-tune run folder (there is no {META_FILE}){hint}"
         )
     try:
-        meta = json.loads(meta_path_.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFolderError(f"{meta_path_}: unreadable run record ({e})") from None
+        raise RunFolderError(f"{path}: unreadable run record ({e})") from None
     if not isinstance(meta, dict):
-        raise RunFolderError(f"{meta_path_}: expected a JSON object, got {type(meta).__name__}")
+        raise RunFolderError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     return meta
 
 

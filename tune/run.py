@@ -86,7 +86,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         if not run_dir.is_dir():
             raise InputError(f"--resume {args.resume}: no run of that name in {storage}")
         meta = read_meta(run_dir)
-        if not any(run_dir.glob("experiment_state-*.json")):
+        if not any(run_dir.glob(ray_edge.RAY_STATE_FILES[0].format("*"))):
             raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
                              f"so there is nothing to resume; remove the folder and start it "
                              f"again with --name {run_dir.name}")
@@ -140,8 +140,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         raise
     if not args.resume:
         # Only now, with the Tuner built: a start refused above must not claim the run name.
-        write_meta(run_dir, {**_new_meta(spec, run_dir, args, argv, versions(), started),
-                             "ray_node_id": node_id})
+        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started, node_id))
     reference = _start_reference(spec, run_dir)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     from tune.run_readme import write_readme
@@ -262,7 +261,8 @@ def _start_ray(args: argparse.Namespace) -> bool:
     return not joins
 
 
-def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
+def _new_meta(spec, run_dir: Path, args, argv, vers, started, node_id: str | None
+              ) -> dict[str, Any]:
     from trainable.evaluate import convention
     from tune.ray_edge import session_dir
     from tune.reference import reference_config
@@ -292,6 +292,7 @@ def _new_meta(spec, run_dir: Path, args, argv, vers, started) -> dict[str, Any]:
         "default_config": defaults.to_dict() if defaults else None,
         "versions": vers,
         "ray_session_dir": session_dir(),
+        "ray_node_id": node_id,  # the local Ray this driver started (None: it joined one)
         "started": started,
         "finished": None,
     }

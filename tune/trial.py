@@ -37,7 +37,6 @@ WORST_PSNR = 0.0
 WORST_SSIM = 0.0
 
 
-
 def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | None = None
               ) -> None:
     """Train one configuration: ``spec.trial_config(params)`` for the budget, reporting each

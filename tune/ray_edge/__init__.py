@@ -90,10 +90,10 @@ def check() -> bool:
     if not ok and not _warned:
         _warned = True
         log.warning("Ray %s is installed; espcn-tune is tested with Ray %s.*. Unverified on this "
-                    "version: resume after kill -9 (the state repair is skipped), Ctrl-C "
-                    "detection, trial files on reused actors, and PRUNED trials in the Optuna "
-                    "study. Install ray[tune]==%s.* to have them checked.", installed(), TESTED,
-                    TESTED)
+                    "version: resume after kill -9 (the state repair and the reaper are skipped), "
+                    "Ctrl-C detection and trial files on reused actors; the Optuna study records "
+                    "stopped trials as Ray does (COMPLETE). Install ray[tune]==%s.* to have "
+                    "them checked.", installed(), TESTED, TESTED)
     return ok
 
 
