@@ -1,5 +1,5 @@
-"""CUDA-only checks (skipped without a CUDA device; see conftest.py). Never run on the machine
-these were written on: see BENCHMARKS.md, "GPU", for what that leaves unmeasured."""
+"""CUDA-only checks (skipped without a CUDA device; see conftest.py). Written on a CPU machine;
+first run on an H100 in the session recorded in BENCHMARKS.md, "GPU"."""
 
 import pytest
 import torch
@@ -28,6 +28,16 @@ def _trainer(tiny_train, tiny_val, **over):
 def _same_params(a, b):
     return all(torch.equal(x.cpu(), y.cpu()) for x, y in zip(a.model.parameters(),
                                                               b.model.parameters(), strict=True))
+
+
+def test_a_trainer_on_cuda_gets_an_indexed_device_and_sizes_its_data_by_the_memory_share(
+        tiny_train, tiny_val):
+    # Found on the first H100 run: a bare 'cuda' device made the memory-share query raise, so no
+    # Trainer could be built on a GPU at all.
+    tr = _trainer(tiny_train, tiny_val, **FP16)
+    assert tr.device.index == torch.cuda.current_device()
+    assert torch.cuda.get_per_process_memory_fraction(tr.device) > 0
+    assert tr.sampler.gathers_on_device  # a few KiB of frames fit any share of the card
 
 
 def test_cuda_fp16_round_trip_with_an_active_scaler_resumes_exactly(tiny_train, tiny_val, tmp_path):

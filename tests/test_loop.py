@@ -257,3 +257,24 @@ def test_with_border_4_every_counted_output_is_the_whole_frames(border, exact):
             assert m.any()
             agree.append(torch.allclose(out[0, 0][m], ref[0, 0][m], atol=1e-5))
     assert all(agree) if exact else not all(agree)
+
+
+@pytest.mark.parametrize("name", ["cuda", "auto"])
+def test_a_cuda_device_is_resolved_with_its_index(monkeypatch, name):
+    # torch.cuda's per-process memory fraction (and other calls) raise on a bare 'cuda' device;
+    # every Trainer on an H100 failed at construction until the index was filled in.
+    from trainable.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert resolve_device(name) == torch.device("cuda", 3)
+
+
+def test_cuda_without_a_device_is_a_config_error(monkeypatch):
+    from trainable.errors import ConfigError
+    from trainable.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="`device` is 'cuda', but no CUDA device"):
+        resolve_device("cuda")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from trainable.checkpoint import load_scaler, model_state, plain_keys, restore_rng, rng_state
+from trainable.checkpoint import load_optimizer, load_scaler, model_state, plain_keys, restore_rng, rng_state
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import Scores, score_bicubic, score_model
@@ -75,11 +75,15 @@ class ValidationResult:
         return d
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str, what: str = "`device`") -> torch.device:
+    """'auto', 'cpu' or 'cuda' as a torch device; CUDA with its index (the current device), which
+    torch.cuda's memory and RNG calls require (a bare 'cuda' raises there, found on an H100)."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("The value of `device` is 'cuda', but no CUDA device is available.")
+        raise ConfigError(f"The value of {what} is 'cuda', but no CUDA device is available.")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 
@@ -325,7 +329,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(plain_keys(state["model"]))
-        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters
+        load_optimizer(self.optimizer, state["optimizer"])
         load_scaler(self.scaler, state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         restore_rng(state, self.device)

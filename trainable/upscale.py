@@ -36,6 +36,7 @@ import torch
 from trainable.config import TrainConfig
 from trainable.errors import InputError
 from trainable.imaging import rgb_to_cbcr, rgb_to_y, upscale_bicubic, ycbcr_to_rgb
+from trainable.loop import resolve_device
 from trainable.metrics import to_uint8
 from trainable.model import EarlyFusionESPCN
 
@@ -221,7 +222,7 @@ def upscale(args: argparse.Namespace) -> Path:
         raise InputError(f"The value of `--tile` is {args.tile}, but must be >= {_MIN_TILE}.")
     model = load_model(args.weights, args.config)
     clip = open_input(args.input)
-    device = _device(args.device)
+    device = resolve_device(args.device, "`--device`")
     upscaler = Upscaler(model, device, args.tile)
     frames = windows(clip.frames, model.frames)
     first = next(frames, None)
@@ -327,14 +328,6 @@ def _output_kind(out: Path) -> str:
         return "frames"
     raise InputError(f"{out}: unknown output kind {out.suffix!r}; use a video suffix "
                      f"({', '.join(VIDEO_SUFFIXES)}) or a folder name without one for PNG frames")
-
-
-def _device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("The value of `--device` is 'cuda', but no CUDA device is available.")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def _progress(total: int | None, desc: str):  # noqa: ANN202 - tqdm's type
