@@ -4,7 +4,7 @@ the GradScaler state across fp16/bf16/fp32, torch.compile's key prefix."""
 import pytest
 import torch
 
-from trainable.checkpoint import load_scaler, plain_keys, rng_state
+from trainable.checkpoint import load_optimizer, load_scaler, plain_keys, rng_state
 from trainable.config import TrainConfig
 from trainable.loop import Trainer
 
@@ -126,3 +126,27 @@ def test_compiled_models_save_plain_keys_and_prefixed_checkpoints_load(tiny_trai
     plain.load_state_dict(state)
     assert torch.equal(next(iter(plain.model.state_dict().values())),
                        next(iter(plain_keys(prefixed).values())))
+
+
+def test_an_optimizer_state_from_another_device_keeps_this_optimizers_kernel():
+    # A CPU checkpoint (foreach, not fused) resumed by a fused CUDA optimizer: plain
+    # load_state_dict copied `fused: None` over, and the GradScaler's fused step then raised.
+    src = torch.nn.Parameter(torch.ones(3))
+    cpu_built = torch.optim.Adam([src], lr=2e-3, foreach=True)
+    src.grad = torch.ones(3)
+    cpu_built.step()
+    state = cpu_built.state_dict()
+
+    plain = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=1e-3, fused=True)
+    plain.load_state_dict(state)
+    assert not plain.param_groups[0]["fused"]  # what torch does by itself
+
+    dst = torch.nn.Parameter(torch.ones(3))
+    fused = torch.optim.Adam([dst], lr=1e-3, fused=True)
+    load_optimizer(fused, state)
+    group = fused.param_groups[0]
+    assert group["fused"] is True and not group["foreach"]
+    assert group["lr"] == 2e-3  # the hyper-parameters still come from the checkpoint
+    assert torch.equal(fused.state[dst]["exp_avg"], cpu_built.state[src]["exp_avg"])
+    dst.grad = torch.ones(3)
+    fused.step()  # runs the fused kernel

@@ -56,6 +56,22 @@ def load_scaler(scaler: torch.amp.GradScaler, state: Mapping[str, Any]) -> None:
     scaler.load_state_dict(dict(state))
 
 
+# Which kernel an optimizer runs, chosen for the device it was built on (fused on CUDA, plain on
+# the CPU). Optimizer.load_state_dict copies them from the checkpoint's param_groups like any
+# hyper-parameter: a CPU checkpoint then turned a fused CUDA optimizer back into the foreach one,
+# while the GradScaler, which looks at the optimizer as built, still handed it its scale, and the
+# first step raised (found on an H100).
+_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+    """Load an optimizer state saved on any device, keeping this optimizer's own kernel choice."""
+    keep = [{k: g[k] for k in _IMPLEMENTATION_KEYS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(dict(state))  # moves its state to the parameters' device
+    for group, own in zip(optimizer.param_groups, keep, strict=True):
+        group.update(own)
+
+
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights of ``model`` without torch.compile's wrapper prefix."""
     raw = getattr(model, "_orig_mod", model)
