@@ -9,16 +9,19 @@ In order, until ``--budget-s`` is spent (what does not fit is listed as skipped)
    compared with one uninterrupted run, parameter by parameter (pass: bit-exact, cuDNN pinned to
    deterministic algorithms);
 2. steps/s, data-time share and peak CUDA memory at batch 16, 32 and 64 across fp32, fp16 and
-   bf16, compile off, then compile on as far as the budget allows (compiling costs tens of
-   seconds per configuration);
+   bf16, compile off;
 3. aggregate samples/s with 1, 2, 4 and 8 trials packed on one card (``--gpus-per-trial 1/N``)
    through the real ``python -m tune.run`` on a short grid space: the sum over trials of each
-   trial's median training samples/s (validation excluded), all trials running at once.
+   trial's median training samples/s (validation excluded), all trials running at once;
+4. compile on, AMP at batch 16 first, as far as the budget allows (compiling costs tens of
+   seconds per configuration, and the goals above do not depend on it).
 
-It prints one table and writes the figures as JSON (``--out``); it exits 1 when the smoke run is
-not bit-exact. ``--quick`` shrinks every part to a few seconds; on the CPU it skips what needs a
-GPU (fp16/bf16, compile, fractional packing) and says so in the table, and runs one CPU trial
-through ``tune.run`` only with ``--pack`` (starting Ray costs most of a minute here).
+It prints one table and writes the figures as JSON (``--out``, rewritten after each figure); a
+part that raises is listed as failed and the rest still run. It exits 1 when the smoke run is not
+bit-exact or any part failed. ``--quick`` shrinks every part to a few seconds; on the CPU it
+skips what needs a GPU (fp16/bf16, compile, fractional packing) and says so in the table, and
+runs one CPU trial through ``tune.run`` only with ``--pack`` (starting Ray costs most of a minute
+here).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +151,30 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "torch": torch.__version__, "quick": args.quick, "skipped": skipped}
 
+    failed: list[str] = []
+    report["failed"] = failed
+
+    def done(part: str, row: dict[str, Any]) -> None:
+        # Each figure as it comes, and the JSON so far: a run cut off by its time limit keeps them.
+        print(part, json.dumps(row), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+
+    def attempt(what: str, fn, *a) -> dict[str, Any] | None:
+        # One broken part must not hide the others' figures: record it, go on, exit 1 at the end.
+        try:
+            return fn(*a)
+        except Exception as e:  # noqa: BLE001 - reported in the table and the JSON
+            traceback.print_exc()
+            failed.append(f"{what}: {type(e).__name__}: {e}"[:500])
+            return None
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        report["smoke"] = smoke(data, args.device, 20 if args.quick else 200, 8 if args.quick else 16,
-                                "fp16" if cuda else "fp32", tmp_path)
+        report["throughput"], report["packing"] = [], []
+        report["smoke"] = attempt("smoke", smoke, data, args.device, 20 if args.quick else 200,
+                                  8 if args.quick else 16, "fp16" if cuda else "fp32", tmp_path)
+        done("smoke", report["smoke"] or {})
 
         batches = [16] if args.quick else [16, 32, 64]
         amps = list(AMP) if cuda else ["fp32"]
@@ -159,38 +183,47 @@ def main(argv: list[str] | None = None) -> int:
                            "bench/train_step.py)")
             skipped.append("compile: needs CUDA here (CPU inductor compile takes minutes on 2 cores)")
         seconds = 0.5 if args.quick else 3.0
-        grid = [(b, a, False) for b in batches for a in amps]
-        if cuda:
-            grid += [(b, a, True) for b in batches for a in amps]
-        rows = report["throughput"] = []
-        # Packing needs its share of the budget: reserve it before compile-on eats the rest.
-        reserve = 0.0 if args.quick else 200.0
-        for b, a, c in grid:
-            if budget.left() < reserve + (60.0 if c else 10.0):
-                skipped.append(f"throughput batch {b} {a} compile {c}: time budget")
-                continue
-            rows.append(throughput(data, args.device, b, a, c, seconds))
+
+        def step(b: int, a: str, compiled: bool, needs_s: float) -> None:
+            what = f"throughput batch {b} {a} compile {'on' if compiled else 'off'}"
+            if budget.left() < needs_s:
+                skipped.append(f"{what}: time budget")
+            elif row := attempt(what, throughput, data, args.device, b, a, compiled, seconds):
+                report["throughput"].append(row)
+                done("step", row)
+
+        for b in batches:
+            for a in amps:
+                step(b, a, False, 10.0)
 
         counts = [1, 2, 4, 8] if cuda else [1] if args.pack else []
         if not cuda:
             skipped.append("packing 2/4/8 trials per card: needs a GPU" + (
                 " (1 trial ran on the CPU)" if args.pack else "; 1 on the CPU with --pack"))
-        report["packing"] = []
         for n in counts:
             if budget.left() < 30.0:
                 skipped.append(f"packing {n} trials: time budget")
                 continue
             epochs, epoch_samples = (1, 256) if args.quick or not cuda else (3, 65536)
-            report["packing"].append(packing(n, cuda, data_arg, epochs, epoch_samples, tmp_path))
+            if row := attempt(f"packing {n}", packing, n, cuda, data_arg, epochs, epoch_samples,
+                              tmp_path):
+                report["packing"].append(row)
+                done("packing", row)
+
+        # Last, with what is left: the AMP settings at the goal's batch first.
+        order = sorted(((b, a) for b in batches for a in amps),
+                       key=lambda ba: (ba[0] != 16, ba[1] == "fp32", ba[0]))
+        for b, a in order if cuda else []:
+            step(b, a, True, 60.0)
 
     print(_table(report))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
-    return 0 if report["smoke"]["bit_exact"] else 1
+    return 0 if report["smoke"] and report["smoke"]["bit_exact"] and not failed else 1
 
 
 def _table(r: dict[str, Any]) -> str:
-    s = r["smoke"]
+    s = r["smoke"] or {"steps": 0, "amp": "-", "max_abs_param_diff": float("nan"), "bit_exact": False}
     smoke_setting = f"{s['steps']} {s['amp']} steps, resume"
     smoke_diff = f"max |d| {s['max_abs_param_diff']:.1e}"
     lines = [f"device: {r['device']}, torch {r['torch']}{' (quick)' if r['quick'] else ''}",
@@ -211,6 +244,7 @@ def _table(r: dict[str, Any]) -> str:
                      f"{p['aggregate_samples_per_s']:>10.0f} {'':>6} {'':>9}  "
                      f"{p['finished']}/{p['trials']} done in {p['wall_s']:.0f} s")
     lines += [f"skipped: {s}" for s in r["skipped"]]
+    lines += [f"FAILED: {s}" for s in r["failed"]]
     return "\n".join(lines)
 
 
