@@ -49,7 +49,7 @@ def test_cuda_fp16_round_trip_with_an_active_scaler_resumes_exactly(tiny_train, 
     first.run_interval()
     first.save(tmp_path / "state.pt")
     state = torch.load(tmp_path / "state.pt", weights_only=True)
-    assert "cuda_rng" in state and state["sampler"]["kind"] == "torch"
+    assert "cuda_rng" in state and state["sampler"]["kind"] == "torch-chunks"
     resumed = _trainer(tiny_train, tiny_val, seed=9, **FP16)
     resumed.load(tmp_path / "state.pt")
     assert resumed.scaler.state_dict() == first.scaler.state_dict()

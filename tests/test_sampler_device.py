@@ -86,7 +86,7 @@ def test_device_gather_resumes_exactly_from_its_state():
     for _ in range(3):
         straight.sample(8), first.sample(8)
     state = first.state_dict()
-    assert state["kind"] == "torch"
+    assert state == {"kind": "torch-chunks", "seed": 3, "drawn": 3}
     resumed = _torch_sampler(data, seed=99)  # the state wins over the seed
     resumed.load_state_dict(state)
     for _ in range(2):
@@ -133,3 +133,60 @@ def test_a_packed_trial_uploads_only_what_fits_its_share_of_the_card(monkeypatch
     # ...kept on the CPU when it is capped at 1/8 of it (the split would be 40% of its share).
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 0.125, raising=False)
     assert sampler._storage_device(data, card) == CPU
+
+
+def test_a_batch_depends_only_on_the_seed_and_the_batches_before_it(monkeypatch):
+    # Chunks of 5 batches of 4: a resume (and a benchmark's split into intervals) lands inside
+    # a chunk, and must draw what one uninterrupted stream draws.
+    from trainable import sampler
+
+    monkeypatch.setattr(sampler, "_CHUNK_HR_PIXELS", 5 * 4 * 12 * 12)
+    data = _two_shape_split()
+    assert _torch_sampler(data).chunk_batches(4) == 5
+    straight = [lr for lr, _ in _torch_sampler(data, seed=3).batches(12, 4)]
+    split = _torch_sampler(data, seed=3)
+    pieces = [lr for n in (2, 5, 1) for lr, _ in split.batches(n, 4)]
+    resumed = _torch_sampler(data, seed=0)
+    resumed.load_state_dict(split.state_dict())  # 8 drawn: 3 into the second chunk
+    pieces += [lr for lr, _ in resumed.batches(4, 4)]
+    assert all(torch.equal(a, b) for a, b in zip(straight, pieces, strict=True))
+    # Chunks differ from each other and from another seed's.
+    assert not torch.equal(straight[0], straight[5])
+    assert not torch.equal(straight[0], next(_torch_sampler(data, seed=4).batches(1, 4))[0])
+
+
+def test_a_checkpoint_from_before_the_chunks_reseeds_deterministically():
+    data = _two_shape_split()
+    old = {"kind": "torch", "rng": torch.Generator().manual_seed(5).get_state()}
+    a, b = _torch_sampler(data, seed=1), _torch_sampler(data, seed=2)
+    a.load_state_dict(old)
+    b.load_state_dict(old)
+    assert a.state_dict() == b.state_dict() and a.state_dict()["drawn"] == 0
+    assert torch.equal(a.sample(8)[0], b.sample(8)[0])
+
+
+def test_drawing_a_chunk_at_a_time_cuts_the_operator_calls_per_batch(monkeypatch):
+    # Each call is a kernel launch on a GPU, where launches bound the step.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from trainable import sampler
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    def calls_per_batch(chunk_pixels):
+        monkeypatch.setattr(sampler, "_CHUNK_HR_PIXELS", chunk_pixels)
+        s = _torch_sampler(_two_shape_split())
+        Count.calls = 0
+        with Count():
+            for _ in range(8):
+                s.sample(4)
+        return Count.calls / 8
+
+    one_per_draw = calls_per_batch(4 * 12 * 12)  # a chunk is one batch: the old behaviour
+    eight_per_draw = calls_per_batch(8 * 4 * 12 * 12)
+    assert eight_per_draw < one_per_draw / 4

@@ -7,8 +7,13 @@ uninterrupted one would:
 - on the memory-mapped cache (zero copy, shared by every trial on the machine) with a numpy
   generator, one or two batches ahead on a background thread;
 - on the GPU, when the split is small enough to upload: every clip-shape group in one device
-  buffer, indices drawn on the device with a seeded ``torch.Generator``, and each batch gathered
-  in a few dozen small kernels with no host sync and no host-to-device copy.
+  buffer, indices drawn on the device with a ``torch.Generator``, with no host sync and no
+  host-to-device copy. The draw is about 110 small kernels whatever its size, and on an H100 a
+  training step is bound by launching kernels (BENCHMARKS.md, "GPU": the draw was ~40% of each
+  step), so patches are drawn a chunk of batches at a time (about 512 samples) and each batch is
+  a slice of it. Chunk ``c`` of a run is drawn from its own seed, ``hash(seed, c)``: which
+  patches a batch gets depends only on the seed and how many batches came before it, so the
+  checkpoint holds just those two numbers and a resumed run draws what an uninterrupted one does.
 
 A checkpoint of one kind resumed on the other (a CPU run continued on a GPU) reseeds the other
 generator from the saved state: the continuation is deterministic, but draws other patches than
@@ -42,6 +47,9 @@ _GPU_UPLOAD_FRACTION = 0.25
 # "auto": the torch gather when the split lives on the GPU, numpy otherwise. The tests set "torch"
 # to run the device path on a CPU.
 _GATHER = "auto"
+# HR pixels per device chunk (2**23: 512 samples of 128x128): the chunk's int64 gather indices
+# then take 64 MiB for a moment, and a batch of 16 costs 1/32 of a draw.
+_CHUNK_HR_PIXELS = 2**23
 
 
 def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -83,6 +91,9 @@ class PatchSampler:
         self._device_gather = (_DeviceGather(data, counts, frames, patch_size, seed, storage,
                                              loss_border)
                                if storage.type != "cpu" or (gather or _GATHER) == "torch" else None)
+        # The device path's position: batches drawn so far, and the chunk in hand.
+        self._drawn = 0
+        self._chunk: tuple[int, int, tuple[torch.Tensor, ...]] | None = None  # (batch, index, data)
         if self._device_gather is None:
             self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
             self._hr_flat = [g.hr.reshape(-1) for g in data.groups]
@@ -96,7 +107,7 @@ class PatchSampler:
         """-> LR ``(B, frames, p, p)`` and HR centre ``(B, 1, p*s, p*s)``, float in [0, 1]; with a
         ``loss_border``, also the HR loss mask ``(B, 1, p*s, p*s)`` (1 where the loss counts)."""
         if self._device_gather is not None:
-            lr, hr, *mask = self._device_gather.sample(batch_size)
+            lr, hr, *mask = self._from_chunk(batch_size)
             out = (lr.to(self.device).float().div_(255.0), hr.to(self.device).float().div_(255.0))
             return out + tuple(self._hr_mask(m.to(self.device)) for m in mask)
         target = self._rng.integers(0, self._bounds[-1], size=batch_size)
@@ -135,6 +146,20 @@ class PatchSampler:
             return lr, hr
         mask = torch.from_numpy(np.concatenate(masks)).to(self.device, non_blocking=True)
         return lr, hr, self._hr_mask(mask)
+
+    def chunk_batches(self, batch_size: int) -> int:
+        """Batches per device chunk at ``batch_size``."""
+        return max(1, _CHUNK_HR_PIXELS // ((self.patch * self.scale) ** 2 * batch_size))
+
+    def _from_chunk(self, batch_size: int) -> list[torch.Tensor]:
+        per = self.chunk_batches(batch_size)
+        index, at = divmod(self._drawn, per)
+        if self._chunk is None or self._chunk[:2] != (batch_size, index):
+            gather = self._device_gather
+            gather.generator.manual_seed(_chunk_seed(self._seed, index))
+            self._chunk = (batch_size, index, gather.sample(per * batch_size))
+        self._drawn += 1
+        return [t[at * batch_size:(at + 1) * batch_size] for t in self._chunk[2]]
 
     def _hr_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """LR ``(B, p, p)`` bool -> HR ``(B, 1, p*s, p*s)`` float."""
@@ -190,22 +215,24 @@ class PatchSampler:
 
     def state_dict(self) -> dict[str, Any]:
         if self._device_gather is not None:
-            return {"kind": "torch", "rng": self._device_gather.generator.get_state()}
+            return {"kind": "torch-chunks", "seed": self._seed, "drawn": self._drawn}
         return {"kind": "numpy", "rng": self._rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        kind = state.get("kind", "numpy")  # checkpoints before the device path held numpy only
-        mine = "torch" if self._device_gather is not None else "numpy"
-        if kind == mine == "torch":
-            self._device_gather.generator.set_state(state["rng"].to("cpu"))
+        # Checkpoints before the device path held numpy only; "torch" (one generator's state)
+        # came before the chunks, and is reseeded like the other kind.
+        kind = state.get("kind", "numpy")
+        mine = "torch-chunks" if self._device_gather is not None else "numpy"
+        if kind == mine == "torch-chunks":
+            self._seed, self._drawn, self._chunk = int(state["seed"]), int(state["drawn"]), None
         elif kind == mine:
             self._rng.bit_generator.state = state["rng"]
         else:
-            seed = _seed_from(state["rng"])
+            seed = _seed_from(state["rng"] if "rng" in state else [state["seed"], state["drawn"]])
             log.warning("resuming a %s-sampler checkpoint on the %s sampler: reseeded (%d); the "
                         "patches differ from an uninterrupted run's", kind, mine, seed)
             if self._device_gather is not None:
-                self._device_gather.generator.manual_seed(seed)
+                self._seed, self._drawn, self._chunk = seed, 0, None
             else:
                 self._rng = np.random.Generator(np.random.PCG64(seed))
 
@@ -217,7 +244,7 @@ class _DeviceGather:
     def __init__(self, data: SplitData, counts: np.ndarray, frames: int, patch: int, seed: int,
                  storage: torch.device, border: int = 0) -> None:
         self.patch, self.scale, self.border = patch, data.scale, border
-        self.generator = torch.Generator(device=storage)
+        self.generator = torch.Generator(device=storage)  # seeded per chunk by the PatchSampler
         self.generator.manual_seed(seed)
         self.lr = _one_buffer([g.lr for g in data.groups], storage)
         self.hr = _one_buffer([g.hr for g in data.groups], storage)
@@ -280,6 +307,12 @@ def _one_buffer(arrays: list[np.ndarray], storage: torch.device) -> torch.Tensor
         buf[at:at + a.size].copy_(as_tensor(a.reshape(-1), torch.device("cpu")))
         at += a.size
     return buf
+
+
+def _chunk_seed(seed: int, index: int) -> int:
+    """The generator seed of chunk ``index`` of a run seeded ``seed`` (63 bits)."""
+    digest = hashlib.sha256(f"espcn-tune patch chunk {seed} {index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _seed_from(state: Any) -> int:
