@@ -52,3 +52,19 @@ def test_cuda_is_refused_without_a_device(clip_root, tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert _bench().main(["--device", "cuda", "--data", str(clip_root)]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_step_ops_counts_the_draw_and_the_update(clip_root, tmp_path, monkeypatch, capsys):
+    path = Path(__file__).resolve().parents[1] / "bench" / "step_ops.py"
+    spec = importlib.util.spec_from_file_location("bench_step_ops", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(module.sampler_module, "_GATHER", "torch")
+    # Chunks of 4 batches of 8 HR patches of 32x32, so the count trains 9 steps, not 2,049.
+    monkeypatch.setattr(module.sampler_module, "_CHUNK_HR_PIXELS", 4 * 8 * 32 * 32)
+    module.main(["--batch", "8", "--data", str(clip_root), "--patch", "8"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [r[:2] for r in rows] == [["8", "fp32"], ["8", "bf16"], ["8", "fp16"]]
+    for _b, _amp, chunk, draw, update, _total in rows:
+        assert int(chunk) == 4 and 0 < float(draw) < float(update)
