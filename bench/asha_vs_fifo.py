@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from analysis.run_folder import is_run_folder
+from analysis.run_folder import is_run_folder, read_meta
 
 VARIANTS = {
     "asha-tpe": {"scheduler": {"type": "asha"}, "search": {"algorithm": "optuna"}},
@@ -115,8 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         space.write_text(yaml.safe_dump(space_for(base, variant), sort_keys=False))
         for seed in args.seeds:
             name = f"{variant}-seed{seed}"
-            if args.read_only and not is_run_folder(args.storage / name):
+            folder = args.storage / name
+            if args.read_only and not is_run_folder(folder):
                 print(f"not run: {variant} seed {seed}", flush=True)
+                continue
+            if is_run_folder(folder) and not read_meta(folder).get("finished"):
+                # Running now, or interrupted: its winner is not final, so it is neither read nor
+                # retrained (a read-only report once retrained a search still running).
+                print(f"unfinished: {variant} seed {seed} ({folder}); if it was interrupted, "
+                      f"finish it with: python -m tune.run --storage {args.storage} --resume "
+                      f"{name}", flush=True)
                 continue
             wall = run_one(space, args.storage, name, seed)
             run = load_run(args.storage / name)
@@ -135,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                 report_file = args.storage / name / retrain.RETRAIN_SUBDIR / retrain.RETRAIN_FILE
                 if report_file.exists():
                     report = json.loads(report_file.read_text())
+                elif args.read_only:
+                    report = None
+                    print(f"not retrained: {variant} seed {seed}", flush=True)
                 else:
                     report = retrain.retrain(run, seeds=1)
-                w = report["configs"]["winner"]
-                row.update(test_psnr=w["test_psnr"], test_gain=w["gain_db"])
+                if report is not None:
+                    w = report["configs"]["winner"]
+                    row.update(test_psnr=w["test_psnr"], test_gain=w["gain_db"])
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
