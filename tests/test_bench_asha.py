@@ -1,19 +1,13 @@
 """bench/asha_vs_fifo.py reads finished runs only: a search still running (or interrupted) is
 neither reported nor retrained, and --read-only never trains anything."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from benches import load_bench
 from run_fixture import write_small_run
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "asha_vs_fifo.py"
-    spec = importlib.util.spec_from_file_location("bench_asha_vs_fifo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("asha_vs_fifo")
 
 
 @pytest.fixture

@@ -1,18 +1,13 @@
 """bench/gpu.py keeps running: its --device cpu --quick mode, as the suite can afford it."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from benches import load_bench
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_gpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu")
 
 
 def _run(clip_root, tmp_path, monkeypatch, *extra):
@@ -55,10 +50,7 @@ def test_cuda_is_refused_without_a_device(clip_root, tmp_path, capsys):
 
 
 def test_step_ops_counts_the_draw_and_the_update(clip_root, tmp_path, monkeypatch, capsys):
-    path = Path(__file__).resolve().parents[1] / "bench" / "step_ops.py"
-    spec = importlib.util.spec_from_file_location("bench_step_ops", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_bench("step_ops")
     monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(module.sampler_module, "_GATHER", "torch")
     # Chunks of 4 batches of 8 HR patches of 32x32, so the count trains 9 steps, not 2,049.
