@@ -117,17 +117,22 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     A micro-batch ``(lr, hr, mask)`` counts the loss only where ``mask`` is 1 (the sampler's
     ``loss_border``)."""
     k = len(micro_batches)
-    total = torch.zeros((), device=micro_batches[0][0].device)
+    losses = []
     for lr, hr, *mask in micro_batches:
         with autocast():
             out = model(lr)
         if mask:
             err = (out.float() - hr).square_().mul_(mask[0])
-            loss = err.sum() / mask[0].sum().clamp_(min=1.0) / k
+            loss = err.sum() / mask[0].sum().clamp_(min=1.0)
         else:
-            loss = F.mse_loss(out.float(), hr) / k
+            loss = F.mse_loss(out.float(), hr)
+        if k > 1:
+            loss = loss / k
         scaler.scale(loss).backward()
-        total += loss.detach()
+        losses.append(loss.detach())
+    # Without accumulation no division and no running sum: on a GPU, where this step is bound by
+    # kernel launches (BENCHMARKS.md, "GPU"), every kernel left out counts.
+    total = losses[0] if k == 1 else torch.stack(losses).sum()
     if grad_clip > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
