@@ -10,7 +10,9 @@ would cost every variant the same) and reports the best validated PSNR, the winn
 test split after ``analysis.export --retrain`` with a fresh seed, the samples all trials trained
 and the wall time. From the FIFO runs, where every trial trains its whole budget, it also measures
 how well each validation epoch's PSNR ranks the trials by their final PSNR (Spearman), which is
-what ASHA's rungs bet on. A run already in ``--storage`` is read, not run again.
+what ASHA's rungs bet on, and replays synchronous successive halving on their curves (what the
+promotion rule alone would cost, without ASHA's asynchrony). A finished run already in
+``--storage`` is read, not run again.
 """
 
 from __future__ import annotations
@@ -78,6 +80,35 @@ def rank_agreement(run) -> dict[int, float]:
     return out
 
 
+def halving_replay(run, rungs: tuple[int, ...] = (3, 9), factor: int = 3) -> dict[str, Any]:
+    """Synchronous successive halving replayed on a FIFO run's full curves: at each rung only the
+    best of the trials still in go on, by that epoch's PSNR, and the rest stop there. Rung sizes
+    are the trials still in divided by ``factor``, rounded down ("floor", never under 1) or up
+    ("ceil"). Per rounding: the share of FIFO's samples and the winner's final PSNR against
+    FIFO's best. The same proposals for both (a real run's searcher would see other results):
+    what the promotion rule alone costs, without ASHA's asynchrony."""
+    import math
+
+    res = run.results
+    curves = res.pivot_table(index="trial", columns="epoch", values="psnr")
+    final = int(curves.columns.max())
+    rungs = tuple(r for r in rungs if r < final and r in curves.columns)
+    out: dict[str, Any] = {}
+    if not rungs:
+        return out  # a run shorter than the rungs: nothing to replay
+    for rounding, keep in (("floor", lambda n: max(1, n // factor)),
+                           ("ceil", lambda n: math.ceil(n / factor))):
+        alive, epochs, last = list(curves.index), 0, 0
+        for rung in rungs:
+            epochs += len(alive) * (rung - last)
+            alive = list(curves.loc[alive, rung].nlargest(keep(len(alive))).index)
+            last = rung
+        epochs += len(alive) * (final - last)
+        out[rounding] = {"share": epochs / (len(curves) * final),
+                         "gap_db": float(curves.loc[alive, final].max() - curves[final].max())}
+    return out
+
+
 def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
     """ASHA against FIFO (both with TPE), seed by seed: the val gap (goal within 0.1 dB) and the
     share of FIFO's samples (goal at most 35%)."""
@@ -139,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                    "winner": str(win["trial"])}
             if variant.startswith("fifo"):
                 row["spearman_by_epoch"] = rank_agreement(run)
+                row["halving_replay"] = halving_replay(run)
             if not args.no_retrain:
                 report_file = args.storage / name / retrain.RETRAIN_SUBDIR / retrain.RETRAIN_FILE
                 if report_file.exists():
@@ -178,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(f"epoch {e}: {statistics.mean(v):+.2f} (n={len(v)})"
                           for e, v in sorted(by_epoch.items()))
         print(f"Spearman vs final, mean over the FIFO runs: {shown}")
+    for r in rows:
+        for rounding, h in (r.get("halving_replay") or {}).items():
+            print(f"synchronous halving replayed on {r['variant']} seed {r['seed']} ({rounding}): "
+                  f"{h['share']:.1%} of FIFO's samples, winner {h['gap_db']:+.3f} dB against FIFO's")
     print(*goal_lines(rows), sep="\n")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
