@@ -92,9 +92,10 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
         return torch.float16
     if cfg.amp_dtype == "bfloat16":
         return torch.bfloat16
-    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16. bf16 on
-    # CUDA (no scaler, no .item()) is the candidate to replace fp16 here, once bench/gpu.py has
-    # measured both on a card: until then, the source document's fp16.
+    # fp16 + GradScaler on CUDA (the source document's setting); CPU autocast runs bf16. On an
+    # H100 bf16 (no scaler) stepped 2-15% faster than fp16 and fp32 faster still, the step being
+    # bound by kernel launches (BENCHMARKS.md, "GPU"); what bf16 does to the PSNR a search
+    # reaches is unmeasured, so the source document's fp16 stays.
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
