@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -87,8 +88,6 @@ def halving_replay(run, rungs: tuple[int, ...] = (3, 9), factor: int = 3) -> dic
     ("ceil"). Per rounding: the share of FIFO's samples and the winner's final PSNR against
     FIFO's best. The same proposals for both (a real run's searcher would see other results):
     what the promotion rule alone costs, without ASHA's asynchrony."""
-    import math
-
     res = run.results
     curves = res.pivot_table(index="trial", columns="epoch", values="psnr")
     final = int(curves.columns.max())
