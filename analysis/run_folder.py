@@ -41,7 +41,7 @@ CHECKPOINT_STATE = "trainer.pt"
 # folder that no searcher sampled.
 REFERENCE_DIR = "reference"
 
-# A trial folder is "trial_<index>_<trial id>" (tune.ray_edge.trial_dirname, "trial_0007_4f99c683").
+# A trial folder is "trial_<index>_<trial id>" (tune.ray_edge.trials.trial_dirname, "trial_0007_4f99c683").
 # Runs from before that carry Ray's own name, "<trainable>_<trial id>_<index>_<params>_<date>"; the
 # trial id is 8 hex digits in Ray 2.60 ("run_trial_3972938e_1_...") and "<5 hex>_<5 digits>" in
 # older versions.

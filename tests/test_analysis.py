@@ -100,7 +100,7 @@ def test_ray_260_trial_folders_without_results(tmp_path: Path) -> None:
 
 
 def test_short_trial_folder_names(tmp_path: Path) -> None:
-    from tune.ray_edge import trial_dirname
+    from tune.ray_edge.trials import trial_dirname
 
     class Trial:  # what trial_dirname reads of Ray's Trial
         trial_id = "4f99c683"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainable.errors import InputError
-from tune import ray_edge, run
+from tune import run
+from tune.ray_edge import environment, state_repair, version
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -21,11 +22,11 @@ def test_no_token_is_sent_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path
     for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # restored after the test
         monkeypatch.setenv(name, "x")
         monkeypatch.delenv(name)
-    ray_edge.token_auth_for_address("10.0.0.9:6379", None)
+    environment.token_auth_for_address("10.0.0.9:6379", None)
     assert "RAY_AUTH_MODE" not in os.environ and "RAY_AUTH_TOKEN_PATH" not in os.environ
     token = tmp_path / "auth_token"
     token.write_text("t")
-    ray_edge.token_auth_for_address("10.0.0.9:6379", str(token))
+    environment.token_auth_for_address("10.0.0.9:6379", str(token))
     assert os.environ["RAY_AUTH_MODE"] == "token"
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(token)
 
@@ -37,7 +38,7 @@ def test_no_token_is_sent_unless_asked(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_bad_token_file_is_refused(tmp_path: Path, address, name, message) -> None:
     (tmp_path / "auth_token").write_text("t")
     with pytest.raises(InputError, match=message):
-        ray_edge.token_auth_for_address(address, str(tmp_path / name))
+        environment.token_auth_for_address(address, str(tmp_path / name))
 
 
 def test_unreachable_address_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,14 +81,14 @@ def test_resume_rebuilds_the_space_from_the_run_record_not_the_file(tmp_path):
 
 def test_another_ray_version_is_named_once_and_its_private_files_are_not_repaired(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert ray_edge.known()  # the pinned version is the tested one
-    monkeypatch.setattr(ray_edge, "installed", lambda: "2.71.0")
-    monkeypatch.setattr(ray_edge, "_warned", False)
-    assert not ray_edge.known()
+    assert version.known()  # the pinned version is the tested one
+    monkeypatch.setattr(version, "installed", lambda: "2.71.0")
+    monkeypatch.setattr(version, "_warned", False)
+    assert not version.known()
     with caplog.at_level("WARNING", logger="tune"):
-        assert not ray_edge.check() and not ray_edge.check()
+        assert not version.check() and not version.check()
         (tmp_path / "experiment_state-2026-01-02_03-04-05.json").write_text("")  # cut short
-        assert ray_edge.repair_state(tmp_path, tmp_path) == []
+        assert state_repair.repair_state(tmp_path, tmp_path) == []
     said = [r.getMessage() for r in caplog.records]
     assert sum("Ray 2.71.0 is installed" in m for m in said) == 1
     assert any("not repaired" in m for m in said)

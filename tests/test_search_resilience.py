@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from trainable.errors import InputError
-from tune.ray_edge import repair_state
+from tune.ray_edge.state_repair import repair_state
 from tune.run import main
 from tune.run_folder import lock
 
@@ -253,7 +253,7 @@ def test_kill_9_of_a_driver_with_its_own_ray_leaves_no_process_and_the_resume_st
 
 
 def test_the_processes_of_a_dead_ray_node_are_stopped_and_a_live_nodes_are_not(tmp_path):
-    from tune.ray_edge import reap_node
+    from tune.ray_edge.processes import reap_node
     from tune.ray_edge.reaper import node_processes
 
     env = {**os.environ, "RAY_NODE_ID": "f" * 56}

@@ -74,7 +74,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from tune import ray_edge
+    from tune.ray_edge import environment, processes, state_repair, version
     from tune.run_folder import is_run_folder, lock, now, read_meta, versions, write_meta
     from tune.space import describe_plan, load_space, with_overrides
 
@@ -86,7 +86,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
         if not run_dir.is_dir():
             raise InputError(f"--resume {args.resume}: no run of that name in {storage}")
         meta = read_meta(run_dir)
-        if not any(run_dir.glob(ray_edge.RAY_STATE_FILES[0].format("*"))):
+        if not any(run_dir.glob(state_repair.RAY_STATE_FILES[0].format("*"))):
             raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
                              f"so there is nothing to resume; remove the folder and start it "
                              f"again with --name {run_dir.name}")
@@ -109,28 +109,28 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     held = lock(run_dir)  # noqa: F841 - released when the process ends
     started = now()
     _prepare_data(spec)
-    ray_edge.token_auth_for_address(args.address, args.ray_token_file)
+    environment.token_auth_for_address(args.address, args.ray_token_file)
     import ray
 
-    ray_edge.check()
-    ray_edge.driver_env()
+    version.check()
+    environment.driver_env()
     if args.resume:  # what the killed driver's own Ray left behind
-        stopped = ray_edge.reap_node(meta.get("ray_node_id"))
+        stopped = processes.reap_node(meta.get("ray_node_id"))
         if stopped:
             log.info("stopped %d Ray processes the interrupted search left running",
                      len(stopped))
     started_local = _start_ray(args)
-    node_id = ray_edge.local_node_id() if started_local else None
-    reaper = ray_edge.start_reaper(node_id)  # noqa: F841 - its pipe closes when this process ends
+    node_id = processes.local_node_id() if started_local else None
+    reaper = processes.start_reaper(node_id)  # noqa: F841 - its pipe closes when this process ends
     _check_resources(spec, ray.cluster_resources())
     if args.resume:
         recorded = meta.get("ray_session_dir")
-        changed = ray_edge.repair_state(run_dir, Path(recorded) if recorded else None)
+        changed = state_repair.repair_state(run_dir, Path(recorded) if recorded else None)
         if changed:
             log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
                         ", ".join(changed))
         # The next repair reads only this driver's session.
-        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": ray_edge.session_dir(),
+        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": state_repair.session_dir(),
                              "ray_node_id": node_id})
     try:
         tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
@@ -147,7 +147,9 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
 
     readme = write_readme(run_dir, read_meta(run_dir), resume_cmd)
     print(f"run folder: {run_dir} (what is where: {readme})", flush=True)
-    sigint = ray_edge.SigintWatch()
+    from tune.ray_edge.signals import SigintWatch
+
+    sigint = SigintWatch()
     try:
         grid = tuner.fit()
         interrupted = sigint.interrupted()
@@ -264,7 +266,7 @@ def _start_ray(args: argparse.Namespace) -> bool:
 def _new_meta(spec, run_dir: Path, args, argv, vers, started, node_id: str | None
               ) -> dict[str, Any]:
     from trainable.evaluate import convention
-    from tune.ray_edge import session_dir
+    from tune.ray_edge.state_repair import session_dir
     from tune.reference import reference_config
 
     # The source document's defaults at this run's budget, on its data: the reference run, and
@@ -328,8 +330,8 @@ def _check_resources(spec, resources: dict[str, float]) -> None:
 def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     from ray import tune
 
-    from tune import ray_edge
     from tune.progress import ProgressPrinter
+    from tune.ray_edge import trials as ray_trials
     from tune.search import METRIC, MODE, make_scheduler, make_searcher, param_space
     from tune.trial import run_trial
 
@@ -343,7 +345,7 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
     run_config = tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
-        checkpoint_config=ray_edge.checkpoint_config(spec.scheduler, METRIC, MODE),
+        checkpoint_config=ray_trials.checkpoint_config(spec.scheduler, METRIC, MODE),
         failure_config=tune.FailureConfig(max_failures=2),
         callbacks=[ProgressPrinter(spec, str(run_dir))],
         verbose=2 if verbose else 0,
@@ -353,7 +355,7 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
         # Concurrency is capped by the searcher (ConcurrencyLimiter); a second cap here would turn
         # synchronous HyperBand off and is ignored for random/grid anyway.
         search_alg=make_searcher(spec, run_dir), num_samples=spec.trials,
-        reuse_actors=ray_edge.REUSE_ACTORS, trial_dirname_creator=ray_edge.trial_dirname)
+        reuse_actors=ray_trials.REUSE_ACTORS, trial_dirname_creator=ray_trials.trial_dirname)
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 

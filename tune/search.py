@@ -24,8 +24,8 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlg
 from ray.tune.search.optuna import OptunaSearch
 
 from trainable.errors import InputError
-from tune import ray_edge
 from tune.ray_edge.optuna_search import PruningOptunaSearch
+from tune.ray_edge.version import known as ray_known
 from tune.space import METRIC, MODE, TIME_ATTR, ParamSpec, SearchSpec
 
 __all__ = ["METRIC", "MODE", "TIME_ATTR", "concurrency_cap", "make_scheduler", "make_searcher",
@@ -134,7 +134,7 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
                                          n_startup_trials=spec.n_startup_trials)
     common = {"sampler": sampler, "storage": storage, "study_name": spec.path.stem,
               "points_to_evaluate": points or None}
-    if ray_edge.known():
+    if ray_known():
         searcher = PruningOptunaSearch(**common, time_attr=TIME_ATTR, max_t=spec.base.epochs)
     else:  # its private attributes are unverified there: Ray's own, stopped trials COMPLETE
         searcher = OptunaSearch(**common)

@@ -28,7 +28,7 @@ from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_STATE, TRIAL_CONFIG_
 from trainable.config import TrainConfig
 from trainable.loop import Trainer, ValidationResult
 from trainable.store import open_split
-from tune import ray_edge
+from tune.ray_edge import trials as ray_trials
 
 # What a trial that diverged (NaN/inf loss) or could not fit in memory reports as its PSNR/SSIM:
 # finite, so ASHA stops it and Optuna records it as a bad trial (a NaN would leave the Optuna
@@ -44,7 +44,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
     (Ray's experiment folder on a file system every node sees)."""
     cfg: TrainConfig = spec.trial_config(params)
     cfg = cfg.replace(num_threads=max(1, int(cpus)))
-    trial_dir = ray_edge.trial_folder(run_dir)
+    trial_dir = ray_trials.trial_folder(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / TRIAL_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
     info = _placement()
@@ -58,7 +58,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
         trainer = Trainer(cfg, train, val)
         checkpoint = tune.get_checkpoint()
         with checkpoint.as_directory() if checkpoint else nullcontext() as given:
-            start = ray_edge.resume_checkpoint(Path(given) if given else None, trial_dir)
+            start = ray_trials.resume_checkpoint(Path(given) if given else None, trial_dir)
             if start is not None:
                 trainer.load(start)
                 info["resumed_from_epoch"] = trainer.epoch
