@@ -9,7 +9,7 @@ report, export.
     retrain.retrain(run, seeds=3)              # winner vs defaults on the test split, retrain.json
 
 Command lines: ``python -m analysis RUN_DIR``, ``python -m analysis.export RUN_DIR`` and
-``python -m analysis.export RUN_DIR --retrain``.
+``python -m analysis.retrain RUN_DIR`` (``analysis.export --retrain`` is its alias).
 """
 
 from __future__ import annotations

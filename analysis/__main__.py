@@ -17,12 +17,10 @@ import sys
 from pathlib import Path
 
 from analysis._io import positive_int
+from analysis.run_folder import REPORT_SUBDIR, TABLES_SUBDIR
 from trainable.errors import InputError
 
 log = logging.getLogger("analysis")
-
-TABLES_SUBDIR = "analysis"
-REPORT_SUBDIR = "report"
 
 
 def build_parser() -> argparse.ArgumentParser:

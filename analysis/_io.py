@@ -1,12 +1,17 @@
-"""Atomic file writes: a reader never sees half a file, a crash never leaves one behind."""
+"""Small shared helpers of the analysis commands: atomic file writes (a reader never sees half a
+file, a crash never leaves one behind) and the command lines' argument types and error handling."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from trainable.errors import InputError
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -41,3 +46,16 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return n
+
+
+def guarded(action: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``action()``: bad input is exit 2 and a failed write exit 1, each one line on stderr."""
+    try:
+        return action(), 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None, 2
+    except OSError as e:
+        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
+              file=sys.stderr)
+        return None, 1

@@ -8,7 +8,8 @@ replaced without ``--force`` (a weights file holding exactly the same tensors is
 several formats of one trial can share it). A trial without a kept checkpoint gets its config and
 a warning.
 
-``--retrain [--seeds N] [--trial ID] [--out DIR]`` instead retrains the winner's (or ``--trial``'s)
+``--retrain [--seeds N] [--trial ID] [--out DIR]`` (an alias of ``python -m analysis.retrain``)
+instead retrains the winner's (or ``--trial``'s)
 config and the source document's defaults from scratch to the full budget with N fresh seeds, and
 scores the best validated weights of each on the held-out test split next to bicubic: numbers free
 of the selection bias of the search's best validation score. It writes ``DIR/retrain.json``
@@ -25,7 +26,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,15 +33,19 @@ from typing import Any
 
 from analysis import _io
 from analysis.config_files import FORMATS, render
-from analysis.run_folder import CHECKPOINT_STATE, CheckpointInfo, RunFolderError, find_checkpoints
+from analysis.run_folder import (
+    CHECKPOINT_STATE,
+    EXPORT_SUBDIR,
+    CheckpointInfo,
+    RunFolderError,
+    pick_checkpoint,
+)
 from analysis.tables import Run, load_run
 from trainable.errors import InputError
 from trainable.names import inside, safe_name
 
 log = logging.getLogger("analysis.export")
 
-EXPORT_SUBDIR = "export"
-_STATE_DICT_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel wrappers
 
 
 @dataclass
@@ -78,7 +82,7 @@ def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: 
     out = Path(out)
     if out.suffix == ".pt":
         raise InputError(f"--out {out}: the .pt name is reserved for the weights file beside it")
-    checkpoint = _pick_checkpoint(run.run_dir / row["dir"], scope)
+    checkpoint = pick_checkpoint(run.run_dir / row["dir"], scope)
     state = None
     if checkpoint is None:
         notes.append(f"trial {trial} has no kept checkpoint in {run.run_dir / row['dir']}; "
@@ -102,62 +106,13 @@ def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: 
     return ExportResult(trial, out, weights, write_weights, checkpoint, notes)
 
 
-def load_state_file(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with no extra globals: a trainer's checkpoint holds only
-    tensors, plain containers and Python numbers, so anything that needs another global to
-    unpickle is refused (RunFolderError naming the file), never run."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as e:
-        raise RunFolderError(f"{path}: unreadable checkpoint ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file, never a crash
-        text = str(e).strip()
-        first = text.splitlines()[0] if text else type(e).__name__
-        raise RunFolderError(f"{path}: cannot be loaded safely (weights_only): {first}") from None
-
-
-def trial_model_state(trial_dir: Path, config: dict[str, Any], scope: str = "best"
-                      ) -> dict[str, Any] | None:
-    """The model weights of a trial's best-PSNR (``scope="best"``) or latest kept checkpoint,
-    checked against its config; None when the trial kept none."""
-    checkpoint = _pick_checkpoint(trial_dir, scope)
-    return None if checkpoint is None else _model_state(checkpoint.path / CHECKPOINT_STATE, config)
-
-
 # --- private helpers -----------------------------------------------------------------------------
-def _pick_checkpoint(trial_dir: Path, scope: str) -> CheckpointInfo | None:
-    kept = find_checkpoints(trial_dir)
-    if not kept:
-        return None
-    if scope == "last":
-        return max(kept, key=lambda c: (c.epoch or -1, c.path.name))
-    # Best PSNR; a tie goes to the earlier epoch, as in the leaderboard.
-    return max(kept, key=lambda c: (c.psnr if c.psnr is not None else float("-inf"),
-                                    -(c.epoch or 0), c.path.name))
-
-
 def _model_state(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's model weights, prefix-free, verified against the trial's architecture."""
-    from trainable.model import EarlyFusionESPCN
+    from trainable.weights import checkpoint_weights
 
-    saved = load_state_file(path)
-    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-        raise RunFolderError(f"{path}: expected a dict with the model's state_dict under 'model'")
-    state = {}
-    for key, tensor in saved["model"].items():
-        for prefix in _STATE_DICT_PREFIXES:
-            key = key.removeprefix(prefix)
-        state[key] = tensor.detach().cpu().clone()
-    model = EarlyFusionESPCN(config.get("frames", 3), config.get("scale", 4),
-                             config.get("residual", False))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise RunFolderError(f"{path}: the weights do not fit EarlyFusionESPCN("
-                             f"frames={model.frames}, scale={model.scale}): {e}") from None
-    return state
+    return checkpoint_weights(path, config.get("frames", 3), config.get("scale", 4),
+                              config.get("residual", False))
 
 
 def _save_state(state: dict[str, Any], tmp: Path) -> None:
@@ -171,12 +126,14 @@ def _must_write_weights(path: Path, state: dict[str, Any], force: bool) -> bool:
         return True
     import torch
 
+    from trainable.weights import WeightsError, load_file
+
     try:
-        existing = torch.load(path, map_location="cpu", weights_only=True)
-        same = (isinstance(existing, dict) and existing.keys() == state.keys()
-                and all(torch.equal(existing[k], state[k]) for k in state))
-    except Exception:  # noqa: BLE001 - any unreadable file simply is not "the same weights"
-        same = False
+        existing = load_file(path)
+    except WeightsError:  # an unreadable file simply is not "the same weights"
+        existing = None
+    same = (isinstance(existing, dict) and existing.keys() == state.keys()
+            and all(torch.equal(existing[k], state[k]) for k in state))
     if not same:
         raise InputError(f"{path}: already exists (other weights); pass --force to replace it")
     log.info("%s already holds these weights; left as it is", path)
@@ -255,19 +212,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _guarded(action: Callable[[], Any]) -> tuple[Any, int]:
-    """Run ``action()``: bad input is exit 2 and a failed write exit 1, each one line on stderr."""
-    try:
-        return action(), 0
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None, 2
-    except OSError as e:
-        print(f"error: cannot write {e.filename or 'an output'}: {e.strerror or e}",
-              file=sys.stderr)
-        return None, 1
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -280,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         print("error: --seeds only applies to --retrain", file=sys.stderr)
         return 2
-    result, rc = _guarded(lambda: export_trial(load_run(args.run_dir), args.trial, args.fmt,
+    result, rc = _io.guarded(lambda: export_trial(load_run(args.run_dir), args.trial, args.fmt,
                                                args.out, args.force, args.scope))
     if rc:
         return rc
@@ -292,20 +236,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_retrain(args: argparse.Namespace) -> int:
+    """``--retrain``: kept as an alias of ``python -m analysis.retrain``."""
     from analysis import retrain
 
-    try:
-        report, rc = _guarded(lambda: retrain.retrain(
-            load_run(args.run_dir), args.trial, args.seeds or 1, args.out, args.force, args.scope,
-            progress=lambda msg: print(msg, file=sys.stderr, flush=True)))
-    except KeyboardInterrupt:
-        print("interrupted; no retrain.json was written", file=sys.stderr)
-        return 130
-    if rc:
-        return rc
-    print(retrain.render(report))
-    print(f"wrote {Path(report['out']) / retrain.RETRAIN_FILE}")
-    return 0
+    return retrain.run_command(args.run_dir, args.trial, args.seeds or 1, args.out, args.force,
+                               args.scope)
 
 
 if __name__ == "__main__":

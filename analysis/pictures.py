@@ -80,7 +80,8 @@ def draw(run: Run, winner: str, path: Path, scope: str = "best",
 # --- private helpers -----------------------------------------------------------------------------
 def _models(run: Run, row: Any, config: dict[str, Any], scope: str
             ) -> dict[str, EarlyFusionESPCN]:
-    from analysis.export import trial_model_state
+    from analysis.run_folder import CHECKPOINT_STATE, pick_checkpoint
+    from trainable.weights import build_model, checkpoint_weights
 
     found = {"winner": (row, config)}
     trials = run.trials
@@ -92,12 +93,12 @@ def _models(run: Run, row: Any, config: dict[str, Any], scope: str
             break
     models = {}
     for name, (r, cfg) in found.items():
-        state = trial_model_state(run.run_dir / r["dir"], cfg, scope)
-        if state is None:
+        checkpoint = pick_checkpoint(run.run_dir / r["dir"], scope)
+        if checkpoint is None:
             continue
-        model = EarlyFusionESPCN(cfg.get("frames", 3), cfg.get("scale", 4), cfg.get("residual", False))
-        model.load_state_dict(state)
-        models[name] = model.eval()
+        shape = (cfg.get("frames", 3), cfg.get("scale", 4), cfg.get("residual", False))
+        state = checkpoint_weights(checkpoint.path / CHECKPOINT_STATE, *shape)
+        models[name] = build_model(state, *shape, checkpoint.path)
     return models
 
 

@@ -40,6 +40,11 @@ CHECKPOINT_STATE = "trainer.pt"
 # The source document's defaults trained beside the search (tune.reference): a trial-shaped
 # folder that no searcher sampled.
 REFERENCE_DIR = "reference"
+# What the analysis commands write into a run folder.
+TABLES_SUBDIR = "analysis"  # results.parquet, trials.parquet
+REPORT_SUBDIR = "report"  # index.html and its figures
+EXPORT_SUBDIR = "export"  # <trial>.yaml|json|py + <trial>.pt
+RETRAIN_SUBDIR = "retrain"  # retrain.json + one python -m trainable folder per retraining
 
 # A trial folder is "trial_<index>_<trial id>" (tune.ray_edge.trials.trial_dirname, "trial_0007_4f99c683").
 # Runs from before that carry Ray's own name, "<trainable>_<trial id>_<index>_<params>_<date>"; the
@@ -180,6 +185,18 @@ def find_checkpoints(trial_dir: Path) -> list[CheckpointInfo]:
                 log.warning("%s: unreadable meta.json (%s); epoch and PSNR unknown", p, e)
         out.append(CheckpointInfo(path=p, epoch=epoch, psnr=psnr))
     return out
+
+
+def pick_checkpoint(trial_dir: Path, scope: str) -> CheckpointInfo | None:
+    """The kept checkpoint a scope means: the best PSNR (a tie to the earlier epoch, as in the
+    leaderboard) for ``"best"``, the latest for ``"last"``; None when the trial kept none."""
+    kept = find_checkpoints(trial_dir)
+    if not kept:
+        return None
+    if scope == "last":
+        return max(kept, key=lambda c: (c.epoch or -1, c.path.name))
+    return max(kept, key=lambda c: (c.psnr if c.psnr is not None else float("-inf"),
+                                    -(c.epoch or 0), c.path.name))
 
 
 # --- private helpers -----------------------------------------------------------------------------

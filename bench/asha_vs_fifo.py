@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from analysis.run_folder import is_run_folder, read_meta
+from analysis.run_folder import RETRAIN_SUBDIR, is_run_folder, read_meta
 
 VARIANTS = {
     "asha-tpe": {"scheduler": {"type": "asha"}, "search": {"algorithm": "optuna"}},
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["spearman_by_epoch"] = rank_agreement(run)
                 row["halving_replay"] = halving_replay(run)
             if not args.no_retrain:
-                report_file = args.storage / name / retrain.RETRAIN_SUBDIR / retrain.RETRAIN_FILE
+                report_file = args.storage / name / RETRAIN_SUBDIR / retrain.RETRAIN_FILE
                 if report_file.exists():
                     report = json.loads(report_file.read_text())
                 elif args.read_only:

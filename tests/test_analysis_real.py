@@ -25,11 +25,11 @@ import pytest
 import torch
 
 from analysis.__main__ import main as analysis_main
-from analysis.export import load_state_file
 from analysis.export import main as export_main
 from analysis.run_folder import find_checkpoints
-from trainable.__main__ import load_config
+from trainable.config_file import load_config
 from trainable.model import EarlyFusionESPCN
+from trainable.weights import load_file as load_state_file
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,11 @@ import torch
 import yaml
 
 from analysis.config_files import milestone_epochs
-from analysis.export import load_state_file, main
+from analysis.export import main
 from tests import run_fixture as fx
 from trainable.config import TrainConfig
 from trainable.model import EarlyFusionESPCN
+from trainable.weights import load_file as load_state_file
 
 DOCUMENT_FIELDS = {"model_lr", "lr_scheduler_milestones", "lr_scheduler_gamma", "batch_size",
                    "gradient_accumulation_steps", "use_amp", "epochs", "validation_interval"}

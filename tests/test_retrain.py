@@ -1,4 +1,5 @@
-"""analysis.export --retrain: winner and defaults retrained with fresh seeds, scored on the test split.
+"""python -m analysis.retrain (and its alias analysis.export --retrain): winner and defaults
+retrained with fresh seeds, scored on the test split.
 
 The synthetic run (tests/run_fixture.py) gets real, tiny trial configs: the clip folders of the
 ``clip_root`` fixture as data, 2 epochs of 128 samples, batch 8, fp32, a validation every epoch.
@@ -50,11 +51,12 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def retrained(tmp_path_factory: pytest.TempPathFactory, clip_root: Path, cache: Path):
-    """One --retrain of the synthetic run (default output folder); (run, exit code, stdout)."""
+    """One python -m analysis.retrain of the synthetic run (default output folder); (run, exit
+    code, stdout)."""
     run = _tiny(fx.write_small_run(tmp_path_factory.mktemp("retrain")), clip_root, cache)
     out = io.StringIO()  # capsys is function-scoped: capture by hand
     with contextlib.redirect_stdout(out):
-        rc = main([str(run), "--retrain"])
+        rc = retrain.main([str(run)])
     return run, rc, out.getvalue()
 
 
@@ -114,9 +116,10 @@ def test_refuses_to_overwrite_without_force(retrained, capsys: pytest.CaptureFix
     run, _, _ = retrained
     report = run / "retrain" / "retrain.json"
     before = report.read_text()
-    assert main([str(run), "--retrain"]) == 2
-    err = capsys.readouterr().err
-    assert str(report) in err and "--force" in err
+    for refused in (lambda: retrain.main([str(run)]), lambda: main([str(run), "--retrain"])):
+        assert refused() == 2  # the command and export's --retrain alias alike
+        err = capsys.readouterr().err
+        assert str(report) in err and "--force" in err
     assert report.read_text() == before
 
 
@@ -128,6 +131,8 @@ def test_bad_input_exits_2_before_training(tmp_path: Path, clip_root: Path, cach
     assert main([str(run), "--retrain", "--trial", "nope_00009"]) == 2
     err = capsys.readouterr().err
     assert "nope_00009" in err and fx.WINNER in err
+    assert retrain.main([str(run), "--trial", "nope_00009"]) == 2
+    assert capsys.readouterr().err == err
     assert main([str(run), "--retrain", "--seeds", "0"]) == 2
     assert "positive integer" in capsys.readouterr().err
     assert main([str(run), "--seeds", "2"]) == 2  # only with --retrain

@@ -113,7 +113,7 @@ def test_resume_checks_the_config_and_always_writes_model_and_scores(clip_root, 
 def test_train_returns_what_summary_json_holds_and_a_reproducing_command(clip_root, tmp_path,
                                                                         cache):
     from trainable import Summary, train
-    from trainable.__main__ import load_config
+    from trainable.config_file import load_config
 
     cfg = load_config(None, [f"data={clip_root}", *TINY[1::2]])
     out = tmp_path / "lib"

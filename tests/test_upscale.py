@@ -243,3 +243,26 @@ def test_refuses_an_existing_out_without_force(exported, video: Path, tmp_path: 
 
 def test_refuses_an_unknown_output_suffix(exported, video: Path, tmp_path: Path, capsys) -> None:
     _refused(capsys, _run(*exported, video, tmp_path / "o.gif"), "o.gif")
+
+
+@pytest.mark.parametrize("kind", ["yaml", "json", "binary", "empty"])
+def test_a_file_that_is_not_weights_is_named_in_our_words(kind: str, exported, video: Path,
+                                                          tmp_path: Path, capsys) -> None:
+    # The config given where the weights go (an easy slip): PyTorch's own message advises
+    # weights_only=False, which is wrong for a text file and unsafe for any.
+    content = {"yaml": b"model_lr: 0.01\nbatch_size: 16\n", "json": b'{"model_lr": 0.01}\n',
+               "binary": bytes(range(7, 200)), "empty": b""}[kind]
+    bad = tmp_path / f"not_weights.{kind}"
+    bad.write_bytes(content)
+    err = _refused(capsys, _run(bad, exported[1], video, tmp_path / "o.mp4"), bad.name)
+    assert "weights_only" not in err and "Re-running" not in err
+    said = {"yaml": "YAML text file", "json": "JSON text file", "binary": "binary file",
+            "empty": "empty"}[kind]
+    assert said in err and "export" in err
+
+
+def test_a_trainer_checkpoint_is_accepted_as_weights(exported, video: Path, tmp_path: Path) -> None:
+    weights, config = exported
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"model": torch.load(weights, weights_only=True), "optimizer": {}}, checkpoint)
+    assert _run(checkpoint, config, video, tmp_path / "from_checkpoint.mp4") == 0

@@ -1,6 +1,6 @@
 """`train(cfg, out)`: the one way to train one configuration, to its full budget, into a folder.
 
-`python -m trainable` and `analysis.export --retrain` both call it. It writes into ``out``: the
+`python -m trainable` and `python -m analysis.retrain` both call it. It writes into ``out``: the
 resolved ``config.yaml`` and the command line (``command.txt``), TensorBoard logs (``tb/``), the
 full training state (``checkpoint.pt``, resumable with ``resume=``), the best validated weights as a
 weights-only state dict (``model.pt``) and ``summary.json``, which scores those weights against

@@ -63,31 +63,17 @@ class Clip:
 def load_model(weights: Path, config_path: Path) -> EarlyFusionESPCN:
     """The exported network, checked against its config (frames and scale from the tensors'
     shapes; ``residual`` is checked on the first frame, see :func:`check_residual`)."""
-    from trainable.__main__ import load_config
+    from trainable import weights as weights_file
+    from trainable.config_file import load_config
 
     cfg: TrainConfig = load_config(config_path, [])
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except OSError as e:
-        raise InputError(f"{weights}: cannot read the weights ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file, never a crash
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise InputError(f"{weights}: not a weights file that loads safely: {first}") from None
-    if not isinstance(state, dict) or "body.0.weight" not in state or "sub_pixel.weight" not in state:
-        raise InputError(f"{weights}: not an EarlyFusionESPCN state dict (as analysis.export "
-                         "writes it)")
-    frames = state["body.0.weight"].shape[1]
-    scale = round(state["sub_pixel.weight"].shape[0] ** 0.5)
+    expected = "an EarlyFusionESPCN state dict (the <trial>.pt that python -m analysis.export writes)"
+    state = weights_file.network_state(weights_file.load_file(weights, expected), weights)
+    frames, scale = weights_file.shape_of(state, weights)
     if (frames, scale) != (cfg.frames, cfg.scale):
         raise InputError(f"{config_path}: says frames={cfg.frames}, scale={cfg.scale}, but the "
                          f"weights in {weights} are for frames={frames}, scale={scale}")
-    model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise InputError(f"{weights}: does not fit EarlyFusionESPCN: {first}") from None
-    return model.eval()
+    return weights_file.build_model(state, cfg.frames, cfg.scale, cfg.residual, weights)
 
 
 def check_residual(model: EarlyFusionESPCN, window: torch.Tensor, weights: Path,

@@ -12,9 +12,15 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from analysis.__main__ import REPORT_SUBDIR, TABLES_SUBDIR
-from analysis.export import EXPORT_SUBDIR
-from analysis.run_folder import META_FILE, PARAMS_FILE, REFERENCE_DIR, RESULT_FILE
+from analysis.run_folder import (
+    EXPORT_SUBDIR,
+    META_FILE,
+    PARAMS_FILE,
+    REFERENCE_DIR,
+    REPORT_SUBDIR,
+    RESULT_FILE,
+    TABLES_SUBDIR,
+)
 
 README = "README.txt"
 
