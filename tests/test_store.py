@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainable import sources
-from trainable.imaging import upscale_bicubic
+from trainable import sources, store
+from trainable.imaging import downscale, upscale_bicubic
 from trainable.store import SplitData, cache_root, open_split
 
 
@@ -69,6 +69,27 @@ def test_key_follows_list_scale_and_split(tmp_path: Path) -> None:
     (root / "sep_trainlist.txt").write_text("00001/0001\n00002/0001\n")  # an edited list
     assert open_split(str(root), "train", scale=4, cache_dir=cache).num_clips == 1
     assert n_cached() == 4
+
+
+def test_a_cache_with_the_old_border_is_rebuilt(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Format 2 held LR frames whose border PyTorch had cut the kernel off at (issue 20): a cache
+    # of that format, left on a machine, must not be mapped again.
+    root = _vimeo(tmp_path / "v", NAMES)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(store, "FORMAT_VERSION", 2)
+    old = open_split(str(root), "test", scale=4, cache_dir=cache)
+    (old_folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    stale = np.lib.format.open_memmap(old_folder / "g0_lr.npy", mode="r+")
+    stale[:] = 0  # stands for the old LR: anything the current downscale does not make
+    stale.flush()
+    del stale, old
+    monkeypatch.undo()
+    new = open_split(str(root), "test", scale=4, cache_dir=cache)
+    assert sum(p.is_dir() for p in cache.iterdir()) == 2  # built afresh beside the old one
+    (g,) = new.groups
+    np.testing.assert_array_equal(g.lr, downscale(np.array(g.hr), 4))
+    assert g.lr.any()
 
 
 def test_concurrent_builders_decode_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

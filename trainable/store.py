@@ -37,7 +37,9 @@ except ImportError:  # pragma: no cover - Windows: no cross-process lock, builds
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: Vimeo val held out by sequence folder, built-in split gap and 3 val targets
+# 2: Vimeo val held out by sequence folder, built-in split gap and 3 val targets;
+# 3: LR frames mirrored at the border as MATLAB's imresize does (issue 20), not cut off.
+FORMAT_VERSION = 3
 _META = "meta.json"
 
 
