@@ -34,6 +34,16 @@ def test_unknown_key_lists_valid_keys():
         TrainConfig.from_dict({"lr": 0.1}, where="cfg.yaml")
 
 
+def test_unknown_key_suggests_the_near_valid_one():
+    with pytest.raises(ConfigError, match=r"cfg.yaml: unknown key 'batchsize' \(did you mean "
+                                          r"`batch_size`\?\); valid keys are: "):
+        TrainConfig.from_dict({"batchsize": 8}, where="cfg.yaml")
+    # Each of several unknown keys gets its own guess, or none when nothing is near.
+    with pytest.raises(ConfigError, match=r"unknown keys 'epoch' \(did you mean `epochs`\?\), "
+                                          r"'lr', 'residuals' \(did you mean `residual`\?\); "):
+        TrainConfig.from_dict({"residuals": True, "epoch": 1, "lr": 0.1})
+
+
 @pytest.mark.parametrize(("values", "message"), [
     ({"model_lr": -0.01}, r"`model_lr` is -0.01, but must be > 0"),
     ({"model_lr": "fast"}, r"`model_lr` is 'fast', but must be a number"),

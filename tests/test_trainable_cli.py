@@ -46,6 +46,22 @@ def test_bad_key_in_config_file_is_exit_2_naming_file_and_key(tmp_path, capsys):
     assert str(cfg) in err and "'learning_rate'" in err and "valid keys" in err
 
 
+def test_misspelt_key_in_config_file_suggests_the_near_one(tmp_path, capsys):
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("model_lr: 0.01\nbatchsize: 8\n")
+    assert main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: unknown key 'batchsize' (did you mean `batch_size`?); valid keys" in err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_misspelt_key_in_set_suggests_the_near_one(tmp_path, capsys):
+    assert main(["--set", "epoch=1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "defaults with --set: unknown key 'epoch' (did you mean `epochs`?)" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_invalid_yaml_names_the_line(tmp_path, capsys):
     cfg = tmp_path / "broken.yaml"
     cfg.write_text("model_lr: 0.01\nbatch_size: [16\n")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from trainable.errors import ConfigError
+from trainable.errors import ConfigError, did_you_mean
 
 OPTIMIZERS = ("sgd", "adam")
 # What a comparison at equal budget holds fixed: where and on what a run trains, for how long, how
@@ -88,10 +88,9 @@ class TrainConfig:
                               f"valid keys are: {', '.join(sorted(known))}")
         unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ConfigError(
-                f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                f"valid keys are: {', '.join(sorted(known))}"
-            )
+            named = ", ".join(f"{k!r}{did_you_mean(k, known)}" for k in unknown)
+            raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {named}; "
+                              f"valid keys are: {', '.join(sorted(known))}")
         coerced = {k: _coerce(k, v, known[k].type, where) for k, v in values.items()}
         try:
             return cls(**coerced)
