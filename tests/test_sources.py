@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.test_imaging import assert_matches_matlab
+from trainable import sources
 from trainable.errors import DataError
 from trainable.imaging import downscale, rgb_to_y
 from trainable.sources import split_counts, split_slice, vimeo_val_split
@@ -215,5 +216,35 @@ def test_split_rules() -> None:
     assert len(held) == 5 * 673  # every clip of a held-out folder is out of training
     assert len(scored) == 200 and set(scored) <= held
     assert {names[i][:5] for i in scored} == held_folders  # spread over every held-out folder
-    with pytest.raises(DataError, match="at least 2 are needed"):
-        vimeo_val_split(["00001/0001", "00001/0002"], "list.txt")
+
+
+def test_vimeo_subset_in_one_folder_holds_out_whole_clips(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A user trying the tool on part of the data set: every clip in one sequence folder. Holding
+    # out by folder is impossible, so validation is the first 1/20 of the clips, as one block.
+    monkeypatch.setattr(sources, "_logged", set())  # what this process has logged once already
+    names = [f"00042/{c:04d}" for c in range(1, 42)]
+    with caplog.at_level("INFO", logger="trainable.sources"):
+        scored, held = vimeo_val_split(names, "one-folder.txt")
+        assert vimeo_val_split(names, "one-folder.txt") == (scored, held)  # deterministic
+    assert held == {0, 1, 2} and scored == [0, 1, 2]  # ceil(41 / 20) = 3 clips
+    lines = [r.getMessage() for r in caplog.records if "one-folder.txt" in r.getMessage()]
+    assert lines == ["one-folder.txt: every clip is in the sequence folder '00042', so validation "
+                     "holds out whole clips instead of folders: the first 3 of 41 in list order "
+                     "(00042/0001 to 00042/0003), none of them trained on"]  # once, not twice
+    assert vimeo_val_split(["00001/0007", "00001/0002"], "two.txt") == ([0], {0})  # list order
+    # A clip listed twice is one clip: held out whole, every line of it.
+    assert vimeo_val_split(["00001/0001", "00001/0002", "00001/0001"], "dup.txt")[1] == {0, 2}
+    with pytest.raises(DataError, match="dup2.txt: every line names the clip '00001/0001'"):
+        vimeo_val_split(["00001/0001", "00001/0001"], "dup2.txt")
+    # Through the data path: a tiny tree whose train list lies in one folder.
+    train = ["00009/0001", "00009/0002", "00009/0003"]
+    root = _vimeo(tmp_path / "vimeo", train, TEST)
+    with caplog.at_level("INFO", logger="trainable.sources"):
+        tr, val = (_open(root, s, tmp_path) for s in ("train", "val"))
+    assert val.groups[0].names == ("00009/0001",)
+    assert tr.groups[0].names == ("00009/0002", "00009/0003")
+    said = [r.getMessage() for r in caplog.records if str(root) in r.getMessage()]
+    assert len(said) == 1  # the train and val builds both split the list: one line
+    assert said[0].startswith(f"{root / 'sep_trainlist.txt'}: every clip is in the sequence "
+                              "folder '00009', so validation holds out whole clips")

@@ -18,8 +18,11 @@ file, list line or frame at fault.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import math
 import os
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +35,8 @@ from PIL import Image
 
 from trainable.errors import DataError
 from trainable.imaging import downscale, mod_crop, rgb_to_y
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -197,19 +202,44 @@ def vimeo_val_split(names: Sequence[str], where: str) -> tuple[list[int], set[in
     """Held-out validation of a Vimeo train list, by whole top-level sequence folders.
 
     Every 20th top-level folder (``00001`` of ``00001/0266``), from the first, is held out: none
-    of its clips is trained on, so validation never scores a scene the network saw. Returns (the
-    line indices scored: at most 200, evenly spread over the held-out clips; every held-out line
-    index). A list with a single top-level folder cannot be split this way.
+    of its clips is trained on, so validation never scores a scene the network saw. A list whose
+    clips all lie in one top-level folder (a subset of the data set) is held out by whole clips
+    instead: the first 1/20 of its clips (at least one), in list order, as one block, so only the
+    block's last clip has a trained neighbour; this is logged once. Returns (the line indices
+    scored: at most 200, evenly spread over the held-out clips; every held-out line index).
     """
     tops = [n.split("/", 1)[0] for n in names]
     folders = list(dict.fromkeys(tops))
-    if len(folders) < 2:
-        raise DataError(f"{where}: every clip is in the sequence folder {folders[0]!r}; validation "
-                        "is held out by whole top-level folders, so at least 2 are needed")
-    held_folders = set(folders[::VIMEO_VAL_STRIDE])
-    held = [i for i, t in enumerate(tops) if t in held_folders]
+    if len(folders) >= 2:
+        held_folders = set(folders[::VIMEO_VAL_STRIDE])
+        held = [i for i, t in enumerate(tops) if t in held_folders]
+    else:
+        clips = list(dict.fromkeys(names))
+        if len(clips) < 2:
+            raise DataError(f"{where}: every line names the clip {clips[0]!r}; train and val "
+                            "need at least 2 different clips")
+        held_clips = set(clips[: math.ceil(len(clips) / VIMEO_VAL_STRIDE)])
+        held = [i for i, n in enumerate(names) if n in held_clips]
+        log_once(log, f"{where}: every clip is in the sequence folder {folders[0]!r}, so "
+                      f"validation holds out whole clips instead of folders: the first "
+                      f"{len(held_clips)} of {len(clips)} in list order ({clips[0]} to "
+                      f"{clips[len(held_clips) - 1]}), none of them trained on")
     k = min(len(held), VIMEO_VAL_MAX)
     return [held[i * len(held) // k] for i in range(k)], set(held)
+
+
+_logged: set[str] = set()
+_logged_lock = threading.Lock()
+
+
+def log_once(logger: logging.Logger, message: str) -> None:
+    """Log ``message`` at INFO the first time this process sees it: a search opens each split in
+    several places, and the same sentence six times reads as six events."""
+    with _logged_lock:
+        if message in _logged:
+            return
+        _logged.add(message)
+    logger.info("%s", message)
 
 
 def _read_y_frames(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
@@ -283,7 +313,7 @@ class VimeoSource:
             return lines
         if len(lines) < 2:
             raise DataError(f"list file {path} names 1 clip; train and val need at least 2")
-        scored, held = vimeo_val_split([name for _, name in lines], path.name)
+        scored, held = vimeo_val_split([name for _, name in lines], str(path))
         if split == "val":
             return [lines[i] for i in scored]
         return [x for i, x in enumerate(lines) if i not in held]
