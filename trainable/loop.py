@@ -143,6 +143,74 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return total
 
 
+def conclude_interval(cfg: TrainConfig, stats: IntervalStats, *, samples_seen: int, status: str,
+                      best: tuple[float, int], bicubic: Scores, score: Callable[[], Scores]
+                      ) -> ValidationResult:
+    """The validation that ends an interval of training: ``score`` (the trained weights on the
+    val split) unless the interval diverged, the status and the best PSNR/epoch that follow, in
+    one ValidationResult. Shared by :class:`Trainer` and the fused group's members, so both
+    report in exactly one way."""
+    best_psnr, best_epoch = best
+    epoch = samples_seen // cfg.epoch_samples
+    if stats.diverged:
+        status = "diverged"
+        scores = Scores(psnr=math.nan, ssim=math.nan, frames=0)  # no psnr_frames
+        log.warning("training diverged at epoch %d (loss %s)", epoch, stats.loss)
+    else:
+        scores = score()
+        if samples_seen >= cfg.total_samples:
+            status = "completed"
+        if scores.psnr > best_psnr:
+            best_psnr, best_epoch = scores.psnr, epoch
+    elapsed = max(stats.seconds, 1e-9)
+    return ValidationResult(
+        epoch=epoch, samples=samples_seen, max_epochs=cfg.epochs,
+        psnr=scores.psnr, ssim=scores.ssim, bicubic_psnr=bicubic.psnr,
+        bicubic_ssim=bicubic.ssim, gain_db=scores.psnr - bicubic.psnr,
+        best_psnr=best_psnr, best_epoch=best_epoch, loss=stats.loss,
+        lr=cfg.lr_at(max(samples_seen - 1, 0)),
+        samples_per_s=stats.updates * cfg.samples_per_update / elapsed,
+        steps_per_s=stats.updates / elapsed,
+        data_time_share=stats.data_seconds / elapsed, status=status,
+        psnr_frames=tuple(round(p, 4) for p in scores.psnr_frames))
+
+
+def log_result(r: ValidationResult) -> None:
+    log.info("epoch %d/%d  loss %.5f  lr %.2e  PSNR %.3f dB (bicubic %.3f, %+.3f)  SSIM %.4f  "
+             "%.0f samples/s  data %.1f%%", r.epoch, r.max_epochs, r.loss, r.lr, r.psnr,
+             r.bicubic_psnr, r.gain_db, r.ssim, r.samples_per_s, 100 * r.data_time_share)
+
+
+def checkpoint_state(cfg: TrainConfig, *, model: dict[str, torch.Tensor], optimizer: dict[str, Any],
+                     scaler: dict[str, Any], sampler: dict[str, Any], rng: dict[str, torch.Tensor],
+                     samples_seen: int, history: Sequence[dict[str, Any]], best_psnr: float,
+                     best_epoch: int, status: str) -> dict[str, Any]:
+    """A training checkpoint in the one format that :meth:`Trainer.load_state_dict` reads, whoever
+    trained it (a Trainer, or a member of a fused group): the parts as their own state dicts."""
+    return {
+        "config": cfg.to_dict(),
+        "model": model,
+        "optimizer": optimizer,
+        "scaler": scaler,
+        "sampler": sampler,
+        **rng,
+        "samples_seen": samples_seen,
+        "epoch": samples_seen // cfg.epoch_samples,
+        "history": list(history),
+        "best_psnr": best_psnr,
+        "best_epoch": best_epoch,
+        "status": status,
+    }
+
+
+def resumed_status(state: dict[str, Any], cfg: TrainConfig) -> str:
+    """The status a run resumed from ``state`` under ``cfg`` continues with."""
+    status = str(state["status"])
+    if status == "completed" and int(state["samples_seen"]) < cfg.total_samples:
+        return "running"  # resumed with a larger budget: carry on
+    return status
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, train: SplitData, val: SplitData, *,
                  log_dir: str | os.PathLike | None = None) -> None:
@@ -270,37 +338,18 @@ class Trainer:
 
     def _validate(self, stats: IntervalStats) -> ValidationResult:
         cfg = self.cfg
-        mean_loss, updates, elapsed = stats.loss, stats.updates, stats.seconds
-        bicubic = self.bicubic_scores()
-        if stats.diverged:
-            self.status = "diverged"
-            scores = Scores(psnr=math.nan, ssim=math.nan, frames=0)  # no psnr_frames
-            log.warning("training diverged at epoch %d (loss %s)", self.epoch, mean_loss)
-        else:
-            scores = score_model(self.model, self.val_data, frames=cfg.frames,
-                                 crop_border=cfg.crop_border, device=self.device)
-            if self.samples_seen >= cfg.total_samples:
-                self.status = "completed"
-            if scores.psnr > self.best_psnr:
-                self.best_psnr, self.best_epoch = scores.psnr, self.epoch
-        result = ValidationResult(
-            epoch=self.epoch, samples=self.samples_seen, max_epochs=cfg.epochs,
-            psnr=scores.psnr, ssim=scores.ssim, bicubic_psnr=bicubic.psnr,
-            bicubic_ssim=bicubic.ssim, gain_db=scores.psnr - bicubic.psnr,
-            best_psnr=self.best_psnr, best_epoch=self.best_epoch, loss=mean_loss,
-            lr=cfg.lr_at(max(self.samples_seen - 1, 0)),
-            samples_per_s=updates * cfg.samples_per_update / max(elapsed, 1e-9),
-            steps_per_s=updates / max(elapsed, 1e-9),
-            data_time_share=stats.data_seconds / max(elapsed, 1e-9), status=self.status,
-            psnr_frames=tuple(round(p, 4) for p in scores.psnr_frames))
+        result = conclude_interval(
+            cfg, stats, samples_seen=self.samples_seen, status=self.status,
+            best=(self.best_psnr, self.best_epoch), bicubic=self.bicubic_scores(),
+            score=lambda: score_model(self.model, self.val_data, frames=cfg.frames,
+                                      crop_border=cfg.crop_border, device=self.device))
+        self.status, self.best_psnr, self.best_epoch = result.status, result.best_psnr, result.best_epoch
         self.history.append(result.to_dict())
         self._log(result)
         return result
 
     def _log(self, r: ValidationResult) -> None:
-        log.info("epoch %d/%d  loss %.5f  lr %.2e  PSNR %.3f dB (bicubic %.3f, %+.3f)  SSIM %.4f  "
-                 "%.0f samples/s  data %.1f%%", r.epoch, r.max_epochs, r.loss, r.lr, r.psnr,
-                 r.bicubic_psnr, r.gain_db, r.ssim, r.samples_per_s, 100 * r.data_time_share)
+        log_result(r)
         if self._writer is None:
             return
         for key in ("loss", "lr", "psnr", "ssim", "gain_db", "data_time_share", "samples_per_s"):
@@ -318,20 +367,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs; see trainable/checkpoint.py for what travels between
         devices and AMP settings."""
-        return {
-            "config": self.cfg.to_dict(),
-            "model": model_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            **rng_state(self.device),
-            "samples_seen": self.samples_seen,
-            "epoch": self.epoch,
-            "history": list(self.history),
-            "best_psnr": self.best_psnr,
-            "best_epoch": self.best_epoch,
-            "status": self.status,
-        }
+        return checkpoint_state(
+            self.cfg, model=model_state(self.model), optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(), sampler=self.sampler.state_dict(),
+            rng=rng_state(self.device), samples_seen=self.samples_seen, history=self.history,
+            best_psnr=self.best_psnr, best_epoch=self.best_epoch, status=self.status)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(plain_keys(state["model"]))
@@ -343,9 +383,7 @@ class Trainer:
         self.history = list(state["history"])
         self.best_psnr = float(state["best_psnr"])
         self.best_epoch = int(state["best_epoch"])
-        self.status = str(state["status"])
-        if self.status == "completed" and self.samples_seen < self.cfg.total_samples:
-            self.status = "running"  # resumed with a larger budget: carry on
+        self.status = resumed_status(state, self.cfg)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the full state to ``path`` atomically (temp file + rename)."""

@@ -149,7 +149,7 @@ class PatchSampler:
 
     def chunk_batches(self, batch_size: int) -> int:
         """Batches per device chunk at ``batch_size``."""
-        return max(1, _CHUNK_HR_PIXELS // ((self.patch * self.scale) ** 2 * batch_size))
+        return chunk_batches(self.patch, self.scale, batch_size)
 
     def _from_chunk(self, batch_size: int) -> list[torch.Tensor]:
         per = self.chunk_batches(batch_size)
@@ -223,18 +223,13 @@ class PatchSampler:
         # came before the chunks, and is reseeded like the other kind.
         kind = state.get("kind", "numpy")
         mine = "torch-chunks" if self._device_gather is not None else "numpy"
-        if kind == mine == "torch-chunks":
-            self._seed, self._drawn, self._chunk = int(state["seed"]), int(state["drawn"]), None
+        if mine == "torch-chunks":
+            self._seed, self._drawn = chunk_position(state)
+            self._chunk = None
         elif kind == mine:
             self._rng.bit_generator.state = state["rng"]
         else:
-            seed = _seed_from(state["rng"] if "rng" in state else [state["seed"], state["drawn"]])
-            log.warning("resuming a %s-sampler checkpoint on the %s sampler: reseeded (%d); the "
-                        "patches differ from an uninterrupted run's", kind, mine, seed)
-            if self._device_gather is not None:
-                self._seed, self._drawn, self._chunk = seed, 0, None
-            else:
-                self._rng = np.random.Generator(np.random.PCG64(seed))
+            self._rng = np.random.Generator(np.random.PCG64(_reseed(state, mine)))
 
 
 class _DeviceGather:
@@ -270,11 +265,28 @@ class _DeviceGather:
     def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         """-> uint8 LR ``(B, frames, p, p)`` and HR ``(B, 1, p*s, p*s)`` on the storage device,
         and with a border the LR loss mask ``(B, p, p)``."""
-        gen, dev, p, sc = self.generator, self.bounds.device, self.patch, self.scale
-        target = torch.randint(0, self.total, (batch_size,), generator=gen, device=dev)
-        fv, fh, tr = torch.randint(0, 2, (3, batch_size), generator=gen, device=dev)
+        return self.gather(*self.draw(batch_size))
+
+    def draw(self, batch_size: int, out: tuple[torch.Tensor, ...] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The random part of a draw of ``batch_size`` samples, from :attr:`generator`: the
+        target (B,), the flips (3, B) (vertical, horizontal, transpose) and the crop position
+        (2, B) in [0, 1), optionally written into ``out`` (three tensors of those shapes)."""
+        gen, dev = self.generator, self.bounds.device
+        t_out, f_out, c_out = out if out is not None else (None, None, None)
+        target = torch.randint(0, self.total, (batch_size,), generator=gen, device=dev, out=t_out)
+        flips = torch.randint(0, 2, (3, batch_size), generator=gen, device=dev, out=f_out)
         # float64: a float32 draw times a frame size can round up to the size itself.
-        crop_u = torch.rand((2, batch_size), generator=gen, device=dev, dtype=torch.float64)
+        crop_u = torch.rand((2, batch_size), generator=gen, device=dev, dtype=torch.float64,
+                            out=c_out)
+        return target, flips, crop_u
+
+    def gather(self, target: torch.Tensor, flips: torch.Tensor, crop_u: torch.Tensor
+               ) -> tuple[torch.Tensor, ...]:
+        """The patches that :meth:`draw`'s numbers name, for any number of samples: the
+        deterministic part of a draw (a fused group gathers all its members' samples at once)."""
+        p, sc = self.patch, self.scale
+        fv, fh, tr = flips
         group = torch.searchsorted(self.bounds, target, right=True)
         local = target - self.starts[group]
         n_centres, n_t = self.n_centres[group], self.n_t[group]
@@ -307,6 +319,28 @@ def _one_buffer(arrays: list[np.ndarray], storage: torch.device) -> torch.Tensor
         buf[at:at + a.size].copy_(as_tensor(a.reshape(-1), torch.device("cpu")))
         at += a.size
     return buf
+
+
+def chunk_batches(patch: int, scale: int, batch_size: int) -> int:
+    """Batches per device chunk for LR patches of ``patch`` pixels at ``scale``."""
+    return max(1, _CHUNK_HR_PIXELS // ((patch * scale) ** 2 * batch_size))
+
+
+def chunk_position(state: dict[str, Any]) -> tuple[int, int]:
+    """(seed, batches drawn) of the device path from a sampler checkpoint of any kind: its own
+    kind continues exactly; the numpy kind (or the single-generator one that came before the
+    chunks) is reseeded deterministically from its saved state."""
+    if state.get("kind", "numpy") == "torch-chunks":
+        return int(state["seed"]), int(state["drawn"])
+    return _reseed(state, "torch-chunks"), 0
+
+
+def _reseed(state: dict[str, Any], mine: str) -> int:
+    kind = state.get("kind", "numpy")
+    seed = _seed_from(state["rng"] if "rng" in state else [state["seed"], state["drawn"]])
+    log.warning("resuming a %s-sampler checkpoint on the %s sampler: reseeded (%d); the "
+                "patches differ from an uninterrupted run's", kind, mine, seed)
+    return seed
 
 
 def _chunk_seed(seed: int, index: int) -> int:
