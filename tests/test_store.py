@@ -92,6 +92,25 @@ def test_a_cache_with_the_old_border_is_rebuilt(tmp_path: Path,
     assert g.lr.any()
 
 
+def test_the_description_is_logged_once_per_process(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    # A search opened train and val in the driver, each build logging the ~150-character
+    # description twice, and the driver logged it again per split: 6 times (issue 20, item 13).
+    monkeypatch.setattr(sources, "_logged", set())
+    root = _vimeo(tmp_path / "v", NAMES)
+    with caplog.at_level("INFO", logger="trainable"):
+        for split in ("train", "val", "test", "train", "val"):  # three builds, then the cache
+            data = open_split(str(root), split, scale=4, cache_dir=tmp_path / "cache")
+    said = [r.getMessage() for r in caplog.records if data.source in r.getMessage()]
+    assert said == [f"data: {data.source}"]
+    assert sum("Decoding the" in r.getMessage() for r in caplog.records) == 3  # builds still said
+    # Another source (here the same tree at another scale) is described in its turn.
+    with caplog.at_level("INFO", logger="trainable"):
+        other = open_split(str(root), "test", scale=2, cache_dir=tmp_path / "cache")
+    assert [r.getMessage() for r in caplog.records].count(f"data: {other.source}") == 1
+
+
 def test_concurrent_builders_decode_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _vimeo(tmp_path / "v", NAMES)
     calls = []

@@ -19,9 +19,16 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
 
 
-def test_full_run_writes_outputs_and_scores_val_and_test(clip_root, tmp_path, cache, capsys):
+def test_full_run_writes_outputs_and_scores_val_and_test(clip_root, tmp_path, cache, capsys,
+                                                         caplog, monkeypatch):
+    from trainable import sources
+
+    monkeypatch.setattr(sources, "_logged", set())  # what this process has logged once already
     out = tmp_path / "out"
-    assert main(["--set", f"data={clip_root}", *TINY, "--out", str(out)]) == 0
+    with caplog.at_level("INFO", logger="trainable"):
+        assert main(["--set", f"data={clip_root}", *TINY, "--out", str(out)]) == 0
+    # The data's long description once, though train, val and test were each built and opened.
+    assert sum(f"clip folders {clip_root} (" in r.getMessage() for r in caplog.records) == 1
     printed = capsys.readouterr().out
     assert "bicubic" in printed and "test:" in printed and "border crop 0" in printed
     summary = json.loads((out / "summary.json").read_text())

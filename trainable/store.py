@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from trainable.errors import DataError
-from trainable.sources import ClipSpec, Source, check_split, open_source
+from trainable.sources import ClipSpec, Source, check_split, log_once, open_source
 
 try:
     import fcntl
@@ -88,6 +88,9 @@ def open_split(data: str, split: str, *, scale: int, data_lr: str | None = None,
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise DataError(f"scale must be a positive integer, got {scale!r}")
     source = open_source(data, scale=scale, data_lr=data_lr)
+    # The description is long (~150 characters) and the same for every split: said once per
+    # process, by the first open of the source, not by every build and caller (issue 20).
+    log_once(log, f"data: {source.description}")
     key = _cache_key(source, split, scale, data_lr)
     root = cache_root(cache_dir)
     try:
@@ -128,7 +131,7 @@ def _group_plan(clips: list[ClipSpec]) -> dict[tuple[int, int, int], list[int]]:
 
 def _build(source: Source, split: str, scale: int, final: Path) -> None:
     start = time.perf_counter()
-    log.info("Decoding the %s split of %s into the cache %s", split, source.description, final)
+    log.info("Decoding the %s split into the cache %s", split, final)
     clips = source.plan(split)
     if not clips:
         raise DataError(f"the {split} split of {source.description} has no clips")
@@ -152,8 +155,8 @@ def _build(source: Source, split: str, scale: int, final: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("Cached %d %s clips (%d groups, %.2f GB) from %s in %.1f s", len(clips), split,
-             len(groups), need / 1e9, source.description, time.perf_counter() - start)
+    log.info("Cached %d %s clips (%d groups, %.2f GB) in %.1f s", len(clips), split, len(groups),
+             need / 1e9, time.perf_counter() - start)
 
 
 def _write_arrays(source: Source, split: str, scale: int, clips: list[ClipSpec],

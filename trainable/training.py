@@ -104,8 +104,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
                           cache_dir=cfg.cache_dir)
 
     train_data, val = split("train"), split("val")
-    log.info("data: %s; %d train clips, %d val clips", train_data.source, train_data.num_clips,
-             val.num_clips)
+    # open_split has logged the data's description once already.
+    log.info("data: %d train clips, %d val clips", train_data.num_clips, val.num_clips)
     trainer = Trainer(cfg, train_data, val, log_dir=out / "tb")
     if saved is not None:
         try:
