@@ -1,0 +1,353 @@
+"""A fused group against solo Trainers: each member must train as its configuration trains alone
+(same seed: same initial weights, same patches), and must not feel the other members."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from trainable import sampler
+from trainable.config import TrainConfig
+from trainable.errors import ConfigError
+from trainable.fused import GROUP_FIELDS, MEMBER_FIELDS, SHARED_FIELDS, FusedTrainer
+from trainable.loop import Trainer, train_step
+from trainable.model import EarlyFusionESPCN
+from trainable.sampler import PatchSampler
+
+TINY = dict(epochs=4, epoch_samples=64, batch_size=8, validation_interval=1, use_amp=False,
+            patch_size=8, num_threads=1, residual=True, optimizer="adam", weight_decay=0.0,
+            device="cpu")
+FP16 = dict(use_amp=True, amp_dtype="float16")  # a loss scale per member, on the CPU too
+# Three members that differ in everything a member keeps its own: seed, lr, schedule.
+MEMBERS = [dict(seed=0, model_lr=1e-3, lr_scheduler_milestones=(0.5,)),
+           dict(seed=1, model_lr=3e-3, lr_scheduler_milestones=(0.3, 0.7), lr_scheduler_gamma=0.3),
+           dict(seed=2, model_lr=5e-4, lr_scheduler_milestones=(0.6,))]
+
+
+@pytest.fixture(autouse=True)
+def device_gather(monkeypatch):
+    # Solo Trainers draw on the device path (as on a GPU), which a fused member reproduces.
+    monkeypatch.setattr(sampler, "_GATHER", "torch")
+
+
+def _cfg(**over):
+    return TrainConfig(**{**TINY, **over})
+
+
+def _group(tiny_train, tiny_val, cfgs, capacity=None, slots=None):
+    group = FusedTrainer(cfgs[0], tiny_train, tiny_val, capacity or len(cfgs))
+    for slot, cfg in zip(slots or range(len(cfgs)), cfgs, strict=True):
+        group.add(slot, cfg)
+    return group
+
+
+def _run(group):
+    """Every interval until all members are done: {slot: [ValidationResult, ...]}."""
+    out = {slot: [] for slot in group.members}
+    while any(not group.done(s) for s in group.members):
+        for slot, result in group.run_interval().items():
+            out[slot].append(result)
+    return out
+
+
+def _solo(tiny_train, tiny_val, cfg):
+    trainer = Trainer(cfg, tiny_train, tiny_val)
+    results = []
+    trainer.run(lambda r, _: results.append(r))
+    return trainer, results
+
+
+def _weights(group, slot):
+    return group.member_state(slot)["model"]
+
+
+def _equal_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _assert_curves_match(fused, solo, tol_db=0.01):
+    assert [r.epoch for r in fused] == [r.epoch for r in solo]
+    assert [r.samples for r in fused] == [r.samples for r in solo]
+    assert [r.status for r in fused] == [r.status for r in solo]
+    for f, s in zip(fused, solo, strict=True):
+        assert f.lr == s.lr and f.bicubic_psnr == s.bicubic_psnr and f.max_epochs == s.max_epochs
+        assert len(f.psnr_frames) == len(s.psnr_frames)
+        assert abs(f.psnr - s.psnr) <= tol_db, (f.epoch, f.psnr, s.psnr)
+        assert f.loss == pytest.approx(s.loss, rel=1e-3)
+
+
+def test_every_config_field_is_shared_per_member_or_the_groups():
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    kinds = SHARED_FIELDS + MEMBER_FIELDS + GROUP_FIELDS
+    assert sorted(kinds) == sorted(names) and len(set(kinds)) == len(kinds)
+
+
+def test_members_of_another_shape_are_refused_with_the_field_named(tiny_train, tiny_val):
+    group = FusedTrainer(_cfg(), tiny_train, tiny_val, 2)
+    group.add(0, _cfg(seed=3, model_lr=1e-2, grad_clip=1.0, epochs=2))  # per-member fields
+    with pytest.raises(ConfigError, match="`batch_size` is 16, but every member .* must have 8"):
+        group.add(1, _cfg(batch_size=16))
+    with pytest.raises(ConfigError, match="`use_amp` is True, but every member .* must have False"):
+        group.add(1, _cfg(**FP16))
+    bf16 = FusedTrainer(_cfg(use_amp=True), tiny_train, tiny_val, 2)
+    with pytest.raises(ConfigError, match="`amp_dtype` is 'float16', but .* must have 'bfloat16'"):
+        bf16.add(0, _cfg(**FP16))
+    with pytest.raises(ConfigError, match="`slot` is 0, but that slot is taken"):
+        group.add(0, _cfg())
+    with pytest.raises(ConfigError, match="`slot` is 1, but it holds no member"):
+        group.member_state(1)
+    with pytest.raises(ConfigError, match="`compile` is True"):
+        FusedTrainer(_cfg(compile=True), tiny_train, tiny_val, 2)
+    with pytest.raises(ConfigError, match="`capacity` is 0"):
+        FusedTrainer(_cfg(), tiny_train, tiny_val, 0)
+    # bf16 spelled 'auto' on the CPU is the same shape as bf16 spelled out.
+    assert (FusedTrainer.shape_key(_cfg(use_amp=True))
+            == FusedTrainer.shape_key(_cfg(use_amp=True, amp_dtype="bfloat16")))
+
+
+@pytest.mark.parametrize("border", [0, 2])
+def test_each_member_draws_exactly_its_solo_patches_wherever_it_is_in_its_stream(
+        tiny_train, tiny_val, monkeypatch, border):
+    # Chunks of 3 batches and windows of 2: windows cross chunk boundaries, and the members sit
+    # at different places of their chunks (one resumed 4 batches in, one joins later).
+    monkeypatch.setattr(sampler, "_CHUNK_HR_PIXELS", 3 * 8 * 32 * 32)
+    cfg = _cfg(loss_border=border)
+    group = FusedTrainer(cfg, tiny_train, tiny_val, 3, window_hr_pixels=2 * 8 * 3 * 32 * 32)
+    assert group._streams.per == 3 and group._streams.window == 2
+    streams = group._streams
+    solo = {}
+    for slot, seed, drawn in ((0, 11, 0), (2, 12, 4)):
+        group.add(slot, cfg.replace(seed=seed))
+        streams.assign(slot, seed, drawn)
+        solo[slot] = PatchSampler(tiny_train, frames=3, patch_size=8, seed=seed,
+                                  device=torch.device("cpu"), loss_border=border)
+        solo[slot].load_state_dict({"kind": "torch-chunks", "seed": seed, "drawn": drawn})
+
+    def check(active, steps):
+        for _ in range(steps):
+            (lr, _, hr, *mask), = streams.next_batches(active, 1, horizon=9)
+            for slot in active:
+                want = solo[slot].sample(8)
+                assert torch.equal(lr[:, 3 * slot:3 * slot + 3], want[0])
+                assert torch.equal(torch.div(hr[:, slot:slot + 1], 255.0), want[1])
+                if border:
+                    m = mask[0][:, slot, :, 0, :, 0].repeat_interleave(4, 1).repeat_interleave(4, 2)
+                    assert torch.equal(m[:, None], want[2])
+
+    check([0, 2], 5)
+    group.add(1, cfg.replace(seed=13))  # joins at its stream's start, the others mid-chunk
+    solo[1] = PatchSampler(tiny_train, frames=3, patch_size=8, seed=13, device=torch.device("cpu"),
+                           loss_border=border)
+    check([0, 1, 2], 4)
+    check([1], 2)  # the others idle: their streams must not move
+    check([0, 1, 2], 3)
+    assert streams.state_dict(2) == {"kind": "torch-chunks", "seed": 12, "drawn": 4 + 5 + 4 + 3}
+
+
+class _Capture(torch.optim.SGD):
+    """Keeps the gradients train_step hands to the optimizer, and leaves the weights alone."""
+
+    def step(self, closure=None):
+        self.grads = [p.grad.detach().clone() for p in self.param_groups[0]["params"]]
+
+
+@pytest.mark.parametrize("over", [{}, dict(loss_border=2, gradient_accumulation_steps=2),
+                                  dict(use_amp=True, amp_dtype="bfloat16")])
+def test_the_first_updates_gradients_are_the_solo_trainers(tiny_train, tiny_val, over):
+    cfgs = [_cfg(**over, **m) for m in MEMBERS]
+    group = _group(tiny_train, tiny_val, cfgs)
+    group._train({0: 1, 1: 1, 2: 1})
+    for slot, cfg in enumerate(cfgs):
+        trainer = Trainer(cfg, tiny_train, tiny_val)
+        batches = [trainer.sampler.sample(cfg.batch_size)
+                   for _ in range(cfg.gradient_accumulation_steps)]
+        capture = _Capture(trainer.model.parameters(), lr=0.0)
+        train_step(trainer.model, capture, trainer.scaler, batches, autocast=trainer._autocast,
+                   grad_clip=0.0)
+        for s, solo_grad in zip(group._segments, capture.grads, strict=True):
+            fused_grad = group._member_view(group._grad, s, slot)
+            scale = solo_grad.abs().max()
+            assert scale > 0
+            torch.testing.assert_close(fused_grad, solo_grad, rtol=1e-5, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("over", [
+    {},  # Adam, fp32
+    dict(optimizer="sgd", momentum=0.9, weight_decay=1e-4),
+    dict(grad_clip=0.05, weight_decay=1e-3),
+    dict(gradient_accumulation_steps=2, loss_border=1),
+    FP16,
+])
+def test_validation_curves_match_solo_trainers(tiny_train, tiny_val, over):
+    cfgs = [_cfg(**over, **m) for m in MEMBERS]
+    if "grad_clip" in over:  # clipping per member: one member does not clip
+        cfgs[2] = cfgs[2].replace(grad_clip=0.0)
+    fused = _run(_group(tiny_train, tiny_val, cfgs))
+    assert len({tuple(r.psnr for r in rs) for rs in fused.values()}) == 3  # they really differ
+    for slot, cfg in enumerate(cfgs):
+        _assert_curves_match(fused[slot], _solo(tiny_train, tiny_val, cfg)[1])
+
+
+def test_members_with_other_budgets_and_uneven_intervals_match_solo(tiny_train, tiny_val):
+    # 60 samples an epoch at 8 a batch: intervals of 8 and 7 updates, so members that are at
+    # different epochs need different numbers of updates and some idle; one member stops early.
+    cfgs = [_cfg(epoch_samples=60, epochs=e, **m) for e, m in zip((4, 2, 3), MEMBERS, strict=True)]
+    group = _group(tiny_train, tiny_val, cfgs[:2], capacity=3)
+    first = group.run_interval()
+    group.add(2, cfgs[2])  # joins one interval later: it is now 8 updates behind
+    results = {0: [first[0]], 1: [first[1]], 2: []}
+    for slot, rs in _run(group).items():
+        results[slot] += rs
+    assert [r.epoch for r in results[1]] == [1, 2]
+    for slot, cfg in enumerate(cfgs):
+        _assert_curves_match(results[slot], _solo(tiny_train, tiny_val, cfg)[1])
+
+
+@pytest.mark.parametrize("over", [{}, FP16])
+def test_a_diverging_member_leaves_the_others_bitwise_unchanged(tiny_train, tiny_val, over):
+    cfgs = [_cfg(**over, **m) for m in MEMBERS]
+    calm = _group(tiny_train, tiny_val, cfgs)
+    calm_results = _run(calm)
+    wild_cfg = cfgs[1].replace(model_lr=1e30)
+    wild = _group(tiny_train, tiny_val, [cfgs[0], wild_cfg, cfgs[2]])
+    wild_results = _run(wild)
+    last = wild_results[1][-1]
+    assert last.status == "diverged" and math.isnan(last.psnr) and wild.done(1)
+    # It diverges where the solo Trainer does, at the same check.
+    solo = _solo(tiny_train, tiny_val, wild_cfg)[1]
+    assert [(r.epoch, r.samples, r.status) for r in wild_results[1]] == [
+        (r.epoch, r.samples, r.status) for r in solo]
+    for slot in (0, 2):
+        assert _equal_weights(_weights(calm, slot), _weights(wild, slot))
+        assert [r.psnr for r in calm_results[slot]] == [r.psnr for r in wild_results[slot]]
+        assert [r.loss for r in calm_results[slot]] == [r.loss for r in wild_results[slot]]
+        assert all(r.status != "diverged" for r in wild_results[slot])
+
+
+def test_fp16_an_overflowing_member_skips_only_its_own_steps(tiny_train, tiny_val):
+    """A member whose loss scale is far too large overflows and skips steps while its scale
+    backs off, exactly as a solo Trainer with a GradScaler does; the others do not notice."""
+    cfgs = [_cfg(**FP16, **m) for m in MEMBERS]
+    loud = Trainer(cfgs[1], tiny_train, tiny_val)
+    # fp16's backward overflows at this scale: the scale must back off before any step counts.
+    loud.scaler.load_state_dict({**loud.scaler.state_dict(), "scale": 2.0**30})
+    state = loud.state_dict()
+    normal = _group(tiny_train, tiny_val, cfgs)
+    skipping = _group(tiny_train, tiny_val, cfgs)
+    skipping.remove(1)
+    skipping.add(1, cfgs[1], state)
+    for group in (normal, skipping):
+        group.run_interval()
+    for slot in (0, 2):
+        assert _equal_weights(_weights(normal, slot), _weights(skipping, slot))
+    loud.run_interval()
+    fused = skipping.member_state(1)
+    assert fused["scaler"] == loud.scaler.state_dict()
+    assert fused["scaler"]["scale"] < 2.0**30
+    skipped = loud.optimizer.state_dict()["state"][0]["step"]
+    assert fused["optimizer"]["state"][0]["step"] == skipped < 8  # 8 updates, some skipped
+    for key, w in fused["model"].items():
+        torch.testing.assert_close(w, loud.model.state_dict()[key], rtol=1e-3, atol=1e-4)
+
+
+def test_a_member_checkpoint_is_a_trainer_checkpoint(tiny_train, tiny_val, tmp_path):
+    cfgs = [_cfg(**m) for m in MEMBERS[:2]]
+    group = _group(tiny_train, tiny_val, cfgs)
+    group.run_interval()
+    group.run_interval()
+    state = group.member_state(1)
+    torch.save(state, tmp_path / "member.pt")
+    solo = Trainer(cfgs[1].replace(seed=99), tiny_train, tiny_val)
+    solo.load(tmp_path / "member.pt")  # the safe loader reads it
+    # What export and analysis read: the model as an EarlyFusionESPCN state dict.
+    EarlyFusionESPCN(3, 4, residual=True).load_state_dict(state["model"])
+    again = solo.state_dict()
+    assert _equal_weights(again["model"], state["model"])
+    for a, b in zip(again["optimizer"]["state"].values(), state["optimizer"]["state"].values(),
+                    strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert again["sampler"] == state["sampler"] and again["samples_seen"] == 128
+    assert again["history"] == state["history"] and len(state["history"]) == 2
+    # The solo run continues from it on the same patches, equal to the group's own
+    # continuation up to float rounding.
+    rest = []
+    solo.run(lambda r, _: rest.append(r))
+    _assert_curves_match(_run(group)[1], rest)
+
+
+def test_a_member_resumed_in_another_group_continues_bitwise(tiny_train, tiny_val):
+    """The promise: a member checkpoint resumed in a group of the same capacity, in the same
+    slot, continues exactly as the uninterrupted member does (other members may differ)."""
+    cfgs = [_cfg(**m) for m in MEMBERS]
+    straight = _group(tiny_train, tiny_val, cfgs)
+    straight_results = _run(straight)
+    first = _group(tiny_train, tiny_val, cfgs)
+    first.run_interval()
+    state = first.member_state(2)
+    other = FusedTrainer(cfgs[0], tiny_train, tiny_val, 3)
+    other.add(0, cfgs[1].replace(seed=7))
+    other.add(2, cfgs[2], state)
+    rest = _run(other)[2]
+    assert _equal_weights(_weights(other, 2), _weights(straight, 2))
+    assert [r.psnr for r in rest] == [r.psnr for r in straight_results[2][1:]]
+
+
+def test_a_solo_checkpoint_continues_in_a_group_as_it_would_alone(tiny_train, tiny_val):
+    cfg = _cfg(**MEMBERS[1])
+    solo = Trainer(cfg, tiny_train, tiny_val)
+    solo.run_interval()
+    state = solo.state_dict()
+    group = FusedTrainer(cfg, tiny_train, tiny_val, 2)
+    group.add(1, cfg, state)
+    fused = _run(group)[1]
+    rest = []
+    solo.run(lambda r, _: rest.append(r))
+    _assert_curves_match(fused, rest)
+    assert len(group.member_state(1)["history"]) == 4
+
+
+def test_a_refilled_slot_starts_fresh_and_the_others_are_unaffected(tiny_train, tiny_val):
+    cfgs = [_cfg(**m) for m in MEMBERS]
+    kept = _group(tiny_train, tiny_val, cfgs[:2])
+    kept_results = _run(kept)
+    refilled = _group(tiny_train, tiny_val, cfgs[:2])
+    refilled.run_interval()
+    refilled.remove(1)  # as when ASHA stops a trial
+    assert refilled.free_slots() == [1]
+    refilled.add(1, cfgs[2])  # the next trial takes the slot, from its start
+    results = _run(refilled)
+    # The member that stayed did not notice.
+    assert _equal_weights(_weights(kept, 0), _weights(refilled, 0))
+    assert [r.psnr for r in kept_results[0][1:]] == [r.psnr for r in results[0]]
+    # The newcomer trained exactly as it does in a group of its own, and as it does alone.
+    alone = FusedTrainer(cfgs[2], tiny_train, tiny_val, 2)
+    alone.add(1, cfgs[2])
+    alone_results = _run(alone)[1]
+    assert _equal_weights(_weights(alone, 1), _weights(refilled, 1))
+    assert [r.psnr for r in alone_results] == [r.psnr for r in results[1]]
+    _assert_curves_match(results[1], _solo(tiny_train, tiny_val, cfgs[2])[1])
+
+
+def test_the_update_costs_the_same_operator_calls_for_any_number_of_members(tiny_train, tiny_val):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    def calls(n, **over):
+        group = _group(tiny_train, tiny_val, [_cfg(**over, seed=i) for i in range(n)])
+        group._train(dict.fromkeys(range(n), 1))  # warm-up
+        batches = group._streams.next_batches(list(range(n)), 1, horizon=1)
+        Count.calls = 0
+        with Count():
+            group._update(batches, list(range(n)))
+        return Count.calls
+
+    for over in ({}, FP16, dict(optimizer="sgd", grad_clip=1.0)):
+        assert calls(1, **over) == calls(4, **over)
