@@ -1,7 +1,7 @@
 """Read a finished or interrupted run folder (``runs/NAME``) without Ray: tables, leaderboard,
 report, export.
 
-    run = load_run("runs/smoke")          # Run: meta, results and trials DataFrames
+    run = load_run("runs/smoke")          # Run: its record, results and trials DataFrames
     write_tables(run, "runs/smoke/analysis")   # results.parquet, trials.parquet
     print(leaderboard.render(run, scope="best"))
     write_report(run, "runs/smoke/report")     # index.html + PNG figures
@@ -23,7 +23,7 @@ _API = {
     "Run": "analysis.tables",
     "load_run": "analysis.tables",
     "write_tables": "analysis.tables",
-    "RunFolderError": "analysis.run_folder",
+    "RunFolderError": "analysis.record",
     "write_report": "analysis.report",
     "export_trial": "analysis.export",
 }

@@ -145,7 +145,6 @@ def _provenance(run: Run, row: Any, scope: str, checkpoint: CheckpointInfo | Non
     psnr, ssim, epoch, gain = (
         ("best_psnr", "best_ssim", "best_epoch", "gain_db") if scope == "best"
         else ("last_psnr", "last_ssim", "epochs_trained", "last_gain_db"))
-    meta = run.meta
     return {
         "run": run.name,
         "run_dir": str(run.run_dir.resolve()),
@@ -167,9 +166,9 @@ def _provenance(run: Run, row: Any, scope: str, checkpoint: CheckpointInfo | Non
             "psnr": checkpoint.psnr,
         },
         "weights": None if weights is None else weights.name,
-        "command": meta.get("command"),
-        "space_file": meta.get("space_file"),
-        "versions": meta.get("versions") or {},
+        "command": list(run.record.command),
+        "space_file": run.record.space_file,
+        "versions": dict(run.record.versions),
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

@@ -72,7 +72,8 @@ def learning_curves(run: Run, winner: str, path: Path) -> Path:
     ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=8, loc="lower right")
     _psnr_limits(ax, run.results["psnr"], run)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(f"epoch ({run.meta.get('epoch_samples', '?')} training samples each)")
+    samples = run.record.budget.epoch_samples if run.record.budget else "?"
+    ax.set_xlabel(f"epoch ({samples} training samples each)")
     ax.set_ylabel("validation PSNR (dB)")
     ax.set_title(f"{run.name}: learning curves of {len(run.trials)} trials")
     return _save(fig, path)
@@ -121,7 +122,7 @@ def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_col
     ax = fig.subplots()
     columns, labels = [], []
     for name in names:
-        norm, ticks = _normalise(trials[run.search_columns[name]], dists[name])
+        norm, ticks = _normalise(trials[run.scalar_columns[name]], dists[name])
         columns.append(norm)
         labels.append(ticks)
     value = trials[value_column].astype(float)
@@ -184,7 +185,7 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
     value = trials[value_column].astype(float)
     rng = np.random.default_rng(0)
     for ax, name in zip(axes, names, strict=False):
-        dist, col = dists[name], run.search_columns[name]
+        dist, col = dists[name], run.scalar_columns[name]
         x = trials[col]
         if isinstance(dist, CategoricalDistribution):
             index = {c: i for i, c in enumerate(dist.choices)}

@@ -1,10 +1,12 @@
 """Searched-parameter distributions and importances, through Optuna's own evaluators.
 
-The distributions come from the run's resolved search spec (``spec`` in the run
-record) where it describes a parameter, else they are inferred from the values the trials got: floats on a log
-scale when the name says learning rate or the values span two decades, integers with few values and
-anything non-numeric as categories. Importances are computed on an in-memory study rebuilt from the
-finished, non-errored trials (``optuna.trial.create_trial``); no storage is touched.
+Importance is over the scalars a user can read (`analysis.tables.Run.scalar_columns`): each
+numeric or choice parameter itself, a milestone list's count, first and last drop. Their
+distributions come from the run record's ranges (`analysis.record.ParamRange`), else they are
+inferred from the values the trials got: floats on a log scale when the name says learning rate
+or the values span two decades, integers with few values and anything non-numeric as categories.
+Importances are computed on an in-memory study rebuilt from the finished, non-errored trials
+(``optuna.trial.create_trial``); no storage is touched.
 """
 
 from __future__ import annotations
@@ -23,16 +25,11 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from analysis.record import ParamRange
 from analysis.tables import Run
 
 log = logging.getLogger(__name__)
 
-_LOG_FLOAT = {"loguniform", "log_uniform", "qloguniform", "logfloat", "log"}
-_FLOAT = {"uniform", "float", "quniform", "real", "qnormal", "normal"}
-_INT = {"randint", "int", "integer", "qrandint"}
-_LOG_INT = {"lograndint", "qlograndint", "logint"}
-_CATEGORICAL = {"choice", "categorical", "grid", "grid_search", "categories"}
-_SPEC_SECTIONS = ("params", "space", "search_space", "param_space", "parameters")
 
 
 @dataclass(frozen=True)
@@ -44,14 +41,13 @@ class Importance:
 
 
 def distributions(run: Run) -> dict[str, BaseDistribution]:
-    """One Optuna distribution per sampled parameter that any trial has a value for."""
-    spec = _spec_params(run.meta.get("spec"), run.searched)
+    """One Optuna distribution per scalar (`Run.scalar_columns`) that any trial has a value for."""
     out: dict[str, BaseDistribution] = {}
-    for name, col in run.search_columns.items():
+    for name, col in run.scalar_columns.items():
         observed = [v for v in run.trials[col].tolist() if not _missing(v)]
         if not observed:
             continue
-        dist = _from_spec(spec.get(name)) if name in spec else None
+        dist = _from_range(run.scalar_range(name))
         out[name] = _widen(dist, observed) if dist is not None else _infer(name, observed)
     return out
 
@@ -67,7 +63,7 @@ def scored_trials(run: Run, value_column: str = "best_psnr") -> list[tuple[dict[
             continue  # the reference run beside the search was not sampled from the space
         params = {}
         for name, dist in dists.items():
-            v = t[run.search_columns[name]]
+            v = t[run.scalar_columns[name]]
             if not _missing(v):
                 params[name] = int(v) if isinstance(dist, IntDistribution) else _plain(v)
         out.append((params, value))
@@ -112,73 +108,15 @@ def is_log(dist: BaseDistribution) -> bool:
 
 
 # --- private helpers -----------------------------------------------------------------------------
-def _spec_params(spec: Any, searched: list[str]) -> dict[str, Any]:
-    """Sampled name -> its definition; a ``{milestones: [...]}`` entry becomes its pseudo-params."""
-    if not isinstance(spec, dict):
-        return {}
-    section = next((spec[k] for k in _SPEC_SECTIONS if isinstance(spec.get(k), dict)),
-                   {k: v for k, v in spec.items() if k in searched})
-    out: dict[str, Any] = {}
-    for name, defn in section.items():
-        if isinstance(defn, dict) and len(defn) == 1 and next(iter(defn)) == "milestones":
-            out.update(_milestone_params(next(iter(defn.values()))))
-        else:
-            out[name] = defn
-    return out
-
-
-def _milestone_params(args: Any) -> dict[str, Any]:
-    """tune/space.py's encoding of searched milestones, ``[count_min, count_max, low, high]``:
-    lr_milestones_count (a choice, when the count varies), lr_milestone_1 uniform in [low, high],
-    lr_milestone_<k>_rel uniform in [0, 1] for k >= 2."""
-    if not (isinstance(args, list) and len(args) == 4):
-        return {}
-    cmin, cmax, low, high = args
-    out: dict[str, Any] = {}
-    if cmin < cmax:
-        out["lr_milestones_count"] = {"choice": list(range(int(cmin), int(cmax) + 1))}
-    out["lr_milestone_1"] = {"uniform": [low, high]}
-    out.update({f"lr_milestone_{k}_rel": {"uniform": [0.0, 1.0]} for k in range(2, int(cmax) + 1)})
-    return out
-
-
-def _from_spec(defn: Any) -> BaseDistribution | None:
-    """Read the usual spellings: {"type": "loguniform", "low": .., "high": ..}, {"loguniform":
-    [lo, hi]}, {"choice": [...]}, {"type": "choice", "values": [...]}, a plain list of choices."""
-    if isinstance(defn, list):
-        return _categorical(defn)
-    if not isinstance(defn, dict):
-        return None
-    kind = next((str(defn[k]).lower() for k in ("type", "kind", "distribution", "sampler")
-                 if k in defn), None)
-    args: Any = None
-    if kind is None and len(defn) == 1:
-        kind, args = next(iter(defn.items()))
-        kind = str(kind).lower()
-    if kind is None:
-        return None
-    if kind in _CATEGORICAL:
-        choices = args if args is not None else next(
-            (defn[k] for k in ("values", "choices", "categories", "options") if k in defn), None)
-        return _categorical(choices) if isinstance(choices, list) else None
-    low, high = (args[0], args[1]) if isinstance(args, list) and len(args) >= 2 else (
-        _first(defn, "low", "lower", "min"), _first(defn, "high", "upper", "max"))
-    try:
-        low, high = float(low), float(high)
-    except (TypeError, ValueError):
-        return None
-    log_scale = kind in _LOG_FLOAT | _LOG_INT or bool(defn.get("log", False))
-    if log_scale and low <= 0:
-        log_scale = False
-    if kind in _INT | _LOG_INT:
-        return IntDistribution(int(low), int(high), log=log_scale)
-    if kind in _LOG_FLOAT | _FLOAT:
-        return FloatDistribution(low, high, log=log_scale)
+def _from_range(p: ParamRange) -> BaseDistribution | None:
+    """The Optuna distribution of a recorded range; None for one the run did not record."""
+    if p.kind in ("choice", "grid"):
+        return _categorical(list(p.choices))
+    if p.numeric and p.low is not None and p.high is not None:
+        if p.kind == "randint":
+            return IntDistribution(int(p.low), int(p.high))
+        return FloatDistribution(p.low, p.high, log=p.log and p.low > 0)
     return None
-
-
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    return next((d[k] for k in keys if k in d), None)
 
 
 def _categorical(values: list[Any]) -> CategoricalDistribution:
@@ -204,7 +142,7 @@ def _widen(dist: BaseDistribution, observed: list[Any]) -> BaseDistribution:
 
 
 def _infer(name: str, observed: list[Any]) -> BaseDistribution:
-    if any(isinstance(v, bool | str) for v in observed):
+    if any(isinstance(v, bool | str) or not isinstance(v, int | float) for v in observed):
         return _categorical(sorted(set(map(_plain, observed)), key=str))
     nums = [float(v) for v in observed]
     if all(float(v).is_integer() for v in observed) and len(set(nums)) <= 8:

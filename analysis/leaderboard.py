@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.run_folder import RunFolderError
+from analysis.record import RunFolderError
 from analysis.tables import FRAMES, Run
 
 SCOPES = ("best", "last")

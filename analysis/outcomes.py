@@ -6,7 +6,7 @@ whatever its PSNR); else the last reported status when it is ``completed``, ``di
 (epoch E)`` (N counts the scheduler's rungs from 1) or ``stopped at epoch E`` when the run has
 finished, ``running/interrupted`` when it has not; ``no results`` for a trial that never reported.
 
-The defaults trial is the first whose full config equals ``default_config`` of the run record on
+The defaults trial is the first whose full config equals the run record's ``default_config`` on
 the keys that matter (see :func:`mark_defaults`).
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.record import SchedulerPlan
 from analysis.run_folder import TrialFolder
 
 _FINAL_STATUSES = ("completed", "diverged", "infeasible")
@@ -27,7 +28,7 @@ def outcome(
     folder: TrialFolder,
     last: dict[str, Any] | None,
     max_epochs: Any,
-    sched: dict[str, Any],
+    sched: SchedulerPlan,
     finished: bool,
 ) -> str:
     if folder.error_text is not None:
@@ -46,8 +47,8 @@ def outcome(
         return "completed"
     if not finished:
         return "running/interrupted"
-    rungs = [int(r) for r in sched.get("rungs") or []]
-    if str(sched.get("type", "asha")).lower() == "asha" and epoch in rungs:
+    rungs = list(sched.rungs)
+    if sched.type == "asha" and epoch in rungs:
         return f"stopped by ASHA at rung {rungs.index(epoch) + 1} (epoch {epoch})"
     return f"stopped at epoch {epoch}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -141,21 +142,25 @@ def _pictures(p: pictures.Pictures) -> str:
 
 def _facts(run: Run, s: RunSummary) -> str:
     e = html.escape
-    m = run.meta
-    versions = m.get("versions") or {}
+    r = run.record
+    b = r.budget
+    sched = r.scheduler
     rows = [
-        ("command", " ".join(map(str, m.get("command") or [])) or "not recorded"),
-        ("space file", str(m.get("space_file", "not recorded"))),
-        ("searched", ", ".join(run.searched)),
-        ("started / finished", f"{m.get('started')} / {m.get('finished') or 'not finished'}"),
+        ("command", shlex.join(r.command) or "not recorded"),
+        ("space file", str(r.space_file or "not recorded")),
+        ("searched", "; ".join(f"{p.name}: {p.describe()}" for p in run.ranges())),
+        ("started / finished", f"{r.started} / {r.finished or 'not finished'}"),
         ("wall time", format_duration(s.wall_time_s)),
         ("trials", f"{s.n_trials}: " + ", ".join(f"{n} {k}" for k, n in s.outcomes.items())),
         ("training samples, all trials", f"{s.total_samples:,}"),
-        ("budget per trial", f"{m.get('max_epochs')} epochs of {m.get('epoch_samples')} samples, "
-                             f"validation every {m.get('validation_interval')}"),
-        ("scheduler", ", ".join(f"{k}={v}" for k, v in (m.get("scheduler") or {}).items())),
+        ("budget per trial", f"{b.epochs} epochs of {b.epoch_samples} samples, validation every "
+                             f"{b.validation_interval}" if b else "not recorded"),
+        ("scheduler", sched.type + (f", grace {sched.grace_period}, reduction factor "
+                                    f"{sched.reduction_factor}, rungs at epochs "
+                                    f"{', '.join(map(str, sched.rungs)) or 'none'}"
+                                    if sched.type == "asha" else "")),
         ("evaluation", s.evaluation),
-        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+        ("versions", ", ".join(f"{k} {v}" for k, v in r.versions.items())),
     ]
     return "<table class='facts'>" + "".join(
         f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"

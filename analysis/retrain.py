@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis import _io
-from analysis.run_folder import META_FILE, RETRAIN_SUBDIR, RunFolderError
+from analysis.record import META_FILE, RunFolderError
+from analysis.run_folder import RETRAIN_SUBDIR
 from analysis.tables import Run
 from trainable.config import RUN_SETTINGS, TrainConfig
 from trainable.errors import InputError
@@ -79,7 +80,7 @@ def plan(run: Run, trial_id: str | None = None, scope: str = "best"
         log.warning("trial %s errored in the search (%s); retraining its config anyway",
                     trial, row["error_summary"])
     winner_cfg = TrainConfig.from_dict(json.loads(row["config"]), where=f"trial {trial}'s config")
-    recorded = run.meta.get("default_config")
+    recorded = run.record.default_config
     if isinstance(recorded, dict):
         defaults_cfg = TrainConfig.from_dict(recorded, where=f"default_config in {META_FILE}")
         source = f"the run's default_config ({META_FILE})"
@@ -107,8 +108,8 @@ def fresh_seeds(run: Run, n: int) -> list[int]:
     for text in run.trials["config"].dropna():
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             used.add(int(json.loads(text).get("seed")))
-    for value in ((run.meta.get("default_config") or {}).get("seed"),
-                  ((run.meta.get("spec") or {}).get("search") or {}).get("seed")):
+    search = run.record.search
+    for value in ((run.record.default_config or {}).get("seed"), search.seed if search else None):
         with contextlib.suppress(ValueError, TypeError):
             used.add(int(value))
     seeds, s = [], SEED_BASE

@@ -1,9 +1,13 @@
-"""Read the files of one run folder as they lie on disk, without Ray.
+"""The trial folders of a run folder: their file names, the one writer of the files we put there,
+and their reader (no Ray needed).
 
-A run folder is what ``python -m tune.run`` leaves under ``runs/NAME``: ``espcn_tune.record`` (our
-record of the run, JSON) and one Ray trial folder per trial, each with ``params.json``, ``result.json``
-(one JSON object per ``tune.report``), ``error.txt`` when the trial failed, and the checkpoints Ray
-kept (``checkpoint_NNNNNN/`` with ``trainer.pt`` and ``meta.json``).
+A run folder is what ``python -m tune.run`` leaves under ``runs/NAME``: its record
+(`analysis.record`) and one folder per trial. In a trial's folder Ray writes ``params.json`` (the
+trial's searched values, user form), ``result.json`` (one JSON object per ``tune.report``),
+``error.txt`` when the trial failed, and the checkpoints it kept (``checkpoint_NNNNNN/`` with
+``trainer.pt`` and ``meta.json``); the trial itself writes ``trial_config.json`` (its full
+TrainConfig) and ``placement.jsonl`` (where each of its runs happened). The reference run's folder
+(``reference/``, no Ray trial) gets the same files from the same writers here.
 
 Everything here tolerates an interrupted run: a truncated last line of ``result.json`` is skipped,
 a trial without results is still listed, a checkpoint without ``meta.json`` is still found.
@@ -15,25 +19,22 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.record import RunFolderError
 from trainable.errors import InputError
 from trainable.names import safe_name
 
 log = logging.getLogger(__name__)
 
-# Our record of the run (JSON). Not named *.json: Ray 2.60 copies every top-level .json and .pkl
-# of the run folder into its staging folder on restore and back after every step, not
-# atomically, so a kill during that copy could cut our record short. Runs recorded before the
-# rename keep ``espcn_tune.json``; it is read when the record is absent and replaced on write.
-META_FILE = "espcn_tune.record"
-LEGACY_META_FILE = "espcn_tune.json"
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 TRIAL_CONFIG_FILE = "trial_config.json"  # the full TrainConfig, written when the trial starts
+PLACEMENT_FILE = "placement.jsonl"  # one line per run of the trial: node, GPU, pid, times
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINT_META = "meta.json"
 CHECKPOINT_STATE = "trainer.pt"
@@ -62,10 +63,6 @@ def _dirname_match(name: str) -> re.Match[str] | None:
     return _TRIAL_DIRNAME.match(name) or _RAY_TRIAL_DIRNAME.search(name)
 
 
-class RunFolderError(InputError):
-    """Not a run folder, or the run cannot answer the question (no such trial, no results)."""
-
-
 @dataclass(frozen=True)
 class CheckpointInfo:
     path: Path
@@ -83,47 +80,6 @@ class TrialFolder:
     config: dict[str, Any] | None = None  # trial_config.json, if the trial wrote one
     skipped_lines: int = 0  # unparseable result.json lines (a run killed mid-write)
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
-
-
-def meta_path(run_dir: Path) -> Path:
-    """The run record's path: ``META_FILE``, or the legacy name where only that exists."""
-    path = run_dir / META_FILE
-    legacy = run_dir / LEGACY_META_FILE
-    return legacy if not path.is_file() and legacy.is_file() else path
-
-
-def is_run_folder(folder: Path) -> bool:
-    return meta_path(folder).is_file()
-
-
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """Load the run record; a missing or malformed file means "not a run"."""
-    if not run_dir.exists():
-        raise RunFolderError(f"{run_dir}: no such folder")
-    if not run_dir.is_dir():
-        raise RunFolderError(f"{run_dir}: is a file, but a run folder (runs/NAME) was expected")
-    path = meta_path(run_dir)
-    if not path.is_file():
-        hint = _nested_run_hint(run_dir)
-        raise RunFolderError(
-            f"{run_dir}: not an espcn-tune run folder (there is no {META_FILE}){hint}"
-        )
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunFolderError(f"{path}: unreadable run record ({e})") from None
-    if not isinstance(meta, dict):
-        raise RunFolderError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
-
-
-def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    """Replace the run record atomically (a kill leaves the old record or the new one); a run
-    recorded under the legacy name moves to ``META_FILE``."""
-    tmp = run_dir / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, run_dir / META_FILE)
-    (run_dir / LEGACY_META_FILE).unlink(missing_ok=True)
 
 
 def find_trial_dirs(run_dir: Path) -> list[Path]:
@@ -187,6 +143,49 @@ def find_checkpoints(trial_dir: Path) -> list[CheckpointInfo]:
     return out
 
 
+# --- the writer of the trial files that are ours ------------------------------------------------
+def write_trial_config(folder: Path, config: Mapping[str, Any]) -> None:
+    _write_json(folder / TRIAL_CONFIG_FILE, config)
+
+
+def write_params(folder: Path, values: Mapping[str, Any]) -> None:
+    """``params.json`` for a folder no Ray trial wrote (the reference run): its searched values."""
+    _write_json(folder / PARAMS_FILE, values)
+
+
+def append_placement(folder: Path, info: Mapping[str, Any]) -> None:
+    with open(folder / PLACEMENT_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(dict(info)) + "\n")
+
+
+def write_results(folder: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The whole ``result.json`` of a folder no Ray trial wrote (the reference run), atomically."""
+    tmp = folder / (RESULT_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, folder / RESULT_FILE)
+
+
+def read_results(folder: Path) -> list[dict[str, Any]]:
+    """``result.json``'s readable lines, in file order."""
+    return _read_json_lines(folder / RESULT_FILE)[0]
+
+
+def write_checkpoint_meta(checkpoint: Path, epoch: int, psnr: float, ssim: float,
+                          config: Mapping[str, Any] | None = None) -> None:
+    """``meta.json`` beside a checkpoint's ``trainer.pt``: what `find_checkpoints` reads."""
+    meta: dict[str, Any] = {"epoch": epoch, "psnr": psnr, "ssim": ssim}
+    if config is not None:
+        meta["trial_config"] = dict(config)
+    (checkpoint / CHECKPOINT_META).write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _write_json(path: Path, value: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dict(value), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --- reading --------------------------------------------------------------------------------------
 def pick_checkpoint(trial_dir: Path, scope: str) -> CheckpointInfo | None:
     """The kept checkpoint a scope means: the best PSNR (a tie to the earlier epoch, as in the
     leaderboard) for ``"best"``, the latest for ``"last"``; None when the trial kept none."""
@@ -238,16 +237,3 @@ def _read_object(path: Path) -> dict[str, Any]:
 def _trial_index(dirname: str) -> int:
     m = _dirname_match(dirname)
     return int(m.group("index")) if m else 1 << 62
-
-
-def _nested_run_hint(folder: Path) -> str:
-    """Point at run folders one level down: a user who passes ``runs/`` means one of them."""
-    try:
-        runs = sorted(p.name for p in folder.iterdir() if is_run_folder(p))
-    except OSError:
-        return ""
-    if not runs:
-        return ""
-    shown = ", ".join(str(folder / r) for r in runs[:5])
-    more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
-    return f"; run folders inside it: {shown}{more}"

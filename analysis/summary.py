@@ -79,16 +79,12 @@ def summarise(run: Run, scope: str = "best") -> RunSummary:
 def edge_warnings(run: Run, scope: str = "best") -> list[str]:
     """`analysis.edges` lines for the run's searched ranges (from its recorded spec) and its
     scored, non-errored trials in leaderboard order."""
-    spec = run.meta.get("spec")
-    params = spec.get("params") if isinstance(spec, dict) else None
-    if not isinstance(params, dict):
-        return []
     ranked = leaderboard.rank(run.trials, scope)
     scored = ranked[~ranked["error"].astype(bool) & ranked["psnr"].map(math.isfinite)
                     & ~leaderboard.is_reference(ranked)]
     values = [{name: _plain(t[col]) for name, col in run.param_columns.items()}
               for _, t in scored.iterrows()]
-    return edges.edge_warnings(edges.ranges(params), values)
+    return edges.edge_warnings(run.record.params, values)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -19,16 +19,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import _io
+from analysis import _io, record
 from analysis.outcomes import mark_defaults, outcome
-from analysis.run_folder import (
-    REFERENCE_DIR,
-    RunFolderError,
-    TrialFolder,
-    find_trial_dirs,
-    read_meta,
-    read_trial,
-)
+from analysis.record import ParamRange, RunFolderError, RunRecord
+from analysis.run_folder import REFERENCE_DIR, TrialFolder, find_trial_dirs, read_trial
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +48,19 @@ TRIAL_COLUMNS = (
 @dataclass
 class Run:
     run_dir: Path
-    meta: dict[str, Any]
+    record: RunRecord
     results: pd.DataFrame  # one row per reported validation
     trials: pd.DataFrame  # one row per trial, in creation order
-    # The searched names as the run record lists them (TrainConfig fields) -> trials column; the
-    # leaderboard shows these.
+    # Each searched parameter (a TrainConfig field) -> its trials column, in the user's form (a
+    # milestone list is a list of fractions); the leaderboard shows these.
     param_columns: dict[str, str] = field(default_factory=dict)
-    # The scalars the searcher sampled (Ray's params.json keys, e.g. lr_milestone_1 for searched
-    # milestones) -> trials column; importance and the figures use these.
-    search_columns: dict[str, str] = field(default_factory=dict)
+    # Each scalar a plot or an importance needs -> its trials column: the numeric and choice
+    # parameters themselves, a milestone list's count, first and last drop.
+    scalar_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name") or self.run_dir.name)
+        return self.record.name or self.run_dir.name
 
     @property
     def searched(self) -> list[str]:
@@ -74,21 +68,31 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return self.meta.get("finished") is not None
+        return self.record.finished is not None
 
     @property
     def max_epochs(self) -> int | None:
-        v = self.meta.get("max_epochs")
-        return int(v) if v is not None else None
+        return self.record.budget.epochs if self.record.budget else None
 
     @property
     def rungs(self) -> list[int]:
-        sched = self.meta.get("scheduler") or {}
-        return [int(r) for r in sched.get("rungs") or []] if isinstance(sched, dict) else []
+        return list(self.record.scheduler.rungs)
 
     @property
     def evaluation(self) -> str:
-        return str(self.meta.get("evaluation") or "evaluation convention not recorded")
+        return self.record.evaluation or "evaluation convention not recorded"
+
+    def scalar_range(self, name: str) -> ParamRange:
+        """The range of one of `scalar_columns` (kind "unrecorded" where the run kept none)."""
+        for p in self.ranges():
+            if name in p.scalar_names():
+                return p.scalar_range(name)
+        return ParamRange(name, "unrecorded")
+
+    def ranges(self) -> list[ParamRange]:
+        """The searched parameters' ranges; one the run did not record is "unrecorded"."""
+        recorded = {p.name: p for p in self.record.params}
+        return [recorded.get(n, ParamRange(n, "unrecorded")) for n in self.param_columns]
 
     def trial(self, trial_id: str) -> pd.Series:
         """The trial's row; an unknown id raises with the list of valid ones."""
@@ -100,8 +104,8 @@ class Run:
 
     def wall_time_s(self) -> float | None:
         """started -> finished from the run record; for an unfinished run, to the last report."""
-        start = parse_time(self.meta.get("started"))
-        end = parse_time(self.meta.get("finished"))
+        start = parse_time(self.record.started)
+        end = parse_time(self.record.finished)
         if end is None and not self.trials["ended_at"].dropna().empty:
             end = float(self.trials["ended_at"].max())
         return None if start is None or end is None else end - start
@@ -109,20 +113,19 @@ class Run:
 
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
+    rec = record.read(run_dir)
     folders = [read_trial(p) for p in find_trial_dirs(run_dir)]
-    searched = _searched_names(meta, folders)
-    sampled = _sampled_names(meta, folders) or searched
+    searched = rec.searched or _names_in(folders)
+    ranges = {p.name: p for p in rec.params}
+    scalars = [s for n in searched for s in (ranges[n].scalar_names() if n in ranges else [n])]
     columns = {p: (f"param_{p}" if p in TRIAL_COLUMNS else p)
-               for p in dict.fromkeys([*searched, *sampled])}
-    finished = meta.get("finished") is not None
-    sched = meta.get("scheduler") if isinstance(meta.get("scheduler"), dict) else {}
+               for p in dict.fromkeys([*searched, *scalars])}
     rows: list[dict[str, Any]] = []
     trial_rows: list[dict[str, Any]] = []
     for folder in folders:
         reports = _dedupe_epochs(folder.results)
         rows.extend(_result_row(folder.trial_id, r) for r in reports)
-        trial_rows.append(_trial_row(folder, reports, meta, sched, finished, columns))
+        trial_rows.append(_trial_row(folder, reports, rec, searched, ranges, columns))
     results = pd.DataFrame(rows, columns=["trial", *_RESULT_KEYS.values(), FRAMES])
     results = results.astype({"trial": "string", "status": "string"})
     for col in ("epoch", "samples"):
@@ -133,9 +136,9 @@ def load_run(run_dir: str | Path) -> Run:
     else:
         trials = _normalise_param_columns(trials, list(columns.values()))
         trials["best_epoch"] = trials["best_epoch"].astype("Int64")
-    trials = mark_defaults(trials, meta.get("default_config"), searched)
-    return Run(run_dir, meta, results, trials, {p: columns[p] for p in searched},
-               {p: columns[p] for p in sampled})
+    trials = mark_defaults(trials, rec.default_config, searched)
+    return Run(run_dir, rec, results, trials, {p: columns[p] for p in searched},
+               {p: columns[p] for p in scalars})
 
 
 def write_tables(run: Run, out_dir: str | Path) -> tuple[Path, Path]:
@@ -146,6 +149,7 @@ def write_tables(run: Run, out_dir: str | Path) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     schema_meta = {
         b"espcn_tune.run": run.name.encode(),
+        b"espcn_tune.params": json.dumps({p.name: p.to_json() for p in run.ranges()}).encode(),
         b"espcn_tune.searched": json.dumps(run.searched).encode(),
         b"espcn_tune.evaluation": run.evaluation.encode(),
     }
@@ -168,17 +172,8 @@ def parse_time(value: Any) -> float | None:
 
 
 # --- private helpers -----------------------------------------------------------------------------
-def _searched_names(meta: dict[str, Any], folders: list[TrialFolder]) -> list[str]:
-    searched = meta.get("searched")
-    if isinstance(searched, list) and searched:
-        return [str(s) for s in searched]
-    return _sampled_names({}, folders)  # no record: every key of any trial's params.json
-
-
-def _sampled_names(meta: dict[str, Any], folders: list[TrialFolder]) -> list[str]:
-    flat = (meta.get("spec") or {}).get("flat_params") if isinstance(meta.get("spec"), dict) else None
-    if isinstance(flat, list) and flat:
-        return [str(s) for s in flat]
+def _names_in(folders: list[TrialFolder]) -> list[str]:
+    """A run that recorded no searched names: every key of any trial's params.json."""
     names: dict[str, None] = {}
     for f in folders:
         names.update(dict.fromkeys(f.params))
@@ -220,20 +215,24 @@ def _result_row(trial_id: str, r: dict[str, Any]) -> dict[str, Any]:
 def _trial_row(
     folder: TrialFolder,
     reports: list[dict[str, Any]],
-    meta: dict[str, Any],
-    sched: dict[str, Any],
-    finished: bool,
+    rec: RunRecord,
+    searched: list[str],
+    ranges: dict[str, ParamRange],
     columns: dict[str, str],
 ) -> dict[str, Any]:
     config = next((r["trial_config"] for r in reports if isinstance(r.get("trial_config"), dict)),
                   folder.config)
     row: dict[str, Any] = {"trial": folder.trial_id, "dir": folder.path.name}
-    params = folder.params or (reports[-1].get("config") if reports else None) or {}
-    for name, col in columns.items():
-        # A sampled scalar from params.json; a searched field the searcher encodes (milestones)
-        # from the trial's full config.
-        value = params[name] if name in params else (config or {}).get(name)
-        row[col] = _param_value(value)
+    for name in searched:
+        # The trial's full config holds every searched value in the user's form; params.json is
+        # the fallback (a trial that never reported). A run from before the user's form kept the
+        # searcher's scalars in params.json, so the config comes first.
+        value = (config or {}).get(name, folder.params.get(name))
+        row[columns[name]] = _param_value(value)
+        if name in ranges:
+            for scalar, v in ranges[name].scalars(value).items():
+                if scalar != name:
+                    row[columns[scalar]] = v
     row["config"] = json.dumps(config, sort_keys=True) if config is not None else None
     scored = [r for r in reports if math.isfinite(_num(r.get("psnr")))]
     best = max(scored, key=lambda r: (_num(r["psnr"]), -int(r["epoch"])), default=None)
@@ -252,9 +251,9 @@ def _trial_row(
     row["samples_trained"] = int(samples) if math.isfinite(samples) else 0
     row["bicubic_psnr"] = _num(last.get("bicubic_psnr")) if last else math.nan
     row["bicubic_ssim"] = _num(last.get("bicubic_ssim")) if last else math.nan
-    max_epochs = (meta.get("max_epochs") or (last or {}).get("max_epochs")
+    max_epochs = ((rec.budget.epochs if rec.budget else None) or (last or {}).get("max_epochs")
                   or (config or {}).get("epochs"))
-    row["outcome"] = outcome(folder, last, max_epochs, sched, finished)
+    row["outcome"] = outcome(folder, last, max_epochs, rec.scheduler, rec.finished is not None)
     row["is_defaults"] = False
     row["is_reference"] = folder.path.name == REFERENCE_DIR  # beside the search, never sampled
     row["error"] = folder.error_text is not None
@@ -283,9 +282,13 @@ def _frames(r: dict[str, Any]) -> list[float] | None:
 
 
 def _param_value(v: Any) -> Any:
-    """Scalars stay as they are; lists or mappings (a searched list of milestones) become JSON."""
+    """Scalars and lists of numbers (a milestone list: a Parquet list column) stay as they are;
+    anything else becomes JSON text."""
     if v is None or isinstance(v, bool | int | float | str):
         return v
+    if isinstance(v, list | tuple) and all(isinstance(x, int | float) and not isinstance(x, bool)
+                                           for x in v):
+        return [float(x) for x in v]
     return json.dumps(v, sort_keys=True)
 
 
@@ -310,6 +313,8 @@ def _missing(v: Any) -> bool:
 
 
 def _kind(v: Any) -> str:
+    if isinstance(v, list):
+        return "list"
     return "bool" if isinstance(v, bool) else "num" if isinstance(v, int | float) else "str"
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from analysis.run_folder import RETRAIN_SUBDIR, is_run_folder, read_meta
+from analysis import record
+from analysis.run_folder import RETRAIN_SUBDIR
 
 VARIANTS = {
     "asha-tpe": {"scheduler": {"type": "asha"}, "search": {"algorithm": "optuna"}},
@@ -51,7 +52,7 @@ def space_for(base: dict[str, Any], variant: str) -> dict[str, Any]:
 
 def run_one(space: Path, storage: Path, name: str, seed: int) -> float | None:
     """Run the search unless its folder exists; the wall seconds, or None when it was there."""
-    if is_run_folder(storage / name):
+    if record.exists(storage / name):
         return None
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tune.run", "--space", str(space), "--storage",
@@ -146,10 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             name = f"{variant}-seed{seed}"
             folder = args.storage / name
-            if args.read_only and not is_run_folder(folder):
+            if args.read_only and not record.exists(folder):
                 print(f"not run: {variant} seed {seed}", flush=True)
                 continue
-            if is_run_folder(folder) and not read_meta(folder).get("finished"):
+            if record.exists(folder) and not record.read(folder).finished:
                 # Running now, or interrupted: its winner is not final, so it is neither read nor
                 # retrained (a read-only report once retrained a search still running).
                 print(f"unfinished: {variant} seed {seed} ({folder}); if it was interrupted, "

@@ -1,7 +1,10 @@
 """Synthetic run folders in exactly the shape ``python -m tune.run`` writes (see analysis/).
 
 ``write_small_run`` builds six hand-made trials that cover every outcome; ``write_synthetic_run``
-builds many random ones (timing, scale). Neither needs Ray.
+builds many random ones (timing, scale); ``make_legacy`` turns a run into what the code before
+the typed run record wrote (schema 1, Ray's own folder names, the searcher's scalars in
+params.json). None of them needs Ray. The record is built through `analysis.record`, the trial
+folders through `analysis.run_folder`'s writers where the search uses them.
 """
 
 from __future__ import annotations
@@ -11,27 +14,27 @@ import random
 from pathlib import Path
 from typing import Any
 
+from analysis import record
+from analysis.record import Budget, ParamRange, RunRecord, SchedulerPlan, SearchPlan
+from analysis.run_folder import trial_dirname
 from trainable.config import TrainConfig
 
-# As tune/space.py writes them: `searched` are TrainConfig fields; Ray samples `flat_params`
-# (two milestones as lr_milestone_1 in [low, high] and lr_milestone_2_rel in [0, 1]).
-SEARCHED = ["model_lr", "lr_scheduler_gamma", "lr_scheduler_milestones", "batch_size"]
-SAMPLED = ["model_lr", "lr_scheduler_gamma", "lr_milestone_1", "lr_milestone_2_rel", "batch_size"]
+# The searched parameters, as the space file and the run record give them.
 MILESTONE_HIGH = 0.9
-SPEC = {
-    "params": {
-        "model_lr": {"loguniform": [1e-4, 1e-1]},
-        "lr_scheduler_gamma": {"uniform": [0.05, 0.5]},
-        "lr_scheduler_milestones": {"milestones": [2, 2, 0.05, MILESTONE_HIGH]},
-        "batch_size": {"choice": [8, 16, 32]},
-    },
-    "flat_params": SAMPLED,
-}
+PARAMS = (
+    ParamRange("model_lr", "loguniform", 1e-4, 1e-1),
+    ParamRange("lr_scheduler_gamma", "uniform", 0.05, 0.5),
+    ParamRange("lr_scheduler_milestones", "milestones", 0.05, MILESTONE_HIGH, count=(2, 2)),
+    ParamRange("batch_size", "choice", choices=(8, 16, 32)),
+)
+SEARCHED = [p.name for p in PARAMS]
+# What a plot or an importance shows of them: a two-drop milestone list as its first and last.
+SCALARS = ["model_lr", "lr_scheduler_gamma", "lr_scheduler_milestones/first",
+           "lr_scheduler_milestones/last", "batch_size"]
 BICUBIC_PSNR = 23.82
 BICUBIC_SSIM = 0.6548
 EVALUATION = ("PSNR/SSIM on Y (BT.601 studio range), centre frame, output rounded to 8 bits, "
               "border crop 0")
-EXPERIMENT = "3f2a1"
 T0 = 1_795_000_000.0  # POSIX seconds of the run's start
 
 
@@ -43,39 +46,39 @@ def default_config(max_epochs: int = 4) -> dict[str, Any]:
     return TrainConfig.from_dict(budget(max_epochs)).to_dict()
 
 
+def trial_id(index: int) -> str:
+    """Ray 2.60's trial ids are 8 hex digits."""
+    return f"3f2a1{index:03d}"
+
+
+def trial_dir(run_dir: Path, trial: str | int) -> Path:
+    """A trial's folder (by id or index), whatever it is named (``make_legacy`` renames them)."""
+    tid = trial_id(trial) if isinstance(trial, int) else trial
+    return next(p for p in run_dir.iterdir() if p.is_dir() and tid in p.name)
+
+
 def trial_config(params: dict[str, Any], max_epochs: int = 4) -> dict[str, Any]:
-    first = params["lr_milestone_1"]
-    second = round(first + params["lr_milestone_2_rel"] * (MILESTONE_HIGH - first), 6)
-    values = {**budget(max_epochs), "model_lr": params["model_lr"],
-              "lr_scheduler_gamma": params["lr_scheduler_gamma"],
-              "lr_scheduler_milestones": [first, second],
-              "batch_size": params["batch_size"]}
-    return TrainConfig.from_dict(values).to_dict()
+    return TrainConfig.from_dict({**budget(max_epochs), **params}).to_dict()
 
 
 def write_meta(run_dir: Path, *, max_epochs: int = 4, finished: bool = True,
                rungs: list[int] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "name": run_dir.name,
-        "command": ["python", "-m", "tune.run", "--space", "smoke.yaml"],
-        "space_file": "/somewhere/smoke.yaml",
-        "spec": SPEC,
-        "searched": SEARCHED,
-        "metric": "psnr",
-        "mode": "max",
-        "max_epochs": max_epochs,
-        "epoch_samples": 512,
-        "validation_interval": 1,
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2,
-                      "rungs": rungs if rungs is not None else [1, 2]},
-        "evaluation": EVALUATION,
-        "default_config": default_config(max_epochs),
-        "versions": {"python": "3.11.9", "torch": "2.13.0", "ray": "2.60.0", "optuna": "5.0.0"},
-        "started": "2026-11-26T10:00:00Z",
-        "finished": "2026-11-26T10:30:00Z" if finished else None,
-    }
-    (run_dir / "espcn_tune.record").write_text(json.dumps(meta, indent=2))
+    record.write(run_dir, RunRecord(
+        name=run_dir.name,
+        command=("python", "-m", "tune.run", "--space", "smoke.yaml"),
+        space_file="/somewhere/smoke.yaml",
+        space=None,
+        params=PARAMS,
+        budget=Budget(max_epochs, 512, 1),
+        scheduler=SchedulerPlan("asha", 1, 2, tuple(rungs if rungs is not None else [1, 2])),
+        search=SearchPlan("optuna", 0, 2),
+        evaluation=EVALUATION,
+        default_config=default_config(max_epochs),
+        versions={"python": "3.11.9", "torch": "2.13.0", "ray": "2.60.0", "optuna": "5.0.0"},
+        started="2026-11-26T10:00:00Z",
+        finished="2026-11-26T10:30:00Z" if finished else None,
+    ))
 
 
 def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[float], *,
@@ -84,9 +87,8 @@ def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[f
                 psnr_frames: list[list[float]] | None = None) -> Path:
     """One trial folder; ``psnr_frames``, one list per report, is left out of the reports when
     None (runs from before per-frame PSNR)."""
-    trial_id = f"{EXPERIMENT}_{index:05d}"
-    tag = ",".join(f"{k}={v}" for k, v in sorted(params.items()))[:80]
-    tdir = run_dir / f"train_espcn_{trial_id}_{index}_{tag}_2026-11-26_10-00-{index % 60:02d}"
+    tid = trial_id(index)
+    tdir = run_dir / trial_dirname(index, tid)
     tdir.mkdir(parents=True)
     (tdir / "params.json").write_text(json.dumps(params))
     config = trial_config(params, max_epochs)
@@ -104,7 +106,7 @@ def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[f
             "gain_db": psnr - BICUBIC_PSNR, "best_psnr": best, "best_epoch": best_epoch,
             "loss": 0.01 / epoch, "lr": params["model_lr"], "samples_per_s": 100.0,
             "data_time_share": 0.05, "status": status, "max_epochs": max_epochs,
-            "trial_config": config, "trial_id": trial_id, "training_iteration": epoch,
+            "trial_config": config, "trial_id": tid, "training_iteration": epoch,
             "time_total_s": elapsed, "time_this_iter_s": 5.0, "timestamp": int(start + elapsed),
             "done": status != "running", "date": "2026-11-26_10-00-00", "config": params,
         })
@@ -141,30 +143,30 @@ def write_checkpoint(cdir: Path, epoch: int, psnr: float, config: dict[str, Any]
         {"epoch": epoch, "psnr": psnr, "ssim": 0.6 + psnr / 200, "trial_config": config}))
 
 
-# The defaults' milestones (0.1, 0.8) in the searcher's encoding: 0.1 + 0.875 * (0.9 - 0.1) = 0.8.
-DEFAULTS = {"model_lr": 0.01, "lr_scheduler_gamma": 0.1, "lr_milestone_1": 0.1,
-            "lr_milestone_2_rel": 0.875, "batch_size": 16}
-WINNER = "3f2a1_00001"
-ERRORED = "3f2a1_00005"
+DEFAULTS = {"model_lr": 0.01, "lr_scheduler_gamma": 0.1, "lr_scheduler_milestones": [0.1, 0.8],
+            "batch_size": 16}
+WINNER = trial_id(1)
+ERRORED = trial_id(5)
 
 
 def write_small_run(root: Path, name: str = "smoke", *, finished: bool = True) -> Path:
     """Six trials over 4 epochs, ASHA rungs at epochs 1 and 2.
 
-    00000 defaults, completed (best 25.6 at epoch 2, last 25.2); 00001 the winner, completed
-    (26.8); 00002 stopped at rung 1 (23.0); 00003 stopped at rung 2 (24.6); 00004 diverged at epoch
-    2 (best 23.5, last 0.0); 00005 errored with the highest PSNR of all (27.5).
+    Trial 0 defaults, completed (best 25.6 at epoch 2, last 25.2); 1 the winner, completed
+    (26.8); 2 stopped at rung 1 (23.0); 3 stopped at rung 2 (24.6); 4 diverged at epoch 2 (best
+    23.5, last 0.0); 5 errored with the highest PSNR of all (27.5).
     """
     run = root / name
     write_meta(run, finished=finished)
-    p = {"model_lr": 0.02, "lr_scheduler_gamma": 0.05, "lr_milestone_1": 0.5,
-         "lr_milestone_2_rel": 0.75, "batch_size": 32}  # milestones (0.5, 0.8)
+    p = {"model_lr": 0.02, "lr_scheduler_gamma": 0.05, "lr_scheduler_milestones": [0.5, 0.8],
+         "batch_size": 32}
     write_trial(run, 0, DEFAULTS, [24.0, 25.6, 25.1, 25.2], checkpoint_epochs=(2, 4))
     write_trial(run, 1, p, [24.5, 25.5, 26.3, 26.8], checkpoint_epochs=(4,))
     write_trial(run, 2, {**p, "model_lr": 1e-4, "batch_size": 8}, [23.0])
     write_trial(run, 3, {**p, "model_lr": 3e-3, "lr_scheduler_gamma": 0.3}, [24.2, 24.6],
                 checkpoint_epochs=(2,))
-    write_trial(run, 4, {**p, "model_lr": 0.09, "lr_milestone_1": 0.6}, [23.5, 0.0],
+    write_trial(run, 4, {**p, "model_lr": 0.09, "lr_scheduler_milestones": [0.6, 0.85]},
+                [23.5, 0.0],
                 statuses=["running", "diverged"])
     write_trial(run, 5, {**p, "model_lr": 0.05, "batch_size": 16}, [27.0, 27.5], error=True,
                 checkpoint_epochs=(2,))
@@ -180,9 +182,10 @@ def write_synthetic_run(root: Path, name: str, n_trials: int, n_reports: int,
     rungs = [r for r in (1, 2, 4, 8, 16, 32) if r < n_reports]
     write_meta(run, max_epochs=n_reports, rungs=rungs)
     for i in range(n_trials):
+        first = round(rng.uniform(0.05, 0.7), 6)
         params = DEFAULTS if i == 0 else {
             "model_lr": 10 ** rng.uniform(-4, -1), "lr_scheduler_gamma": rng.uniform(0.05, 0.5),
-            "lr_milestone_1": rng.uniform(0.05, 0.7), "lr_milestone_2_rel": rng.random(),
+            "lr_scheduler_milestones": [first, round(first + rng.random() * (MILESTONE_HIGH - first), 6)],
             "batch_size": rng.choice([8, 16, 32])}
         stopped = early_stops and rng.random() >= 0.3
         length = rng.choice(rungs or [n_reports]) if stopped else n_reports
@@ -191,3 +194,36 @@ def write_synthetic_run(root: Path, name: str, n_trials: int, n_reports: int,
         write_trial(run, i, params, psnrs, max_epochs=n_reports, error=(i % 20 == 19),
                     start=T0 + 3.0 * i)
     return run
+
+
+def make_legacy(run_dir: Path) -> Path:
+    """Turn a run written here into what the code before the typed record wrote: a schema-1
+    record (a flat dict, milestones as [count_min, count_max, low, high]), Ray's own trial folder
+    names, and the searcher's scalars in params.json (milestones as lr_milestone_1 and
+    lr_milestone_2_rel)."""
+    rec = record.read(run_dir)
+    spec = {"params": {p.name: p.to_json() for p in rec.params}}
+    spec["params"]["lr_scheduler_milestones"] = {"milestones": [2, 2, 0.05, MILESTONE_HIGH]}
+    spec["flat_params"] = ["model_lr", "lr_scheduler_gamma", "lr_milestone_1",
+                           "lr_milestone_2_rel", "batch_size"]
+    spec["search"] = {"algorithm": "optuna", "seed": 0, "n_startup_trials": 2}
+    assert rec.budget is not None
+    v1 = {"name": rec.name, "command": list(rec.command), "space_file": rec.space_file,
+          "spec": spec, "searched": rec.searched, "metric": "psnr", "mode": "max",
+          "max_epochs": rec.budget.epochs, "epoch_samples": rec.budget.epoch_samples,
+          "validation_interval": rec.budget.validation_interval,
+          "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2,
+                        "rungs": list(rec.scheduler.rungs)},
+          "evaluation": rec.evaluation, "default_config": rec.default_config,
+          "versions": dict(rec.versions), "started": rec.started, "finished": rec.finished}
+    (run_dir / record.META_FILE).write_text(json.dumps(v1, indent=2))
+    for tdir in sorted(p for p in run_dir.iterdir() if p.name.startswith("trial_")):
+        index, tid = tdir.name.split("_")[1:]
+        params = json.loads((tdir / "params.json").read_text())
+        first, last = params.pop("lr_scheduler_milestones")
+        params.update(lr_milestone_1=first,
+                      lr_milestone_2_rel=round((last - first) / (MILESTONE_HIGH - first), 9))
+        (tdir / "params.json").write_text(json.dumps(params))
+        tdir.rename(run_dir / f"run_trial_{tid}_{int(index)}_model_lr={params['model_lr']:.4g}"
+                              f"_2026-11-26_10-00-{int(index) % 60:02d}")
+    return run_dir

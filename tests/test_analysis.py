@@ -18,10 +18,10 @@ from analysis.tables import load_run, write_tables
 from tests import run_fixture as fx
 
 ROOT = Path(__file__).resolve().parents[1]
-BEST_ORDER = ["3f2a1_00001", "3f2a1_00000", "3f2a1_00003", "3f2a1_00004", "3f2a1_00002",
-              "3f2a1_00005"]
-LAST_ORDER = ["3f2a1_00001", "3f2a1_00000", "3f2a1_00003", "3f2a1_00002", "3f2a1_00004",
-              "3f2a1_00005"]
+BEST_ORDER = ["3f2a1001", "3f2a1000", "3f2a1003", "3f2a1004", "3f2a1002",
+              "3f2a1005"]
+LAST_ORDER = ["3f2a1001", "3f2a1000", "3f2a1003", "3f2a1002", "3f2a1004",
+              "3f2a1005"]
 
 
 @pytest.fixture(scope="module")
@@ -43,40 +43,55 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
 def test_trials_table_outcomes_and_flags(small_run: Path) -> None:
     run = load_run(small_run)
     t = run.trials.set_index("trial")
-    assert list(run.trials["trial"]) == [f"3f2a1_{i:05d}" for i in range(6)]
-    assert t.loc["3f2a1_00000", "outcome"] == "completed"
-    assert t.loc["3f2a1_00002", "outcome"] == "stopped by ASHA at rung 1 (epoch 1)"
-    assert t.loc["3f2a1_00003", "outcome"] == "stopped by ASHA at rung 2 (epoch 2)"
-    assert t.loc["3f2a1_00004", "outcome"] == "diverged"
-    assert t.loc["3f2a1_00005", "outcome"] == "error"
-    assert list(t.index[t["is_defaults"]]) == ["3f2a1_00000"]
-    assert list(t.index[t["error"]]) == ["3f2a1_00005"]
-    assert t.loc["3f2a1_00000", "best_psnr"] == 25.6 and t.loc["3f2a1_00000", "best_epoch"] == 2
-    assert t.loc["3f2a1_00000", "last_psnr"] == 25.2
-    assert t.loc["3f2a1_00004", "last_psnr"] == 0.0
-    assert t.loc["3f2a1_00001", "samples_trained"] == 4 * 512
-    assert t.loc["3f2a1_00001", "gain_db"] == pytest.approx(26.8 - fx.BICUBIC_PSNR)
-    assert set(fx.SEARCHED) | set(fx.SAMPLED) <= set(run.trials.columns)
-    assert run.searched == fx.SEARCHED and list(run.search_columns) == fx.SAMPLED
-    # A searched field the searcher encodes comes from the trial's config, as JSON.
-    assert json.loads(t.loc["3f2a1_00001", "lr_scheduler_milestones"]) == [0.5, 0.8]
-    assert t.loc["3f2a1_00001", "lr_milestone_1"] == 0.5
-    assert json.loads(t.loc["3f2a1_00001", "config"])["model_lr"] == 0.02
+    assert list(run.trials["trial"]) == [fx.trial_id(i) for i in range(6)]
+    assert t.loc["3f2a1000", "outcome"] == "completed"
+    assert t.loc["3f2a1002", "outcome"] == "stopped by ASHA at rung 1 (epoch 1)"
+    assert t.loc["3f2a1003", "outcome"] == "stopped by ASHA at rung 2 (epoch 2)"
+    assert t.loc["3f2a1004", "outcome"] == "diverged"
+    assert t.loc["3f2a1005", "outcome"] == "error"
+    assert list(t.index[t["is_defaults"]]) == ["3f2a1000"]
+    assert list(t.index[t["error"]]) == ["3f2a1005"]
+    assert t.loc["3f2a1000", "best_psnr"] == 25.6 and t.loc["3f2a1000", "best_epoch"] == 2
+    assert t.loc["3f2a1000", "last_psnr"] == 25.2
+    assert t.loc["3f2a1004", "last_psnr"] == 0.0
+    assert t.loc["3f2a1001", "samples_trained"] == 4 * 512
+    assert t.loc["3f2a1001", "gain_db"] == pytest.approx(26.8 - fx.BICUBIC_PSNR)
+    assert set(fx.SEARCHED) | set(fx.SCALARS) <= set(run.trials.columns)
+    assert run.searched == fx.SEARCHED and list(run.scalar_columns) == fx.SCALARS
+    # The milestones in the user's form: the list of fractions, and its first and last for plots;
+    # the searcher's scalars are nowhere.
+    assert t.loc["3f2a1001", "lr_scheduler_milestones"] == [0.5, 0.8]
+    assert t.loc["3f2a1001", "lr_scheduler_milestones/first"] == 0.5
+    assert t.loc["3f2a1001", "lr_scheduler_milestones/last"] == 0.8
+    assert not [c for c in run.trials.columns if c.startswith("lr_milestone")]
+    assert json.loads(t.loc["3f2a1001", "config"])["model_lr"] == 0.02
+
+
+def test_a_run_from_before_the_typed_record_reads_the_same(tmp_path: Path) -> None:
+    # Schema 1, Ray's own folder names, the searcher's scalars in params.json: the tables hold
+    # the same user-form values as for a run written today.
+    today = load_run(fx.write_small_run(tmp_path / "today"))
+    old = load_run(fx.make_legacy(fx.write_small_run(tmp_path / "old")))
+    assert old.record.schema == 1 and old.record.params == today.record.params
+    assert old.record.budget == today.record.budget and old.rungs == today.rungs
+    keep = ["trial", *fx.SEARCHED, *fx.SCALARS, "best_psnr", "outcome", "is_defaults"]
+    pd.testing.assert_frame_equal(old.trials[keep], today.trials[keep])
+    assert importance.distributions(old) == importance.distributions(today)
 
 
 def test_unfinished_run_marks_stopped_trials_as_interrupted(tmp_path: Path) -> None:
     run = load_run(fx.write_small_run(tmp_path, finished=False))
     t = run.trials.set_index("trial")["outcome"]
-    assert t["3f2a1_00002"] == t["3f2a1_00003"] == "running/interrupted"
-    assert t["3f2a1_00001"] == "completed" and t["3f2a1_00005"] == "error"
+    assert t["3f2a1002"] == t["3f2a1003"] == "running/interrupted"
+    assert t["3f2a1001"] == "completed" and t["3f2a1005"] == "error"
 
 
 def test_truncated_result_line_is_skipped(tmp_path: Path) -> None:
     path = fx.write_small_run(tmp_path)
-    result = next(path.glob("*_00001_*")) / "result.json"
+    result = fx.trial_dir(path, 1) / "result.json"
     with result.open("a") as f:
         f.write('{"epoch": 5, "psnr": 3')  # a write cut by a kill
-    assert load_run(path).trials.set_index("trial").loc["3f2a1_00001", "n_reports"] == 4
+    assert load_run(path).trials.set_index("trial").loc["3f2a1001", "n_reports"] == 4
 
 
 def test_ray_260_trial_folders_without_results(tmp_path: Path) -> None:
@@ -95,7 +110,7 @@ def test_ray_260_trial_folders_without_results(tmp_path: Path) -> None:
     assert list(loaded.trials["trial"]) == ["ffff0001", "0badcafe", "12345678"]
     assert set(loaded.trials["outcome"]) == {"running/interrupted"}
     assert loaded.trials["is_defaults"].tolist() == [True, False, False]  # the first one
-    assert json.loads(loaded.trials["lr_scheduler_milestones"][0]) == [0.1, 0.8]
+    assert loaded.trials["lr_scheduler_milestones"][0] == [0.1, 0.8]
     assert main([str(run), "--no-report"]) == 2  # nothing to rank yet
 
 
@@ -118,15 +133,27 @@ def test_short_trial_folder_names(tmp_path: Path) -> None:
 
 
 def test_a_run_recorded_under_the_old_name_is_read_and_moved_on_write(tmp_path: Path) -> None:
-    from analysis import run_folder
+    from analysis import record
 
     run = fx.write_small_run(tmp_path)
-    (run / run_folder.META_FILE).rename(run / run_folder.LEGACY_META_FILE)
-    meta = run_folder.read_meta(run)
-    assert load_run(run).meta == meta and run_folder.is_run_folder(run)
-    run_folder.write_meta(run, {**meta, "finished": "later"})
-    assert not (run / run_folder.LEGACY_META_FILE).exists()
-    assert json.loads((run / run_folder.META_FILE).read_text())["finished"] == "later"
+    (run / record.META_FILE).rename(run / record.LEGACY_META_FILE)
+    rec = record.read(run)
+    assert load_run(run).record == rec and record.exists(run)
+    record.write(run, rec.replace(finished="later"))
+    assert not (run / record.LEGACY_META_FILE).exists()
+    assert record.read(run).finished == "later"
+
+
+def test_the_record_round_trips_and_refuses_a_newer_schema(tmp_path: Path) -> None:
+    from analysis import record
+
+    run = fx.write_small_run(tmp_path)
+    rec = record.read(run)
+    assert record.RunRecord.from_json(rec.to_json(), "x") == rec
+    newer = {**rec.to_json(), "schema": record.SCHEMA + 1}
+    (run / record.META_FILE).write_text(json.dumps(newer))
+    with pytest.raises(record.RunFolderError, match="newer than this espcn-tune reads"):
+        record.read(run)
 
 
 def test_infeasible_report_is_not_a_validation(tmp_path: Path) -> None:
@@ -135,17 +162,17 @@ def test_infeasible_report_is_not_a_validation(tmp_path: Path) -> None:
            "status": "infeasible", "reason": "CUDA out of memory. Tried to allocate 2.00 GiB"}
     tdir = fx.write_trial(run, 6, fx.DEFAULTS, [24.9])
     with (tdir / "result.json").open("a") as f:
-        f.write(json.dumps({**oom, "trial_id": "3f2a1_00006"}) + "\n")
+        f.write(json.dumps({**oom, "trial_id": "3f2a1006"}) + "\n")
     tdir = fx.write_trial(run, 7, fx.DEFAULTS, [])
-    (tdir / "result.json").write_text(json.dumps({**oom, "trial_id": "3f2a1_00007"}) + "\n")
+    (tdir / "result.json").write_text(json.dumps({**oom, "trial_id": "3f2a1007"}) + "\n")
     loaded = load_run(run)
     t = loaded.trials.set_index("trial")
-    assert t.loc["3f2a1_00006", "outcome"] == t.loc["3f2a1_00007", "outcome"] == "infeasible"
-    assert t.loc["3f2a1_00006", "epochs_trained"] == 1 and t.loc["3f2a1_00006", "best_psnr"] == 24.9
-    assert "out of memory" in t.loc["3f2a1_00007", "reason"]
-    assert len(loaded.results[loaded.results["trial"] == "3f2a1_00007"]) == 0
+    assert t.loc["3f2a1006", "outcome"] == t.loc["3f2a1007", "outcome"] == "infeasible"
+    assert t.loc["3f2a1006", "epochs_trained"] == 1 and t.loc["3f2a1006", "best_psnr"] == 24.9
+    assert "out of memory" in t.loc["3f2a1007", "reason"]
+    assert len(loaded.results[loaded.results["trial"] == "3f2a1007"]) == 0
     ranked = list(leaderboard.rank(loaded.trials)["trial"])
-    assert ranked[-2:] == ["3f2a1_00007", fx.ERRORED]  # unscored, then errored
+    assert ranked[-2:] == ["3f2a1007", fx.ERRORED]  # unscored, then errored
 
 
 def test_parquet_round_trip(small_run: Path, tmp_path: Path) -> None:
@@ -170,7 +197,7 @@ def test_leaderboard_order(small_run: Path, scope: str, order: list[str]) -> Non
     ranked = leaderboard.rank(run.trials, scope)
     assert list(ranked["trial"]) == order
     assert list(ranked["rank"]) == list(range(1, 7))
-    assert leaderboard.winner(run, scope)["trial"] == "3f2a1_00001"
+    assert leaderboard.winner(run, scope)["trial"] == "3f2a1001"
 
 
 def test_errored_trial_with_highest_psnr_ranks_last(small_run: Path) -> None:
@@ -185,8 +212,8 @@ def test_ties_go_to_the_earlier_epoch_then_the_trial_id(small_run: Path) -> None
     trials["best_psnr"] = 25.0
     trials["best_epoch"] = [3, 2, 2, 1, 4, 2]
     ranked = leaderboard.rank(trials, "best")
-    assert list(ranked["trial"]) == ["3f2a1_00003", "3f2a1_00001", "3f2a1_00002", "3f2a1_00005",
-                                     "3f2a1_00000", "3f2a1_00004"]
+    assert list(ranked["trial"]) == ["3f2a1003", "3f2a1001", "3f2a1002", "3f2a1005",
+                                     "3f2a1000", "3f2a1004"]
 
 
 def test_render_says_which_best_and_the_convention(small_run: Path) -> None:
@@ -208,21 +235,19 @@ def test_distributions_from_spec_and_inferred(small_run: Path, tmp_path: Path) -
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     dists = importance.distributions(load_run(small_run))
-    assert list(dists) == fx.SAMPLED
+    assert list(dists) == fx.SCALARS
     assert dists["model_lr"] == FloatDistribution(1e-4, 1e-1, log=True)
     assert dists["batch_size"] == CategoricalDistribution([8, 16, 32])
-    assert dists["lr_milestone_1"] == FloatDistribution(0.05, fx.MILESTONE_HIGH)
-    assert dists["lr_milestone_2_rel"] == FloatDistribution(0.0, 1.0)
+    assert dists["lr_scheduler_milestones/first"] == FloatDistribution(0.05, fx.MILESTONE_HIGH)
+    assert dists["lr_scheduler_milestones/last"] == FloatDistribution(0.05, fx.MILESTONE_HIGH)
     path = fx.write_small_run(tmp_path)
     meta_file = path / "espcn_tune.record"
     meta = json.loads(meta_file.read_text())
-    meta["spec"]["params"]["model_lr"] = {"type": "loguniform", "low": 1e-5, "high": 1.0}
-    meta["spec"]["params"]["batch_size"] = {"type": "choice", "values": [16, 32]}  # 8 is widened
+    meta["params"]["batch_size"] = {"choice": [16, 32]}  # 8 is widened
     meta_file.write_text(json.dumps(meta))
-    long_form = importance.distributions(load_run(path))
-    assert long_form["model_lr"] == FloatDistribution(1e-5, 1.0, log=True)
-    assert long_form["batch_size"] == CategoricalDistribution([16, 32, 8])
-    del meta["spec"]
+    assert importance.distributions(load_run(path))["batch_size"] == CategoricalDistribution(
+        [16, 32, 8])
+    meta["params"] = {name: {} for name in meta["params"]}  # ranges not recorded
     meta_file.write_text(json.dumps(meta))
     inferred = importance.distributions(load_run(path))
     assert isinstance(inferred["model_lr"], FloatDistribution) and inferred["model_lr"].log
@@ -231,7 +256,7 @@ def test_distributions_from_spec_and_inferred(small_run: Path, tmp_path: Path) -
 
 def test_importance_needs_two_trials(small_run: Path, tmp_path: Path) -> None:
     imp = importance.param_importances(load_run(small_run))
-    assert imp.values and set(imp.values) <= set(fx.SAMPLED)
+    assert imp.values and set(imp.values) <= set(fx.SCALARS)
     assert imp.n_trials == 5  # the errored trial is left out
     lone = tmp_path / "lone"
     fx.write_meta(lone)

@@ -48,7 +48,7 @@ def _raw(run: Path) -> dict[str, tuple[Path, list[dict]]]:
     """trial id -> (folder, result.json lines), straight from the files."""
     out = {}
     for d in run.iterdir():
-        if d.is_dir() and (d / "params.json").exists():
+        if d.is_dir() and (d / "params.json").exists() and d.name != "reference":
             lines = _lines(d)
             out[lines[0]["trial_id"]] = (d, lines)
     return out

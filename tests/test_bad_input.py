@@ -99,14 +99,14 @@ def test_space_config_keys_of_mixed_types(tmp_path: Path,
 
 def test_binary_params_json_is_read_from_the_results(tmp_path: Path) -> None:
     run = fx.write_small_run(tmp_path)
-    (next(run.glob(f"*_{fx.WINNER}_*")) / "params.json").write_bytes(BINARY)
+    (fx.trial_dir(run, fx.WINNER) / "params.json").write_bytes(BINARY)
     trials = load_run(run).trials
     assert fx.WINNER in set(trials["trial"])
 
 
 def test_binary_result_json_lines_are_skipped(tmp_path: Path) -> None:
     run = fx.write_small_run(tmp_path)
-    result = next(run.glob(f"*_{fx.WINNER}_*")) / "result.json"
+    result = fx.trial_dir(run, fx.WINNER) / "result.json"
     result.write_bytes(result.read_bytes() + BINARY + b"\n")
     assert fx.WINNER in set(load_run(run).trials["trial"])
 

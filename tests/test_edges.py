@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from analysis.edges import edge_warnings, ranges
+from analysis.edges import edge_warnings
+from analysis.record import ParamRange
 from analysis.report import write_report
 from analysis.summary import summarise
 from analysis.tables import load_run
@@ -19,7 +20,8 @@ GAMMA = {"lr_scheduler_gamma": {"uniform": [0.05, 0.5]}}
 
 
 def warn(spec: dict, values: list[dict]) -> list[str]:
-    return edge_warnings(ranges(spec), values)
+    """Edge lines for ranges in the space file's form."""
+    return edge_warnings([ParamRange.from_json(n, d) for n, d in spec.items()], values)
 
 
 def test_winner_at_the_top_of_a_log_range() -> None:
@@ -66,7 +68,6 @@ def test_values_in_the_middle_give_no_line() -> None:
 
 def test_choice_and_grid_parameters_are_skipped() -> None:
     spec = {"batch_size": {"choice": [8, 16, 32]}, "residual": {"grid": [False, True]}}
-    assert ranges(spec) == []
     assert warn(spec, [{"batch_size": 32, "residual": True}]) == []
 
 
@@ -82,9 +83,9 @@ def test_the_five_percent_is_measured_on_the_parameters_own_scale() -> None:
 
 
 def test_milestones_first_against_the_bottom_last_against_the_top() -> None:
-    spec = {"lr_scheduler_milestones": {"milestones": [1, 2, 0.05, 0.9]}}
+    spec = {"lr_scheduler_milestones": {"milestones": {"count": [1, 2], "low": 0.05, "high": 0.9}}}
     assert "the winner [0.3, 0.88] is at the top of [0.05, 0.9]" in warn(
-        spec, [{"lr_scheduler_milestones": "[0.3, 0.88]"}])[0]
+        spec, [{"lr_scheduler_milestones": [0.3, 0.88]}])[0]
     assert "at the bottom" in warn(spec, [{"lr_scheduler_milestones": [0.06, 0.5]}])[0]
     assert warn(spec, [{"lr_scheduler_milestones": [0.2, 0.7]}]) == []
 
@@ -121,8 +122,12 @@ def test_end_of_search_summary_prints_edge_lines(tmp_path: Path,
                                path=str(tmp_path / f"t{i}"))
 
     grid = [result(0, 1e-3, 29.0), result(1, 0.0435, 30.5), result(2, 3e-3, 29.5)]
-    best = end_of_search(grid, spec, tmp_path / "run", {"evaluation": "Y PSNR"})
-    assert best is not None and best["trial_id"] == "t1"
+    from analysis import record
+
+    rec = record.RunRecord("run", (), None, None, spec.params, None,
+                           record.SchedulerPlan("asha"), None, "Y PSNR", None)
+    best = end_of_search(grid, spec, tmp_path / "run", rec)
+    assert best is not None and best.trial_id == "t1"
     assert ("ranges that may be too narrow:\n  model_lr: the winner 0.0435 is at the top of "
             "[0.0001, 0.05]; the optimum may lie above it: widen the range\n"
             in capsys.readouterr().out)

@@ -28,12 +28,12 @@ def run(tmp_path: Path) -> Path:
 
 
 def _trial_config(run: Path, trial: str) -> dict:
-    result = next(run.glob(f"*_{trial}_*")) / "result.json"
+    result = fx.trial_dir(run, trial) / "result.json"
     return json.loads(result.read_text().splitlines()[0])["trial_config"]
 
 
 def _checkpoint_model(run: Path, trial: str, name: str) -> dict:
-    return load_state_file(next(run.glob(f"*_{trial}_*")) / name / "trainer.pt")["model"]
+    return load_state_file(fx.trial_dir(run, trial) / name / "trainer.pt")["model"]
 
 
 def test_yaml_is_a_train_config_as_is(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,11 +91,11 @@ def test_weights_load_weights_only_into_the_model(run: Path, tmp_path: Path, sco
                                                   checkpoint: str) -> None:
     # Trial 00000 keeps its best (epoch 2) and its latest (epoch 4) checkpoint.
     out = tmp_path / f"{scope}.yaml"
-    assert main([str(run), "--trial", "3f2a1_00000", "--scope", scope, "--out", str(out)]) == 0
+    assert main([str(run), "--trial", "3f2a1000", "--scope", scope, "--out", str(out)]) == 0
     state = torch.load(out.with_suffix(".pt"), weights_only=True)
     model = EarlyFusionESPCN(3, 4, False)
     model.load_state_dict(state, strict=True)
-    expected = _checkpoint_model(run, "3f2a1_00000", checkpoint)
+    expected = _checkpoint_model(run, "3f2a1000", checkpoint)
     assert all(torch.equal(state[k], expected[k]) for k in expected)
     prov_epoch = 2 if scope == "best" else 4
     assert f"epoch: {prov_epoch}" in out.read_text()
@@ -131,7 +131,7 @@ def test_trial_without_checkpoint_still_gets_its_config(
         run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "stopped.yaml"
     with caplog.at_level(logging.WARNING):
-        assert main([str(run), "--trial", "3f2a1_00002", "--out", str(out)]) == 0
+        assert main([str(run), "--trial", "3f2a1002", "--out", str(out)]) == 0
     assert "no kept checkpoint" in caplog.text
     assert out.is_file() and not out.with_suffix(".pt").exists()
     assert yaml.safe_load(out.read_text())["model_lr"] == 1e-4
@@ -184,7 +184,7 @@ def test_crafted_checkpoint_runs_no_code(run: Path, tmp_path: Path, attack: int,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     marker = tmp_path / "pwned"
     fn, args = _touch_marker(marker)[attack]
-    ckpt = next(run.glob(f"*_{fx.WINNER}_*")) / "checkpoint_000000" / "trainer.pt"
+    ckpt = fx.trial_dir(run, fx.WINNER) / "checkpoint_000000" / "trainer.pt"
     state = torch.load(ckpt, weights_only=True)
     state["model"]["evil"] = _RunsOnLoad(fn, *args)
     torch.save(state, ckpt)

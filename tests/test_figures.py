@@ -51,7 +51,7 @@ def test_every_psnr_axis_draws_bicubic_inside_it_and_shades_below(
     run = load_run(run_dir)
     dists = importance.distributions(run)
     caught = _drawn(monkeypatch)
-    winner = f"{fx.EXPERIMENT}_00001"
+    winner = fx.trial_id(1)
     figures.learning_curves(run, winner, tmp_path / "a.png")
     figures.best_so_far(run, tmp_path / "b.png")
     figures.psnr_vs_params(run, dists, "best_psnr", winner, tmp_path / "c.png")

@@ -57,7 +57,7 @@ def test_storage_that_is_a_file_is_refused(tmp_path: Path,
 def test_traversing_trial_id_writes_nothing_outside(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     run = fx.write_small_run(tmp_path / "runs")
-    result = next(run.glob(f"*_{fx.WINNER}_*")) / "result.json"
+    result = fx.trial_dir(run, fx.WINNER) / "result.json"
     lines = [json.loads(line) for line in result.read_text().splitlines()]
     for row in lines:
         row["trial_id"] = "../../../escaped"

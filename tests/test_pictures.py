@@ -47,7 +47,7 @@ def test_report_shows_the_crop_with_winner_and_bicubic_psnr_per_frame(
 def test_without_a_defaults_checkpoint_the_panel_is_left_out_with_a_note(
         tmp_path: Path, small_test_split) -> None:
     run_dir = fx.write_small_run(tmp_path)
-    for ckpt in next(run_dir.glob(f"*_{fx.EXPERIMENT}_00000_*")).glob("checkpoint_*"):
+    for ckpt in fx.trial_dir(run_dir, 0).glob("checkpoint_*"):
         shutil.rmtree(ckpt)
     p = pictures.draw(load_run(run_dir), fx.WINNER, tmp_path / "p.png")
     assert p.path is not None and "defaults" not in p.psnr and set(p.psnr) >= {"bicubic", "winner"}
@@ -58,7 +58,7 @@ def test_without_a_defaults_checkpoint_the_panel_is_left_out_with_a_note(
 
 def test_a_winner_without_weights_gets_a_note_not_a_crash(tmp_path: Path, small_test_split) -> None:
     run = load_run(fx.write_small_run(tmp_path))
-    p = pictures.draw(run, "3f2a1_00002", tmp_path / "p.png")  # stopped at rung 1, no checkpoint
+    p = pictures.draw(run, "3f2a1002", tmp_path / "p.png")  # stopped at rung 1, no checkpoint
     assert p.path is None and "kept no checkpoint" in p.notes[0]
 
 

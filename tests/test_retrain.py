@@ -25,7 +25,7 @@ from trainable.config import TrainConfig
 from trainable.evaluate import convention
 from trainable.model import EarlyFusionESPCN
 
-DEFAULTS_TRIAL = "3f2a1_00000"
+DEFAULTS_TRIAL = "3f2a1000"
 
 
 def _tiny(run: Path, clip_root: Path, cache: Path, *, default_config: bool = True) -> Path:
@@ -151,7 +151,7 @@ def test_defaults_without_a_record_and_fresh_seeds(tmp_path: Path, clip_root: Pa
                                                    cache: Path) -> None:
     run_dir = _tiny(fx.write_small_run(tmp_path), clip_root, cache, default_config=False)
     # Trial 00002 happened to train with seed 1000: retraining must not reuse it.
-    result = next(run_dir.glob("*_00002_*")) / "result.json"
+    result = fx.trial_dir(run_dir, 2) / "result.json"
     line = json.loads(result.read_text())
     line["trial_config"]["seed"] = 1000
     result.write_text(json.dumps(line) + "\n")

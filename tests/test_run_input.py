@@ -67,16 +67,17 @@ def test_resume_rebuilds_the_space_from_the_run_record_not_the_file(tmp_path):
     space = tmp_path / "mine.yaml"
     space.write_text(yaml.safe_dump({**started.document, "trials": 9,
                                      "config": {"batch_size": 32, "use_amp": False}}))
-    meta = {"space_file": str(space), "space_document": dict(started.document),
-            "overrides": {"trials": 3}}
+    from analysis.record import RunRecord, SchedulerPlan
+
+    rec = RunRecord("r", (), str(space), dict(started.document), started.params, None,
+                    SchedulerPlan("asha"), None, None, None, overrides={"trials": 3})
     for _ in ("edited", "moved"):
-        spec = _resume_spec(meta, tmp_path)
+        spec = _resume_spec(rec, tmp_path)
         assert spec.trials == 3 and spec.base == started.base and spec.params == started.params
         space.unlink(missing_ok=True)
     # A record from before the copy was kept falls back to the file as it is now.
     space.write_text(yaml.safe_dump({**started.document, "trials": 9}))
-    old = {"space_file": str(space), "overrides": {"trials": 3}}
-    assert _resume_spec(old, tmp_path).trials == 3
+    assert _resume_spec(rec.replace(space=None), tmp_path).trials == 3
 
 
 def test_another_ray_version_is_named_once_and_its_private_files_are_not_repaired(

@@ -18,19 +18,20 @@ from ray.tune.schedulers import (
 from ray.tune.schedulers.async_hyperband import _Bracket
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.sample import Categorical, Float, Integer
+from ray.tune.search.sample import Categorical, Integer
 
 from trainable.errors import InputError
+from tune import milestones
+from tune.sampling import SpaceSampler, sampled_names
 from tune.search import (
     METRIC,
-    MODE,
     concurrency_cap,
     make_scheduler,
     make_searcher,
     param_space,
     study_journal,
 )
-from tune.space import MILESTONE_FIRST, SearchSpec, asha_rungs, load_space, milestone_rel
+from tune.space import SearchSpec, asha_rungs, load_space
 
 
 def load_text(tmp_path: Path, text: str) -> SearchSpec:
@@ -39,18 +40,72 @@ def load_text(tmp_path: Path, text: str) -> SearchSpec:
     return load_space(str(path))
 
 
-def test_param_space_domains():
-    space = param_space(load_space("full"))
-    assert isinstance(space["model_lr"], Float) and space["model_lr"].lower == 1e-4
-    assert isinstance(space["batch_size"], Categorical)
-    assert space["batch_size"].categories == [8, 16, 32, 64]
-    assert isinstance(space[milestone_rel(2)], Float)
+def _suggested(spec: SearchSpec, n: int = 1) -> tuple[list[dict], optuna.Study]:
+    """``n`` trials of the spec's define-by-run sampler on a fresh TPE study."""
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    sampler = SpaceSampler(spec)
+    return [sampler(study.ask()) for _ in range(n)], study
+
+
+@pytest.mark.parametrize("name", ["lr_sched", "batch_accum", "full", "optim", "smoke"])
+def test_the_sampler_asks_optuna_what_rays_domains_asked(name):
+    """The define-by-run space suggests, in the same order, exactly the distributions Ray's
+    OptunaSearch made of the domains the search used before it: a seeded TPE proposes what it
+    always did (the 16 first proposals of every shipped space were compared, bit for bit)."""
+    from ray import tune
+
+    spec = load_space(name)
+    before = {}
+    for p in spec.params:
+        if p.kind == "milestones":
+            names = milestones.scalars(p.count)
+            if milestones.COUNT in names:
+                before[milestones.COUNT] = tune.choice(list(range(p.count[0], p.count[1] + 1)))
+            before[milestones.FIRST] = tune.uniform(p.low, p.high)
+            before.update({n: tune.uniform(0.0, 1.0) for n in names if n.endswith("_rel")})
+        elif p.kind == "loguniform":
+            before[p.name] = tune.loguniform(p.low, p.high)
+        elif p.kind == "uniform":
+            before[p.name] = tune.uniform(p.low, p.high)
+        elif p.kind == "randint":
+            before[p.name] = tune.randint(p.low, p.high + 1)
+        else:
+            before[p.name] = tune.choice(list(p.choices))
+    (values,), study = _suggested(spec)
+    assert list(study.trials[0].distributions.items()) == list(
+        OptunaSearch.convert_search_space(before).items())
+    assert list(study.trials[0].params) == sampled_names(spec)
+    assert list(values) == [p.name for p in spec.params]  # the user's form, nothing else
+
+
+def test_a_trial_gets_its_milestones_as_a_list_of_fractions():
+    values, _ = _suggested(load_space("full"), 12)
+    for v in values:
+        marks = v["lr_scheduler_milestones"]
+        assert isinstance(marks, list) and 1 <= len(marks) <= 2
+        assert all(0.05 <= m <= 0.95 for m in marks) and marks == sorted(marks)
+        assert not [k for k in v if k.startswith("lr_milestone")]
 
 
 def test_randint_high_is_inclusive(tmp_path):
-    spec = load_text(tmp_path, "params:\n  gradient_accumulation_steps: {randint: [1, 4]}\n")
-    domain = param_space(spec)["gradient_accumulation_steps"]
+    spec = load_text(tmp_path, "params:\n  gradient_accumulation_steps: {randint: [1, 4]}\n"
+                               "search: {algorithm: random}\n")
+    values, study = _suggested(spec, 40)
+    assert {v["gradient_accumulation_steps"] for v in values} == {1, 2, 3, 4}
+    assert study.trials[0].distributions["gradient_accumulation_steps"] == \
+        optuna.distributions.IntDistribution(1, 4)
+
+
+def test_pbt_and_grid_get_rays_domains_in_the_users_form(tmp_path):
+    spec = load_text(tmp_path, "params:\n  gradient_accumulation_steps: {randint: [1, 4]}\n"
+                               "  lr_scheduler_milestones: {choice: [[0.5], [0.2, 0.7]]}\n"
+                               "search: {algorithm: random}\nscheduler: {type: pbt}\n")
+    space = param_space(spec)
+    domain = space["gradient_accumulation_steps"]
     assert isinstance(domain, Integer) and (domain.lower, domain.upper) == (1, 5)
+    assert isinstance(space["lr_scheduler_milestones"], Categorical)
+    assert space["lr_scheduler_milestones"].categories == [[0.5], [0.2, 0.7]]
+    assert param_space(load_space("full")) == {}, "Optuna samples; Ray's param_space is empty"
 
 
 def test_grid_becomes_grid_search(tmp_path):
@@ -90,7 +145,7 @@ def test_pbt_mutations_stay_in_range(tmp_path):
         params:
           model_lr: {loguniform: [1.0e-3, 0.1]}
           optimizer: {choice: [sgd, adam]}
-          lr_scheduler_milestones: {milestones: {}}
+          lr_scheduler_gamma: {uniform: [0.05, 0.5]}
           seed: {grid: [0, 1]}
         search: {algorithm: random}
         scheduler: {type: pbt}
@@ -99,10 +154,9 @@ def test_pbt_mutations_stay_in_range(tmp_path):
     assert isinstance(pbt, PopulationBasedTraining)
     assert pbt._hyperparam_mutations["optimizer"] == ["sgd", "adam"], "choices step, not multiply"
     assert "seed" not in pbt._hyperparam_mutations
-    clipped = pbt._custom_explore_fn({"model_lr": 0.12, MILESTONE_FIRST: 1.1,
-                                      milestone_rel(2): -0.1, "optimizer": "adam"})
-    assert clipped == {"model_lr": 0.1, MILESTONE_FIRST: 0.95, milestone_rel(2): 0.0,
-                       "optimizer": "adam"}
+    clipped = pbt._custom_explore_fn({"model_lr": 0.12, "lr_scheduler_gamma": -0.1,
+                                      "optimizer": "adam"})
+    assert clipped == {"model_lr": 0.1, "lr_scheduler_gamma": 0.05, "optimizer": "adam"}
 
 
 INSIDE = """\
@@ -124,9 +178,10 @@ def test_optuna_searcher_suggests_defaults_first_when_they_lie_inside(tmp_path):
     inner = searcher.searcher
     assert isinstance(inner, OptunaSearch)
     assert inner._sampler._n_startup_trials == 5
-    assert searcher.set_search_properties(METRIC, MODE, param_space(spec))
+    assert param_space(spec) == {}
     first = searcher.suggest("t1")
-    assert first == pytest.approx(spec.default_point())
+    assert first == spec.default_values() == {"model_lr": 0.01, "lr_scheduler_milestones":
+                                              [0.1, 0.8], "lr_scheduler_gamma": 0.1}
     assert spec.trial_config(first) == spec.base
     second = searcher.suggest("t2")
     cfg = spec.trial_config(second)
@@ -141,7 +196,6 @@ def test_a_reference_outside_the_space_is_no_trial_of_the_study(tmp_path):
     spec = load_space("lr_sched")  # residual + Adam base: the defaults run beside the search
     assert spec.include_defaults and not spec.reference_inside
     searcher = make_searcher(spec, tmp_path)
-    assert searcher.set_search_properties(METRIC, MODE, param_space(spec))
     first = spec.trial_config(searcher.suggest("t1"))
     assert first.optimizer == "adam" and first.lr_scheduler_milestones != (0.1, 0.8)
 
@@ -149,7 +203,6 @@ def test_a_reference_outside_the_space_is_no_trial_of_the_study(tmp_path):
 def test_optuna_searcher_survives_save_and_restore(tmp_path):
     spec = load_space("smoke")
     searcher = make_searcher(spec, tmp_path).searcher
-    searcher.set_search_properties(METRIC, MODE, param_space(spec))
     searcher.suggest("t1")
     searcher.on_trial_complete("t1", {METRIC: 25.0, "epoch": 4})
     searcher.save(str(tmp_path / "searcher.pkl"))
@@ -167,7 +220,6 @@ def test_stopped_trials_are_pruned_with_their_curve_at_epochs(tmp_path):
     spec = dataclasses.replace(load_space("smoke"), include_defaults=False)  # 4 epochs
     searcher = make_searcher(spec, tmp_path).searcher
     assert isinstance(searcher, PruningOptunaSearch)
-    searcher.set_search_properties(METRIC, MODE, param_space(spec))
     for t in ("stopped", "done", "diverged", "failed"):
         searcher.suggest(t)
     searcher.on_trial_result("stopped", {METRIC: 24.0, "epoch": 1, "training_iteration": 1})
@@ -197,7 +249,6 @@ def test_same_seed_same_suggestions(tmp_path):
     draws = []
     for run in ("a", "b"):
         searcher = make_searcher(spec, tmp_path / run)
-        searcher.set_search_properties(METRIC, MODE, param_space(spec))
         draws.append(searcher.suggest("t1"))
     assert draws[0] == draws[1]
 
@@ -208,13 +259,31 @@ def test_existing_study_is_refused(tmp_path):
         make_searcher(load_space("smoke"), tmp_path)
 
 
-def test_random_searcher(tmp_path):
+def test_random_searcher_samples_through_optuna(tmp_path):
     spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-3, 0.1]}\n"
                                "search: {algorithm: random, seed: 4}\nmax_concurrent: 3\n")
     searcher = make_searcher(spec, tmp_path)
-    assert isinstance(searcher, BasicVariantGenerator)
-    assert searcher._points_to_evaluate == [{"model_lr": 0.01}]
-    assert searcher.max_concurrent == 3
+    assert isinstance(searcher, ConcurrencyLimiter) and searcher.max_concurrent == 3
+    assert isinstance(searcher.searcher._sampler, optuna.samplers.RandomSampler)
+    assert searcher.suggest("t1") == {"model_lr": 0.01}  # the defaults first: inside the space
+    assert 1e-3 <= searcher.suggest("t2")["model_lr"] <= 0.1
+    assert study_journal(tmp_path).is_file()
+
+
+def test_random_search_covers_a_grid_once_per_sample(tmp_path):
+    spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1.0e-3, 0.1]}\n"
+                               "  batch_size: {grid: [8, 32]}\n  residual: {grid: [false, true]}\n"
+                               "search: {algorithm: random}\ntrials: 3\ninclude_defaults: false\n")
+    assert spec.total_trials() == 12
+    values, _ = _suggested(spec, 12)
+    combos = [(v["batch_size"], v["residual"]) for v in values]
+    assert sorted(combos) == sorted([(b, r) for b in (8, 32) for r in (False, True)] * 3)
+    assert len({v["model_lr"] for v in values}) == 12
+
+
+def test_grid_search_runs_on_rays_own_generator(tmp_path):
+    spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\nsearch: {algorithm: grid}\n")
+    assert isinstance(make_searcher(spec, tmp_path), BasicVariantGenerator)
     assert not study_journal(tmp_path).exists()
 
 

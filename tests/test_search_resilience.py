@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis import record
 from trainable.errors import InputError
 from tune.ray_edge.state_repair import repair_state
 from tune.run import main
@@ -83,7 +84,8 @@ def _results(trial_dir: Path) -> list[dict]:
 def _trial_dirs(run_dir: Path) -> list[Path]:
     if not run_dir.exists():
         return []
-    return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+    return sorted(p for p in run_dir.iterdir()
+                  if p.is_dir() and (p / "params.json").exists() and p.name != "reference")
 
 
 def _placements(trial_dir: Path) -> list[dict]:
@@ -157,8 +159,7 @@ def test_kill_9_then_resume_repeats_nothing_and_continues_from_the_newest_checkp
     rc = main(["--resume", "crash", "--storage", str(storage)])
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
-    meta = json.loads((run_dir / "espcn_tune.record").read_text())
-    assert meta["finished"]
+    assert record.read(run_dir).finished
 
     # The finished trial was not rerun: its results are untouched.
     assert (finished / "result.json").read_bytes() == finished_bytes
@@ -217,7 +218,7 @@ def test_kill_9_of_a_driver_with_its_own_ray_leaves_no_process_and_the_resume_st
         _wait_for(proc, log, "a checkpointed trial", lambda: any(
             _results(t) and any(t.glob("checkpoint_*")) for t in _trial_dirs(run_dir)),
             timeout=240)
-        node = json.loads((run_dir / "espcn_tune.record").read_text())["ray_node_id"]
+        node = record.read(run_dir).ray_node_id
         assert node and node_processes(node)[0], "the driver's own raylet is not running"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -240,16 +241,16 @@ def test_kill_9_of_a_driver_with_its_own_ray_leaves_no_process_and_the_resume_st
                            "--resume", "own"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    meta = json.loads((run_dir / "espcn_tune.record").read_text())
-    assert meta["finished"] and meta["ray_node_id"] not in (None, node)  # a new local Ray
+    rec = record.read(run_dir)
+    assert rec.finished and rec.ray_node_id not in (None, node)  # a new local Ray
     dirs = _trial_dirs(run_dir)
     assert len(dirs) == trials
     for t in dirs:
         assert [r["epoch"] for r in _results(t)] == list(range(1, epochs + 1)), t.name
     deadline = time.monotonic() + 90
-    while not gone(meta["ray_node_id"]) and time.monotonic() < deadline:
+    while not gone(rec.ray_node_id) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert gone(meta["ray_node_id"]), node_processes(meta["ray_node_id"])
+    assert gone(rec.ray_node_id), node_processes(rec.ray_node_id)
 
 
 def test_the_processes_of_a_dead_ray_node_are_stopped_and_a_live_nodes_are_not(tmp_path):
@@ -423,8 +424,7 @@ def test_ctrl_c_ends_the_driver_with_the_resume_command_and_no_traceback(ray_ses
     assert rc == 130, text[-4000:]
     assert "--resume sigint" in text, text[-4000:]
     assert "Traceback" not in text, text[-4000:]
-    meta = json.loads((storage / "sigint" / "espcn_tune.record").read_text())
-    assert meta["finished"] is None
+    assert record.read(storage / "sigint").finished is None
 
     # The resume finishes the interrupted trial, which Optuna then has whole: not stopped early.
     import optuna

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis import record
 from tune.run import main
 
 pytestmark = pytest.mark.slow
@@ -21,23 +22,25 @@ def _results(trial_dir: Path) -> list[dict]:
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
-    return sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "params.json").exists())
+    return sorted(p for p in run_dir.iterdir()
+                  if p.is_dir() and (p / "params.json").exists() and p.name != "reference")
 
 
 def test_smoke_search_asha_stops_a_trial_early(smoke_run):
-    meta = json.loads((smoke_run / "espcn_tune.record").read_text())
-    assert meta["finished"] and meta["best_trial"]["trial_id"]
+    rec = record.read(smoke_run)
+    assert rec.finished and rec.best_trial is not None and rec.best_trial.trial_id
+    assert rec.budget is not None
     trials = _trial_dirs(smoke_run)
     assert len(trials) == 6
     last = [_results(t)[-1] for t in trials]
     assert all(not (t / "error.txt").exists() for t in trials)
-    stopped = [r for r in last if r["epoch"] < meta["max_epochs"]]
+    stopped = [r for r in last if r["epoch"] < rec.budget.epochs]
     completed = [r for r in last if r["status"] == "completed"]
     assert stopped, "ASHA stopped no trial"
     assert completed, "no trial ran the whole budget"
     assert all(re.fullmatch(r"trial_\d{4}_[0-9a-f]{8}", t.name) for t in trials)
     # The budget unit is epochs of a fixed sample count, whatever the batch size.
-    assert all(r["samples"] == r["epoch"] * meta["epoch_samples"] for r in last)
+    assert all(r["samples"] == r["epoch"] * rec.budget.epoch_samples for r in last)
 
 
 def test_smoke_search_trains_the_source_documents_defaults_beside_it(smoke_run):
@@ -46,13 +49,14 @@ def test_smoke_search_trains_the_source_documents_defaults_beside_it(smoke_run):
     ref = smoke_run / "reference"
     rows = _results(ref)
     cfg = json.loads((ref / "trial_config.json").read_text())
-    meta = json.loads((smoke_run / "espcn_tune.record").read_text())
-    assert {**cfg, "num_threads": 0} == {**meta["default_config"], "num_threads": 0}
+    rec = record.read(smoke_run)
+    assert rec.budget is not None and rec.default_config is not None
+    assert {**cfg, "num_threads": 0} == {**rec.default_config, "num_threads": 0}
     assert (cfg["model_lr"], cfg["batch_size"], cfg["optimizer"], cfg["residual"]) == (
         0.01, 16, "sgd", False)
     assert cfg["lr_scheduler_milestones"] == pytest.approx([0.1, 0.8])
-    assert cfg["epochs"] == meta["max_epochs"] and rows[-1]["status"] == "completed"
-    assert [r["epoch"] for r in rows] == list(range(1, meta["max_epochs"] + 1))
+    assert cfg["epochs"] == rec.budget.epochs and rows[-1]["status"] == "completed"
+    assert [r["epoch"] for r in rows] == list(range(1, rec.budget.epochs + 1))
     assert all(r["trial_id"] == "reference" for r in rows)
     assert (ref / "checkpoint_latest" / "trainer.pt").is_file()
     # The first trial is TPE's own: no trial ran the defaults' model_lr and milestones.
@@ -123,7 +127,8 @@ def test_smoke_search_tells_optuna_which_trials_asha_stopped(smoke_run):
 
     from tune.search import study_journal
 
-    meta = json.loads((smoke_run / "espcn_tune.record").read_text())
+    rec = record.read(smoke_run)
+    assert rec.budget is not None
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(study_journal(smoke_run))))
     study = optuna.load_study(study_name="smoke", storage=storage)
@@ -131,9 +136,9 @@ def test_smoke_search_tells_optuna_which_trials_asha_stopped(smoke_run):
     for t in study.trials:
         by_state.setdefault(t.state.name, []).append(t)
     last = {t.name: _results(t)[-1]["epoch"] for t in _trial_dirs(smoke_run)}
-    stopped = sum(1 for e in last.values() if e < meta["max_epochs"])
+    stopped = sum(1 for e in last.values() if e < rec.budget.epochs)
     assert len(by_state.get("PRUNED", [])) == stopped > 0
     assert set(by_state) == {"PRUNED", "COMPLETE"}
     for t in study.trials:  # every validation is on the curve, at its epoch
-        assert t.intermediate_values and max(t.intermediate_values) <= meta["max_epochs"]
+        assert t.intermediate_values and max(t.intermediate_values) <= rec.budget.epochs
         assert t.value == t.intermediate_values[max(t.intermediate_values)]

@@ -15,13 +15,12 @@ import pytest
 import search_spaces
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError, InputError
+from tune import milestones
+from tune.sampling import searcher_point
 from tune.space import (
-    MILESTONE_COUNT,
-    MILESTONE_FIRST,
     SearchSpec,
     describe_plan,
     load_space,
-    milestone_rel,
     resolve_space_path,
     shipped_spaces,
     with_overrides,
@@ -64,8 +63,7 @@ def test_shipped_space_loads_and_plans(name):
     assert ("CPU only" in plan) == (spec.gpus_per_trial == 0) == (name != "full")
     assert "rungs at epochs " + ", ".join(map(str, spec.rungs())) in plan
     assert spec.rungs(), "every shipped file stops trials early"
-    assert spec.trial_config(spec.default_point()) == spec.base.replace(), "defaults fold back"
-    json.dumps(spec.to_dict())
+    assert spec.trial_config(spec.default_values()) == spec.base.replace()
 
 
 @pytest.mark.parametrize("name", shipped_spaces())
@@ -141,14 +139,14 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     # PyYAML reads 1e-5 (no dot) as the string "1e-5".
     spec = load_text(tmp_path, "params:\n  model_lr: {loguniform: [1e-5, 1e-2]}\n"
                                "include_defaults: false\n")
-    assert spec.params[0].args == (1e-5, 1e-2)
-    assert all(isinstance(v, float) for v in spec.params[0].args)
+    p = spec.params[0]
+    assert (p.low, p.high) == (1e-5, 1e-2) and isinstance(p.low, float) and isinstance(p.high, float)
 
 
 def test_choice_values_take_the_field_type(tmp_path):
     spec = load_text(tmp_path, "params:\n  model_lr: {choice: [1e-3, 1.0e-2, 1]}\n")
-    assert spec.params[0].args == (1e-3, 1e-2, 1.0)
-    assert all(type(v) is float for v in spec.params[0].args)
+    assert spec.params[0].choices == (1e-3, 1e-2, 1.0)
+    assert all(type(v) is float for v in spec.params[0].choices)
 
 
 # --- keys -----------------------------------------------------------------------------------------
@@ -306,15 +304,10 @@ def test_milestone_lists_work_with_random_search(tmp_path):
     assert spec.trial_config({"lr_scheduler_milestones": [0.5]}).lr_scheduler_milestones == (0.5,)
 
 
-def test_flat_params_encode_milestones():
-    spec = load_space("lr_sched")
-    names = [p.name for p in spec.flat_params()]
-    assert names == ["model_lr", MILESTONE_COUNT, MILESTONE_FIRST, milestone_rel(2),
-                     "lr_scheduler_gamma"]
-    kinds = {p.name: (p.kind, p.args) for p in spec.flat_params()}
-    assert kinds[MILESTONE_COUNT] == ("choice", (1, 2))
-    assert kinds[MILESTONE_FIRST] == ("uniform", (0.05, 0.95))
-    assert kinds[milestone_rel(2)] == ("uniform", (0.0, 1.0))
+def test_milestones_are_one_range_with_its_count():
+    (p,) = [p for p in load_space("lr_sched").params if p.kind == "milestones"]
+    assert (p.name, p.count, p.low, p.high) == ("lr_scheduler_milestones", (1, 2), 0.05, 0.95)
+    assert milestones.scalars(p.count) == [milestones.COUNT, milestones.FIRST, milestones.rel(2)]
 
 
 @pytest.mark.parametrize("count, first, rel, expected", [
@@ -324,52 +317,51 @@ def test_flat_params_encode_milestones():
     (2, 0.95, 1.0, (0.95,)),
     (2, 0.05, 1.0, (0.05, 0.95)),
 ])
-def test_trial_config_folds_milestones(count, first, rel, expected):
-    spec = load_space("lr_sched")
-    point = {**spec.default_point(), MILESTONE_COUNT: count, MILESTONE_FIRST: first,
-             milestone_rel(2): rel}
-    cfg = spec.trial_config(point)
-    assert cfg.lr_scheduler_milestones == pytest.approx(expected)
-    assert isinstance(cfg, TrainConfig)
+def test_the_searchers_scalars_fold_into_milestones(count, first, rel, expected):
+    values = {milestones.COUNT: count, milestones.FIRST: first, milestones.rel(2): rel}
+    assert milestones.fold(values, (1, 2), 0.95) == pytest.approx(expected)
 
 
-def test_fixed_milestone_count_has_no_count_param(tmp_path):
+@pytest.mark.parametrize("marks", [(0.1, 0.8), (0.3,), (0.05, 0.95), (0.2, 0.5, 0.9)])
+def test_encode_is_folds_inverse(marks):
+    count = (1, 3)
+    assert milestones.fold(milestones.encode(marks, count, 0.95), count, 0.95) == \
+        pytest.approx(marks)
+
+
+def test_fixed_milestone_count_has_no_count_scalar(tmp_path):
     spec = load_text(tmp_path, "params:\n  lr_scheduler_milestones: "
                                "{milestones: {count: 2, low: 0.05, high: 0.9}}\n")
-    assert [p.name for p in spec.flat_params()] == [MILESTONE_FIRST, milestone_rel(2)]
-    point = spec.default_point()
-    assert point[milestone_rel(2)] == pytest.approx(0.7 / 0.8)
-    assert spec.trial_config(point).lr_scheduler_milestones == (0.1, 0.8)
+    point = searcher_point(spec, spec.default_values())
+    assert list(point) == [milestones.FIRST, milestones.rel(2)]
+    assert point[milestones.rel(2)] == pytest.approx(0.7 / 0.8)
 
 
-def test_trial_config_accepts_numpy_scalars():
+def test_trial_config_takes_the_users_form_and_numpy_scalars():
     spec = load_space("full")
-    point = spec.default_point()
-    point = {k: np.float64(v) if isinstance(v, float) else np.int64(v) for k, v in point.items()}
-    cfg = spec.trial_config(point)
+    values = {k: np.float64(v) if isinstance(v, float) else np.int64(v) if isinstance(v, int)
+              else v for k, v in spec.default_values().items()}
+    cfg = spec.trial_config(values)
     assert cfg.batch_size == 16 and type(cfg.batch_size) is int
+    assert cfg.lr_scheduler_milestones == (0.1, 0.8) and isinstance(cfg, TrainConfig)
 
 
 def test_trial_config_rejects_unknown_and_missing_keys():
     spec = load_space("lr_sched")
     with pytest.raises(ConfigError, match=r"unknown: batch_size; missing: -"):
-        spec.trial_config({**spec.default_point(), "batch_size": 8})
-    point = spec.default_point()
-    del point[MILESTONE_FIRST]
-    with pytest.raises(ConfigError, match=r"missing: lr_milestone_1"):
-        spec.trial_config(point)
-
-
-def test_trial_config_rejects_a_count_outside_the_range():
-    spec = load_space("lr_sched")
-    with pytest.raises(ConfigError, match=r"`lr_milestones_count` is 3, but must be an integer"):
-        spec.trial_config({**spec.default_point(), MILESTONE_COUNT: 3})
+        spec.trial_config({**spec.default_values(), "batch_size": 8})
+    values = spec.default_values()
+    del values["lr_scheduler_milestones"]
+    with pytest.raises(ConfigError, match=r"missing: lr_scheduler_milestones"):
+        spec.trial_config(values)
+    with pytest.raises(ConfigError, match=r"unknown: lr_milestone_1"):  # the searcher's, not ours
+        spec.trial_config({**spec.default_values(), milestones.FIRST: 0.3})
 
 
 # --- defaults point -------------------------------------------------------------------------------
-def test_default_point_has_exactly_the_searched_keys():
+def test_default_values_have_exactly_the_searched_keys():
     spec = load_space("optim")
-    assert spec.default_point() == {"optimizer": "sgd", "residual": False, "model_lr": 0.01}
+    assert spec.default_values() == {"optimizer": "sgd", "residual": False, "model_lr": 0.01}
 
 
 def test_defaults_outside_the_space_run_beside_the_search(tmp_path):
@@ -557,13 +549,12 @@ def test_with_overrides_rejects_bad_values():
         with_overrides(load_space("smoke"), trials=0)
 
 
-def test_to_dict_is_a_json_snapshot():
+def test_ranges_are_recorded_in_the_space_files_form():
     spec = load_space("lr_sched")
-    snap = json.loads(json.dumps(spec.to_dict()))
-    assert snap["params"]["lr_scheduler_milestones"] == {"milestones": [1, 2, 0.05, 0.95]}
-    assert snap["scheduler"]["rungs"] == spec.rungs()
-    assert snap["base"]["epochs"] == 18 and snap["base"]["residual"] is True
-    assert snap["reference_inside"] is False and snap["default_point"] is None
+    recorded = json.loads(json.dumps({p.name: p.to_json() for p in spec.params}))
+    assert recorded["lr_scheduler_milestones"] == {
+        "milestones": {"count": [1, 2], "low": 0.05, "high": 0.95}}
+    assert recorded["model_lr"] == {"loguniform": [1e-4, 1e-2]}
 
 
 @pytest.mark.parametrize("epochs, grace, rf, rungs", [
@@ -587,3 +578,10 @@ def test_spec_pickles_for_ray():
 
 def test_rungs_only_for_asha(tmp_path):
     assert load_text(tmp_path, MINIMAL + "scheduler: {type: fifo}\n").rungs() == []
+
+
+def test_pbt_cannot_perturb_a_milestone_list(tmp_path):
+    fails(tmp_path, "params:\n  lr_scheduler_milestones: {milestones: {}}\n"
+                    "search: {algorithm: random}\nscheduler: {type: pbt}\n",
+          r"`params.lr_scheduler_milestones.milestones` cannot be searched under `scheduler.type` "
+          r"pbt.*as a `choice`")

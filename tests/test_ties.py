@@ -17,7 +17,7 @@ from tests import run_fixture as fx
 BASE = [30.0, 31.2, 29.5, 32.0, 30.8, 28.9, 31.5, 30.3]  # the winner's frames
 # Frame-to-frame noise with a mean of -0.005 dB and a standard error of about 0.017 dB.
 NOISE = [0.05, -0.03, 0.02, -0.06, 0.04, -0.01, 0.03, -0.08]
-WINNER, NOISY, WORSE, MISSING, SHORT, FADED = (f"{fx.EXPERIMENT}_{i:05d}" for i in range(6))
+WINNER, NOISY, WORSE, MISSING, SHORT, FADED = (fx.trial_id(i) for i in range(6))
 
 
 def shifted(shift: float, noise: list[float] | None = None) -> list[float]:

@@ -8,17 +8,16 @@ from dataclasses import fields
 from typing import Any
 
 from trainable.config import TrainConfig
-from tune._spec_types import METRIC, MODE, TIME_ATTR, ParamSpec, SearchSpec
+from tune._spec_types import METRIC, MODE, TIME_ATTR, ParamRange, SearchSpec
 
 
 def plan_lines(spec: SearchSpec) -> Iterator[str]:
     base = spec.base
     width = max(len(f.name) for f in fields(TrainConfig)) + 2
-    flat = [p.name for p in spec.flat_params()]
     yield f"Search space: {spec.path}"
     yield f"Objective:    {METRIC} ({MODE}), reported every {base.validation_interval} " \
           f"epoch(s); progress measured in `{TIME_ATTR}`"
-    yield f"Searched parameters ({len(spec.params)}; the searcher samples {', '.join(flat)}):"
+    yield f"Searched parameters ({len(spec.params)}):"
     for p in spec.params:
         yield f"  {p.name:<{width}}{_distribution(p)}"
     yield "Fixed settings that differ from TrainConfig defaults:"
@@ -48,15 +47,10 @@ def plan_lines(spec: SearchSpec) -> Iterator[str]:
         yield "Reference:    none (include_defaults: false)"
 
 
-def _distribution(p: ParamSpec) -> str:
-    if p.kind == "milestones":
-        cmin, cmax, low, high = p.args
-        count = f"{cmin}" if cmin == cmax else f"{cmin}-{cmax}"
-        return f"milestones: {count} fraction(s) of the budget in [{low:g}, {high:g}]"
+def _distribution(p: ParamRange) -> str:
     if p.kind in ("choice", "grid"):
-        return f"{p.kind} {_show(list(p.args))}"
-    suffix = " (both included)" if p.kind == "randint" else ""
-    return f"{p.kind} [{p.args[0]:g}, {p.args[1]:g}]{suffix}"
+        return f"{p.kind} {_show(list(p.choices))}"
+    return p.describe()
 
 
 def _overrides(base: TrainConfig, width: int) -> list[str]:

@@ -15,8 +15,7 @@ from typing import Any
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from tune._spec_checks import Checker
-from tune._spec_types import ALGORITHMS, KINDS, SCHEDULERS, ParamSpec
-from tune.reference import reference_config
+from tune._spec_types import ALGORITHMS, KINDS, SCHEDULERS, ParamRange
 
 # --- defaults: what a file that does not mention a key gets ---------------------------------------
 TOP_KEYS = ("params", "config", "data", "budget", "scheduler", "search", "trials",
@@ -74,6 +73,12 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
         check.error("`scheduler.type` pbt cannot run with `search.algorithm` optuna: Ray's "
                     "PopulationBasedTraining refuses searchers (it mutates the space itself); "
                     "set `search.algorithm: random`")
+    if kind == "pbt":
+        for p in params:
+            if p.kind == "milestones":
+                check.error(f"`params.{p.name}.milestones` cannot be searched under "
+                            "`scheduler.type` pbt: PBT perturbs single values, not a list; give "
+                            "the milestone lists to choose between as a `choice`")
 
     include_defaults = check.boolean(
         "include_defaults", doc.get("include_defaults", algorithm != "grid"))
@@ -84,7 +89,7 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
                    "grid lists every trial; put the defaults' values in it)")
     # The reference run is a trial TPE learns from only where it lies inside the space: the fixed
     # settings are the defaults' own and every searched range holds the defaults' value.
-    reference_inside = include_defaults and base == reference_config(base) and all(
+    reference_inside = include_defaults and base == base.source_defaults() and all(
         _default_fits(p, getattr(base, p.name)) for p in params)
 
     resources = check.mapping("resources", doc.get("resources"))
@@ -163,7 +168,7 @@ def _scheduler_numbers(check: Checker, sched: Mapping[str, Any], kind: str,
 
 
 def _params(check: Checker, section: Any, base: TrainConfig, config: Mapping[str, Any],
-            algorithm: str) -> tuple[ParamSpec, ...]:
+            algorithm: str) -> tuple[ParamRange, ...]:
     section = check.mapping("params", section)
     if not section:
         check.error("`params` is empty: name at least one TrainConfig field to search")
@@ -191,9 +196,9 @@ def _params(check: Checker, section: Any, base: TrainConfig, config: Mapping[str
 
 
 def _param(check: Checker, key: str, name: str, kind: str, args: Any, ftype: str,
-           base: TrainConfig) -> ParamSpec:
+           base: TrainConfig) -> ParamRange:
     if kind == "milestones":
-        return ParamSpec(name, kind, _milestones(check, key, name, args))
+        return _milestones(check, key, name, args)
     if name == "lr_scheduler_milestones" and kind not in ("choice", "grid"):
         check.error(f"`{key}`: lr_scheduler_milestones is a list; search it with "
                     "`milestones` (or a choice/grid of lists)")
@@ -204,7 +209,7 @@ def _param(check: Checker, key: str, name: str, kind: str, args: Any, ftype: str
                        for i, v in enumerate(args))
         if len(set(map(_identity, values))) != len(values):
             check.fail(key, args, "must not repeat a value")
-        return ParamSpec(name, kind, values)
+        return ParamRange(name, kind, choices=values)
     numeric = {"loguniform": ("float",), "uniform": ("float",), "randint": ("float", "int")}
     if not ftype.startswith(numeric[kind]):
         check.error(f"`{key}`: {name} is {ftype}, so {kind} cannot sample it; use "
@@ -222,10 +227,10 @@ def _param(check: Checker, key: str, name: str, kind: str, args: Any, ftype: str
             check.fail(key, [low, high], "low must be < high")
     for i, bound in enumerate((low, high)):
         _valid_value(check, f"{key}[{i}]", name, bound, base)
-    return ParamSpec(name, kind, (low, high))
+    return ParamRange(name, kind, low, high)
 
 
-def _milestones(check: Checker, key: str, name: str, args: Any) -> tuple[int, int, float, float]:
+def _milestones(check: Checker, key: str, name: str, args: Any) -> ParamRange:
     if name != "lr_scheduler_milestones":
         check.error(f"`{key}`: the milestones distribution only applies to "
                     "lr_scheduler_milestones")
@@ -244,11 +249,11 @@ def _milestones(check: Checker, key: str, name: str, args: Any) -> tuple[int, in
     if not 0 < low < high < 1:
         check.fail(key, {"low": low, "high": high},
                    "milestones are fractions of the budget: need 0 < low < high < 1")
-    return cmin, cmax, low, high
+    return ParamRange(name, "milestones", low, high, count=(cmin, cmax))
 
 
 # --- cross checks ---------------------------------------------------------------------------------
-def _check_algorithm(check: Checker, p: ParamSpec, algorithm: str) -> None:
+def _check_algorithm(check: Checker, p: ParamRange, algorithm: str) -> None:
     key = f"params.{p.name}.{p.kind}"
     if p.kind == "grid" and algorithm == "optuna":
         check.error(f"`{key}` needs `search.algorithm` random or grid: Optuna cannot expand a "
@@ -261,10 +266,10 @@ def _check_algorithm(check: Checker, p: ParamSpec, algorithm: str) -> None:
                     "use `milestones`")
 
 
-def _check_corners(check: Checker, params: list[ParamSpec], base: TrainConfig) -> None:
+def _check_corners(check: Checker, params: list[ParamRange], base: TrainConfig) -> None:
     """Every combination of extreme values must be a valid config (e.g. batch x accumulation
     against epoch_samples). TrainConfig's rules are intervals, so the extremes suffice."""
-    corners = [(p.name, p.args[:2] if p.kind in ("loguniform", "uniform", "randint") else p.args)
+    corners = [(p.name, (p.low, p.high) if p.numeric else p.choices)
                for p in params if p.kind != "milestones"]
     if len(corners) < 2 or math.prod(len(v) for _, v in corners) > _MAX_CORNERS:
         return
@@ -279,13 +284,15 @@ def _check_corners(check: Checker, params: list[ParamSpec], base: TrainConfig) -
                         f"{_rule(e)}")
 
 
-def _default_fits(p: ParamSpec, value: Any) -> bool:
+def _default_fits(p: ParamRange, value: Any) -> bool:
     if p.kind == "milestones":
-        cmin, cmax, low, high = p.args
-        return cmin <= len(value) <= cmax and all(low <= m <= high for m in value)
+        assert p.count is not None and p.low is not None and p.high is not None
+        return (p.count[0] <= len(value) <= p.count[1]
+                and all(p.low <= m <= p.high for m in value))
     if p.kind in ("choice", "grid"):
-        return _identity(value) in {_identity(v) for v in p.args}
-    return p.args[0] <= value <= p.args[1]
+        return _identity(value) in {_identity(v) for v in p.choices}
+    assert p.low is not None and p.high is not None
+    return p.low <= value <= p.high
 
 
 # --- values ---------------------------------------------------------------------------------------

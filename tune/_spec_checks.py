@@ -7,12 +7,11 @@ failure raises `ConfigError` with optuna-style wording: the file, the key path, 
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
-from trainable.errors import ConfigError
+from trainable.errors import ConfigError, did_you_mean
 
 
 class Checker:
@@ -40,7 +39,7 @@ class Checker:
         valid = sorted(valid)
         unknown = sorted(str(k) for k in section if k not in valid)
         if unknown:
-            names = ", ".join(f"`{_join(key, k)}`{_did_you_mean(k, valid)}" for k in unknown)
+            names = ", ".join(f"`{_join(key, k)}`{did_you_mean(k, valid)}" for k in unknown)
             under = f" under `{key}`" if key else ""
             self.error(f"unknown key{'s' if len(unknown) > 1 else ''} {names}; valid keys{under}"
                        f"{' ' + context if context else ''} are: "
@@ -87,11 +86,6 @@ class Checker:
         if not isinstance(value, list | tuple) or len(value) != 2:
             self.fail(key, value, "must be a list of two values [low, high]")
         return value[0], value[1]
-
-
-def _did_you_mean(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _join(prefix: str, key: Any) -> str:

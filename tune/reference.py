@@ -10,30 +10,34 @@ holding the defaults' value), it runs as the search's first trial and TPE learns
 does not (the shipped spaces search on top of a better base recipe), it runs beside the search as
 a Ray task that TPE and ASHA never see, in ``RUN_DIR/reference/``.
 
-That folder looks like a trial's to ``analysis``: ``trial_config.json``, ``result.json`` (one line
-per validation, the keys a trial reports; no ``params.json``: nothing was sampled) and its
-latest training state in ``checkpoint_latest/`` (``trainer.pt`` + ``meta.json``), which a resumed
-search continues from.
+That folder looks like a trial's to ``analysis``, written by the same writers
+(`analysis.run_folder`): ``trial_config.json``, ``params.json`` (its values of the searched
+parameters; nothing was sampled), ``placement.jsonl``, ``result.json`` (one line per validation,
+the keys a trial reports, with the time stamps Ray adds to a trial's) and its latest training
+state in ``checkpoint_latest/`` (``trainer.pt`` + ``meta.json``), which a resumed search
+continues from.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from analysis.run_folder import REFERENCE_DIR, RESULT_FILE, TRIAL_CONFIG_FILE
+from analysis import run_folder
+from analysis.run_folder import REFERENCE_DIR
 from trainable.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 REFERENCE_ID = REFERENCE_DIR
 _CHECKPOINT = "checkpoint_latest"
-_STATE = "trainer.pt"
+_STATE = run_folder.CHECKPOINT_STATE
 
 def reference_config(base: TrainConfig) -> TrainConfig:
     """The source document's defaults with the run's budget, data and hardware settings."""
@@ -45,29 +49,31 @@ def reference_dir(run_dir: Path) -> Path:
 
 
 def is_finished(run_dir: Path) -> bool:
-    rows = _read_results(reference_dir(run_dir) / RESULT_FILE)
+    rows = run_folder.read_results(reference_dir(run_dir))
     return bool(rows) and rows[-1].get("status") in ("completed", "diverged")
 
 
 def latest(run_dir: Path) -> dict[str, Any] | None:
     """The reference's newest result line, or None before its first validation."""
-    rows = _read_results(reference_dir(run_dir) / RESULT_FILE)
+    rows = run_folder.read_results(reference_dir(run_dir))
     return rows[-1] if rows else None
 
 
-def train_reference(cfg: TrainConfig, out: str, gpus: float = 0.0) -> dict[str, Any] | None:
+def train_reference(cfg: TrainConfig, out: str, searched: Sequence[str] = (),
+                    gpus: float = 0.0) -> dict[str, Any] | None:
     """Train ``cfg`` to the end of its budget in ``out``, continuing from the state a killed search
     left there. Returns the last result line. Runs inside a Ray task (no Tune session) with one
     trial's resources; ``gpus`` below 1 caps its CUDA memory at that share, as a trial's."""
     from trainable.loop import Trainer
     from trainable.store import open_split
-    from tune.trial import cap_gpu_memory
+    from tune.trial import cap_gpu_memory, placement
 
-    cap_gpu_memory(gpus)
-
+    info = {**placement(), "gpu_memory_fraction": cap_gpu_memory(gpus)}
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / TRIAL_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+    values = cfg.to_dict()
+    run_folder.write_trial_config(folder, values)
+    run_folder.write_params(folder, {name: values[name] for name in searched})
     train = open_split(cfg.data, "train", scale=cfg.scale, data_lr=cfg.data_lr,
                        cache_dir=cfg.cache_dir)
     val = open_split(cfg.data, "val", scale=cfg.scale, data_lr=cfg.data_lr,
@@ -77,25 +83,47 @@ def train_reference(cfg: TrainConfig, out: str, gpus: float = 0.0) -> dict[str, 
     state = folder / _CHECKPOINT / _STATE
     if state.is_file():
         trainer.load(state)
+        info["resumed_from_epoch"] = trainer.epoch
         log.info("reference run continues from epoch %d", trainer.epoch)
+    stamps = _Stamps(run_folder.read_results(folder))
 
-    def on_validation(result, tr: Trainer) -> None:
+    def on_validation(result: Any, tr: Trainer) -> None:
         # The state first, then the results rewritten from the state's own history: a kill
         # between the two leaves a state whose history the next start writes out again.
+        stamps.add(result.epoch)
         _save_state(tr, result, folder)
-        _write_results(folder, tr.history, cfg)
+        _write_results(folder, tr.history, cfg, stamps)
 
-    _write_results(folder, trainer.history, cfg)
-    trainer.run(on_validation)
-    trainer.close()
+    _write_results(folder, trainer.history, cfg, stamps)
+    try:
+        trainer.run(on_validation)
+    finally:
+        trainer.close()
+        run_folder.append_placement(folder, {**info, "finished": time.time()})
     return trainer.history[-1] if trainer.history else None
 
 
-def _save_state(trainer, result, folder: Path) -> None:
+class _Stamps:
+    """When each validation happened (``timestamp``) and after how many seconds of this run's
+    training (``time_total_s``), as Ray stamps a trial's results; kept across a resume from the
+    result.json written before it."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.by_epoch = {int(r["epoch"]): (r.get("timestamp"), r.get("time_total_s"))
+                         for r in rows if isinstance(r.get("epoch"), int)}
+        done = [t for _, t in self.by_epoch.values() if isinstance(t, int | float)]
+        self.before = max(done, default=0.0)  # seconds trained before this start
+        self.start = time.time()
+
+    def add(self, epoch: int) -> None:
+        now = time.time()
+        self.by_epoch[epoch] = (now, round(self.before + now - self.start, 3))
+
+
+def _save_state(trainer: Any, result: Any, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=folder))
     trainer.save(tmp / _STATE)
-    (tmp / "meta.json").write_text(json.dumps({"epoch": result.epoch, "psnr": result.psnr,
-                                               "ssim": result.ssim}))
+    run_folder.write_checkpoint_meta(tmp, result.epoch, result.psnr, result.ssim)
     final = folder / _CHECKPOINT
     old = folder / ".checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -105,28 +133,11 @@ def _save_state(trainer, result, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_results(folder: Path, history: list[dict[str, Any]], cfg: TrainConfig) -> None:
-    lines = []
-    for row in history:
-        row = {**row, "trial_id": REFERENCE_ID, "trial_config": cfg.to_dict(),
-               "training_iteration": len(lines) + 1}
-        lines.append(json.dumps(row) + "\n")
-    tmp = folder / (RESULT_FILE + ".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, folder / RESULT_FILE)
-
-
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
+def _write_results(folder: Path, history: list[dict[str, Any]], cfg: TrainConfig,
+                   stamps: _Stamps) -> None:
     rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    for i, row in enumerate(history, 1):
+        stamp, total = stamps.by_epoch.get(int(row["epoch"]), (None, None))
+        rows.append({**row, "trial_id": REFERENCE_ID, "trial_config": cfg.to_dict(),
+                     "training_iteration": i, "timestamp": stamp, "time_total_s": total})
+    run_folder.write_results(folder, rows)

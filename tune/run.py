@@ -16,11 +16,15 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis import record
 from trainable.errors import InputError
 from trainable.names import safe_name
+from tune.space import SearchSpec
 
 log = logging.getLogger("tune")
 
@@ -74,95 +78,129 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    from tune.ray_edge import environment, processes, state_repair, version
-    from tune.run_folder import is_run_folder, lock, now, read_meta, versions, write_meta
+    storage = _storage(args.storage)
+    if args.resume:
+        return _resume(args, storage)
+    return _start(args, argv, storage)
+
+
+# --- a new run -----------------------------------------------------------------------------------
+def _start(args: argparse.Namespace, argv: list[str], storage: Path) -> int:
+    from tune.run_folder import now
     from tune.space import describe_plan, load_space, with_overrides
 
-    storage = _storage(args.storage)
     if args.name is not None:
         safe_name(args.name, "`--name`")
-    if args.resume:
-        run_dir = storage / safe_name(args.resume, "`--resume`")
-        if not run_dir.is_dir():
-            raise InputError(f"--resume {args.resume}: no run of that name in {storage}")
-        meta = read_meta(run_dir)
-        if not any(run_dir.glob(state_repair.RAY_STATE_FILES[0].format("*"))):
-            raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
-                             f"so there is nothing to resume; remove the folder and start it "
-                             f"again with --name {run_dir.name}")
-        spec = _resume_spec(meta, run_dir)
-    else:
-        spec = with_overrides(load_space(args.space), **_overrides(args))
-        if spec.base.data != "builtin" and not Path(spec.base.data).exists():
-            raise InputError(f"--data {spec.base.data}: no such folder")
+    spec = with_overrides(load_space(args.space), **_overrides(args))
+    if spec.base.data != "builtin" and not Path(spec.base.data).exists():
+        raise InputError(f"--data {spec.base.data}: no such folder")
+    _check_local_gpus(spec, args)
     if args.dry_run:
         print(describe_plan(spec))
         return 0
-
-    if not args.resume:
-        name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      "the run name made from the space file's name (use --name)")
-        run_dir = storage / name
-        if is_run_folder(run_dir):
-            raise InputError(f"{run_dir}: a run of this name exists; finish it with "
-                             f"--resume {name}, or choose another --name")
-    held = lock(run_dir)  # noqa: F841 - released when the process ends
+    name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  "the run name made from the space file's name (use --name)")
+    run_dir = storage / name
+    _refuse_existing(run_dir, storage)
+    held = _claim(run_dir)  # noqa: F841 - released when the process ends
     started = now()
-    _prepare_data(spec)
-    environment.token_auth_for_address(args.address, args.ray_token_file)
-    import ray
-
-    version.check()
-    environment.driver_env()
-    if args.resume:  # what the killed driver's own Ray left behind
-        stopped = processes.reap_node(meta.get("ray_node_id"))
-        if stopped:
-            log.info("stopped %d Ray processes the interrupted search left running",
-                     len(stopped))
-    started_local = _start_ray(args)
-    node_id = processes.local_node_id() if started_local else None
-    reaper = processes.start_reaper(node_id)  # noqa: F841 - its pipe closes when this process ends
-    _check_resources(spec, ray.cluster_resources())
-    if args.resume:
-        recorded = meta.get("ray_session_dir")
-        changed = state_repair.repair_state(run_dir, Path(recorded) if recorded else None)
-        if changed:
-            log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
-                        ", ".join(changed))
-        # The next repair reads only this driver's session.
-        write_meta(run_dir, {**read_meta(run_dir), "ray_session_dir": state_repair.session_dir(),
-                             "ray_node_id": node_id})
-    try:
-        tuner = _make_tuner(spec, run_dir, resume=bool(args.resume), verbose=args.verbose)
+    try:  # a start refused before the search runs must not claim the run name
+        ray_run = _start_ray_for(spec, args, run_dir, resume=False)
+        tuner = _make_tuner(spec, run_dir, resume=False, verbose=args.verbose)
     except BaseException:
-        if not args.resume:
-            _unclaim(run_dir)
+        _unclaim(run_dir)
         raise
-    if not args.resume:
-        # Only now, with the Tuner built: a start refused above must not claim the run name.
-        write_meta(run_dir, _new_meta(spec, run_dir, args, argv, versions(), started, node_id))
+    rec = _new_record(spec, run_dir, args, argv, started, ray_run)
+    record.write(run_dir, rec)
+    return _search(tuner, spec, run_dir, rec, storage)
+
+
+def _refuse_existing(run_dir: Path, storage: Path) -> None:
+    if not record.exists(run_dir):
+        return
+    if record.read(run_dir).finished:
+        raise InputError(f"{run_dir}: a finished run of this name exists (its results: python -m "
+                         f"analysis {shlex.quote(str(run_dir))}); choose another --name")
+    raise InputError(f"{run_dir}: a run of this name exists; finish it with --storage "
+                     f"{shlex.quote(str(storage))} --resume {run_dir.name}, or choose another "
+                     "--name")
+
+
+# --- a resume ------------------------------------------------------------------------------------
+def _resume(args: argparse.Namespace, storage: Path) -> int:
+    from tune.ray_edge.state_repair import RAY_STATE_FILES, repair_state
+    from tune.space import describe_plan
+
+    run_dir = storage / safe_name(args.resume, "`--resume`")
+    if not run_dir.is_dir():
+        raise InputError(f"--resume {args.resume}: no run of that name in {storage}")
+    rec = record.read(run_dir)
+    if rec.finished:  # nothing to do: no Ray, nothing written
+        print(f"{run_dir}: this run finished at {rec.finished}; nothing to resume. Its results: "
+              f"python -m analysis {shlex.quote(str(run_dir))}")
+        return 0
+    if not any(run_dir.glob(RAY_STATE_FILES[0].format("*"))):
+        raise InputError(f"{run_dir}: this search never started (no Ray experiment state), "
+                         f"so there is nothing to resume; remove the folder and start it "
+                         f"again with --name {run_dir.name}")
+    spec = _resume_spec(rec, run_dir)
+    _check_local_gpus(spec, args)
+    if args.dry_run:
+        print(describe_plan(spec))
+        return 0
+    held = _claim(run_dir)  # noqa: F841 - released when the process ends
+    ray_run = _start_ray_for(spec, args, run_dir, resume=True, killed_node=rec.ray_node_id)
+    changed = repair_state(run_dir, Path(rec.ray_session_dir) if rec.ray_session_dir else None)
+    if changed:
+        log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
+                    ", ".join(changed))
+    # The next repair reads only this driver's session.
+    rec = rec.replace(ray_session_dir=ray_run.session_dir, ray_node_id=ray_run.node_id)
+    record.write(run_dir, rec)
+    tuner = _make_tuner(spec, run_dir, resume=True, verbose=args.verbose)
+    return _search(tuner, spec, run_dir, rec, storage)
+
+
+def _resume_spec(rec: record.RunRecord, run_dir: Path) -> SearchSpec:
+    """The spec of the run being resumed, from the copy of its space in the run record."""
+    from tune.space import load_space, spec_from_document, with_overrides
+
+    if isinstance(rec.space, Mapping):
+        return spec_from_document(rec.space, Path(rec.space_file or "space.yaml"),
+                                  f"{record.path(run_dir)} (the space the run started with)")
+    # A run recorded before the record kept its space: the file, as it is now.
+    log.warning("%s keeps no copy of its space; reading %s as it is now", record.path(run_dir),
+                rec.space_file)
+    if not rec.space_file:
+        raise InputError(f"{record.path(run_dir)}: records neither its space nor its space file; "
+                         "this run cannot be resumed")
+    return with_overrides(load_space(rec.space_file), **rec.overrides)
+
+
+# --- both: the search itself ---------------------------------------------------------------------
+def _search(tuner: Any, spec: SearchSpec, run_dir: Path, rec: record.RunRecord,
+            storage: Path) -> int:
+    """Run the Tuner (and the reference run beside it) to the end or to Ctrl-C."""
+    from tune.ray_edge.signals import SigintWatch
+    from tune.run_folder import now
+    from tune.run_readme import write_readme
+    from tune.summary import summarise
+
     reference = _start_reference(spec, run_dir)
     resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
-    from tune.run_readme import write_readme
-
-    readme = write_readme(run_dir, read_meta(run_dir), resume_cmd)
+    readme = write_readme(run_dir, rec, resume_cmd)
     print(f"run folder: {run_dir} (what is where: {readme})", flush=True)
-    from tune.ray_edge.signals import SigintWatch
-
     sigint = SigintWatch()
+    best = None
     try:
         grid = tuner.fit()
         interrupted = sigint.interrupted()
         if reference is not None and not interrupted:
             _finish_reference(reference)
-        meta = read_meta(run_dir)
-        from tune.summary import summarise
-
-        meta["finished"] = None if interrupted else now()
-        best = summarise(grid, spec, run_dir, meta)
-        meta["best_trial"] = best
-        write_meta(run_dir, meta)
-        write_readme(run_dir, meta, resume_cmd, best)
+        best = summarise(grid, spec, run_dir, rec)
+        rec = rec.replace(finished=None if interrupted else now(), best_trial=best)
+        record.write(run_dir, rec)
+        write_readme(run_dir, rec, resume_cmd)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -173,22 +211,7 @@ def _main(args: argparse.Namespace, argv: list[str]) -> int:
     return 0 if best is not None else 1
 
 
-def _resume_spec(meta: dict[str, Any], run_dir: Path):
-    """The spec of the run being resumed, from the copy of its space in the run record."""
-    from tune.run_folder import meta_path
-    from tune.space import load_space, spec_from_document, with_overrides
-
-    doc = meta.get("space_document")
-    if isinstance(doc, dict):
-        return spec_from_document(doc, Path(str(meta.get("space_file", "space.yaml"))),
-                                  f"{meta_path(run_dir)} (the space the run started with)")
-    # A run recorded before the record kept its space: the file, as it is now.
-    log.warning("%s keeps no copy of its space; reading %s as it is now", meta_path(run_dir),
-                meta.get("space_file"))
-    return with_overrides(load_space(meta["space_file"]), **meta.get("overrides", {}))
-
-
-def _start_reference(spec, run_dir: Path):
+def _start_reference(spec: SearchSpec, run_dir: Path) -> Any:
     """Train the source document's defaults beside the search (a Ray task with one trial's
     resources) where they lie outside the space; None where there is nothing to run."""
     from tune import reference
@@ -202,10 +225,11 @@ def _start_reference(spec, run_dir: Path):
                       max_retries=2)(reference.train_reference)
     log.info("reference run (the source document's defaults at this budget) in %s",
              reference.reference_dir(run_dir))
-    return task.remote(cfg, str(reference.reference_dir(run_dir)), spec.gpus_per_trial)
+    return task.remote(cfg, str(reference.reference_dir(run_dir)), [p.name for p in spec.params],
+                       spec.gpus_per_trial)
 
 
-def _finish_reference(ref) -> None:
+def _finish_reference(ref: Any) -> None:
     """Wait for the reference run; its failure is reported, never fatal to the search."""
     import ray
 
@@ -263,44 +287,89 @@ def _start_ray(args: argparse.Namespace) -> bool:
     return not joins
 
 
-def _new_meta(spec, run_dir: Path, args, argv, vers, started, node_id: str | None
-              ) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RayRun:
+    """The Ray this driver runs its search on."""
+
+    session_dir: str | None  # its session folder, the only place a later state repair reads
+    node_id: str | None  # the local node it started (None: it joined a cluster)
+    reaper: Any  # the watchdog process; its pipe closes when this driver ends
+
+
+def _start_ray_for(spec: SearchSpec, args: argparse.Namespace, run_dir: Path, *, resume: bool,
+                   killed_node: str | None = None) -> RayRun:
+    """Decode the data, then start (or join) Ray with every Ray setting the search needs."""
+    from tune.ray_edge import environment, processes, state_repair, version
+
+    _prepare_data(spec)
+    environment.token_auth_for_address(args.address, args.ray_token_file)
+    import ray
+
+    version.check()
+    environment.driver_env()
+    if resume:  # what the killed driver's own Ray left behind
+        stopped = processes.reap_node(killed_node)
+        if stopped:
+            log.info("stopped %d Ray processes the interrupted search left running",
+                     len(stopped))
+    started_local = _start_ray(args)
+    node_id = processes.local_node_id() if started_local else None
+    reaper = processes.start_reaper(node_id)
+    _check_resources(spec, ray.cluster_resources())
+    return RayRun(state_repair.session_dir(), node_id, reaper)
+
+
+def _new_record(spec: SearchSpec, run_dir: Path, args: argparse.Namespace, argv: list[str],
+                started: str, ray_run: RayRun) -> record.RunRecord:
     from trainable.evaluate import convention
-    from tune.ray_edge.state_repair import session_dir
     from tune.reference import reference_config
+    from tune.run_folder import versions
 
-    # The source document's defaults at this run's budget, on its data: the reference run, and
-    # what the analysis and --retrain compare the winner against.
-    defaults = reference_config(spec.base) if spec.include_defaults else None
-    return {
-        "name": run_dir.name,
-        "command": ["python", "-m", "tune.run", *argv],
-        "space_file": str(spec.path.resolve()),
-        "overrides": {k: v for k, v in _overrides(args).items() if v is not None},
-        "spec": spec.to_dict(),
-        # The space as this run started, command-line overrides applied: a resume rebuilds the
-        # spec from this copy, never from the file, which may have been edited or moved since.
-        "space_document": dict(spec.document),
-        "searched": [p.name for p in spec.params],
-        "metric": "psnr",
-        "mode": "max",
-        "max_epochs": spec.base.epochs,
-        "epoch_samples": spec.base.epoch_samples,
-        "validation_interval": spec.base.validation_interval,
-        "scheduler": {"type": spec.scheduler, "grace_period": spec.grace_period,
-                      "reduction_factor": spec.reduction_factor,
-                      "rungs": spec.rungs() if spec.scheduler == "asha" else []},
-        "evaluation": "PSNR/SSIM on " + convention(spec.base.crop_border),
-        "default_config": defaults.to_dict() if defaults else None,
-        "versions": vers,
-        "ray_session_dir": session_dir(),
-        "ray_node_id": node_id,  # the local Ray this driver started (None: it joined one)
-        "started": started,
-        "finished": None,
-    }
+    base = spec.base
+    return record.RunRecord(
+        name=run_dir.name,
+        command=("python", "-m", "tune.run", *argv),
+        space_file=str(spec.path.resolve()),
+        space=dict(spec.document),
+        overrides={k: v for k, v in _overrides(args).items() if v is not None},
+        params=spec.params,
+        budget=record.Budget(base.epochs, base.epoch_samples, base.validation_interval),
+        scheduler=record.SchedulerPlan(spec.scheduler, spec.grace_period, spec.reduction_factor,
+                                       tuple(spec.rungs())),
+        search=record.SearchPlan(spec.algorithm, spec.search_seed, spec.n_startup_trials),
+        evaluation="PSNR/SSIM on " + convention(base.crop_border),
+        default_config=reference_config(base).to_dict() if spec.include_defaults else None,
+        versions=versions(),
+        ray_session_dir=ray_run.session_dir,
+        ray_node_id=ray_run.node_id,
+        started=started,
+    )
 
 
-def _prepare_data(spec) -> None:
+def _check_local_gpus(spec: SearchSpec, args: argparse.Namespace) -> None:
+    """GPUs asked of a local Ray on a machine without one: refused before Ray starts, in
+    ``--dry-run`` too (Ray would start, wait for a GPU that never comes, and fail seconds later).
+    A cluster (``--address``) or a caller's own Ray is judged by its resources instead."""
+    ray = sys.modules.get("ray")
+    joins = args.address or os.environ.get("RAY_ADDRESS") or (ray and ray.is_initialized())
+    if spec.gpus_per_trial <= 0 or joins:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise InputError(f"--gpus-per-trial {spec.gpus_per_trial:g} (or `resources.gpus` in "
+                         f"{spec.path.name}): this machine has 0 GPUs (torch sees no CUDA "
+                         "device); use --gpus-per-trial 0 to run on the CPU, or --address to "
+                         "join a cluster that has GPUs")
+
+
+def _claim(run_dir: Path) -> Any:
+    from tune.run_folder import lock
+
+    return lock(run_dir)
+
+
+def _prepare_data(spec: SearchSpec) -> None:
     """Decode the data set into the machine's frame cache once, before any trial starts."""
     from trainable.store import open_split
 
@@ -308,11 +377,10 @@ def _prepare_data(spec) -> None:
     for split in ("train", "val"):
         data = open_split(cfg.data, split, scale=cfg.scale, data_lr=cfg.data_lr,
                           cache_dir=cfg.cache_dir)
-        log.info("data %s: %d clips, %d target frames (%s)", split, data.num_clips,
-                 data.num_targets, data.source)
+        log.info("data %s: %d clips, %d target frames", split, data.num_clips, data.num_targets)
 
 
-def _check_resources(spec, resources: dict[str, float]) -> None:
+def _check_resources(spec: SearchSpec, resources: dict[str, float]) -> None:
     gpus = resources.get("GPU", 0.0)
     if spec.gpus_per_trial > 0 and gpus < spec.gpus_per_trial:
         raise InputError(f"--gpus-per-trial {spec.gpus_per_trial}: the Ray cluster has "
@@ -327,12 +395,13 @@ def _check_resources(spec, resources: dict[str, float]) -> None:
              f", up to {per_gpu} trials per GPU" if per_gpu > 1 else "")
 
 
-def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
+def _make_tuner(spec: SearchSpec, run_dir: Path, *, resume: bool, verbose: bool) -> Any:
     from ray import tune
 
     from tune.progress import ProgressPrinter
     from tune.ray_edge import trials as ray_trials
-    from tune.search import METRIC, MODE, make_scheduler, make_searcher, param_space
+    from tune.ray_edge.loggers import HParamsLogger
+    from tune.search import METRIC, MODE, make_scheduler, make_searcher, param_space, uses_optuna
     from tune.trial import run_trial
 
     trainable = tune.with_resources(
@@ -347,14 +416,16 @@ def _make_tuner(spec, run_dir: Path, *, resume: bool, verbose: bool):
         storage_path=str(run_dir.parent),
         checkpoint_config=ray_trials.checkpoint_config(spec.scheduler, METRIC, MODE),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[ProgressPrinter(spec, str(run_dir))],
+        callbacks=[ProgressPrinter(spec, str(run_dir)), HParamsLogger(spec.params)],
         verbose=2 if verbose else 0,
     )
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, scheduler=make_scheduler(spec),
         # Concurrency is capped by the searcher (ConcurrencyLimiter); a second cap here would turn
         # synchronous HyperBand off and is ignored for random/grid anyway.
-        search_alg=make_searcher(spec, run_dir), num_samples=spec.trials,
+        # Optuna is asked once per trial, grid points included; Ray expands its own grids.
+        search_alg=make_searcher(spec, run_dir),
+        num_samples=spec.total_trials() if uses_optuna(spec) else spec.trials,
         reuse_actors=ray_trials.REUSE_ACTORS, trial_dirname_creator=ray_trials.trial_dirname)
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
                       run_config=run_config)

@@ -1,7 +1,8 @@
-"""The run folder's own files beside Ray's: the run record (``analysis.run_folder.META_FILE``:
-what was run, how it is scored, library versions) and the lock that refuses two searches writing one run name.
+"""What the search driver keeps beside Ray's files in a run folder: the lock that refuses two
+searches writing one run name, the library versions and the time stamps its record holds.
 
-Reading and writing the record is `analysis.run_folder`'s; it is re-exported here for tune."""
+The record itself is `analysis.record`'s (one type, one reader and writer), the trial files
+`analysis.run_folder`'s."""
 
 from __future__ import annotations
 
@@ -13,14 +14,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO
 
-# The run folder's file names and its record have one owner.
-from analysis.run_folder import (  # noqa: F401 - re-exported for tune
-    META_FILE,
-    is_run_folder,
-    meta_path,
-    read_meta,
-    write_meta,
-)
 from trainable.errors import InputError
 
 LOCK_FILE = ".espcn_tune.lock"

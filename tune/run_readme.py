@@ -10,52 +10,52 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Any
 
+from analysis.record import META_FILE, BestTrial, RunRecord
 from analysis.run_folder import (
     EXPORT_SUBDIR,
-    META_FILE,
     PARAMS_FILE,
     REFERENCE_DIR,
     REPORT_SUBDIR,
     RESULT_FILE,
+    RETRAIN_SUBDIR,
     TABLES_SUBDIR,
 )
 
 README = "README.txt"
 
 
-def write_readme(run_dir: Path, meta: dict[str, Any], resume_command: str,
-                 best: dict[str, Any] | None = None) -> Path:
-    """Write ``run_dir/README.txt`` from the run's metadata; ``best`` is what the final summary
-    returned (None while the search runs or when nothing validated)."""
+def write_readme(run_dir: Path, rec: RunRecord, resume_command: str) -> Path:
+    """Write ``run_dir/README.txt`` from the run's record (its ``best_trial`` is what the final
+    summary found; None while the search runs or when nothing validated)."""
     q = shlex.quote(str(run_dir))
-    params = (meta.get("spec") or {}).get("params") or {}
-    searched = [f"  {name}: {_range(params.get(name))}" for name in meta.get("searched") or []]
-    finished = meta.get("finished")
+    searched = [f"  {p.name}: {p.describe()}" for p in rec.params]
+    b = rec.budget
+    budget = (f"{b.epochs} epochs of {b.epoch_samples} samples, validation every "
+              f"{b.validation_interval}" if b else "not recorded")
     lines = [
         f"espcn-tune run {run_dir.name}",
         "",
-        f"started {meta.get('started')}; "
-        + (f"finished {finished}" if finished else "not finished (running, or interrupted)"),
-        f"space file: {meta.get('space_file')}",
-        f"budget per trial: {meta.get('max_epochs')} epochs of {meta.get('epoch_samples')} "
-        f"samples, validation every {meta.get('validation_interval')}",
+        f"started {rec.started}; "
+        + (f"finished {rec.finished}" if rec.finished else "not finished (running, or interrupted)"),
+        f"space file: {rec.space_file}",
+        f"budget per trial: {budget}",
         "searched:",
         *(searched or ["  nothing"]),
         "",
         "command:",
-        f"  {shlex.join(map(str, meta.get('command') or [])) or 'not recorded'}",
+        f"  {shlex.join(rec.command) or 'not recorded'}",
         "resume (finishes an interrupted search; repeats nothing already reported):",
         f"  {resume_command}",
         "",
         "best trial so far:",
-        f"  {_best(best, finished)}",
+        f"  {_best(rec.best_trial, rec.finished)}",
         "",
         "where things are:",
         f"  report   {REPORT_SUBDIR}/index.html    python -m analysis {q}",
         f"  tables   {TABLES_SUBDIR}/*.parquet      (written with the report)",
         f"  exports  {EXPORT_SUBDIR}/<trial>.yaml + .pt    python -m analysis.export {q}",
+        f"  retrain  {RETRAIN_SUBDIR}/retrain.json    python -m analysis.retrain {q}",
         f"  upscale  python -m trainable.upscale --weights {EXPORT_SUBDIR}/<trial>.pt "
         f"--config {EXPORT_SUBDIR}/<trial>.yaml VIDEO --out OUT.mp4",
         f"  reference run (the source document's defaults)   {REFERENCE_DIR}/",
@@ -70,18 +70,11 @@ def write_readme(run_dir: Path, meta: dict[str, Any], resume_command: str,
     return path
 
 
-def _range(rule: Any) -> str:
-    if isinstance(rule, dict) and len(rule) == 1:
-        (kind, values), = rule.items()
-        return f"{kind} {values}"
-    return f"see {META_FILE}" if rule is None else str(rule)
-
-
-def _best(best: dict[str, Any] | None, finished: Any) -> str:
+def _best(best: BestTrial | None, finished: str | None) -> str:
     if best is None:
         return ("none validated without error" if finished
                 else "not yet known: the search is running (python -m analysis shows it live)")
-    gain = best["best_psnr"] - best["bicubic_psnr"] if best.get("bicubic_psnr") else None
-    over = f", {gain:+.2f} dB over bicubic" if gain is not None else ""
-    return (f"{best['trial_id']}: {best['best_psnr']:.3f} dB at epoch {best['best_epoch']}{over}"
-            f" ({best.get('path', '')})")
+    over = (f", {best.best_psnr - best.bicubic_psnr:+.2f} dB over bicubic"
+            if best.bicubic_psnr else "")
+    return (f"{best.trial_id}: {best.best_psnr:.3f} dB at epoch {best.best_epoch}{over}"
+            f" ({best.path})")

@@ -1,8 +1,12 @@
-"""Turn a validated `SearchSpec` into Ray Tune objects: param space, scheduler and searcher.
+"""Turn a validated `SearchSpec` into Ray Tune objects: scheduler and searcher.
 
-The only module of the search layer that imports ray and optuna. Metric and mode are deliberately
-not set here: they go to `tune.TuneConfig` alone, because setting them on the scheduler or searcher
-as well makes Ray raise.
+The only module of the search layer that imports ray and optuna. Metric and mode are set on the
+searcher (Ray requires them where it gets a define-by-run space) and on `tune.TuneConfig`, never on
+the scheduler: setting them on the scheduler as well makes Ray raise.
+
+TPE and random search sample through Optuna (`tune.sampling.SpaceSampler`), so every trial's
+values reach Ray in the user's form. A grid, and PBT (which refuses a searcher and perturbs
+Ray's domains itself), use Ray's `BasicVariantGenerator` over `param_space`.
 """
 
 from __future__ import annotations
@@ -26,32 +30,44 @@ from ray.tune.search.optuna import OptunaSearch
 from trainable.errors import InputError
 from tune.ray_edge.optuna_search import PruningOptunaSearch
 from tune.ray_edge.version import known as ray_known
-from tune.space import METRIC, MODE, TIME_ATTR, ParamSpec, SearchSpec
+from tune.sampling import SpaceSampler, searcher_point
+from tune.space import METRIC, MODE, TIME_ATTR, ParamRange, SearchSpec
 
 __all__ = ["METRIC", "MODE", "TIME_ATTR", "concurrency_cap", "make_scheduler", "make_searcher",
-           "param_space", "study_journal"]
+           "param_space", "study_journal", "uses_optuna"]
 
 JOURNAL_NAME = "optuna_journal.log"
 
 
 def param_space(spec: SearchSpec) -> dict[str, Any]:
-    """Ray Tune domains for `spec.flat_params()`; trials get these keys, `trial_config` folds them."""
-    return {p.name: _domain(p) for p in spec.flat_params()}
+    """Ray Tune domains of the searched parameters, for the searches Ray samples itself (grid,
+    PBT); empty where Optuna samples (its define-by-run space replaces it)."""
+    if uses_optuna(spec):
+        return {}
+    return {p.name: _domain(p) for p in spec.params}
 
 
-def _domain(p: ParamSpec) -> Any:
+def uses_optuna(spec: SearchSpec) -> bool:
+    return spec.algorithm in ("optuna", "random") and spec.scheduler != "pbt"
+
+
+def _domain(p: ParamRange) -> Any:
     if p.kind == "loguniform":
-        return tune.loguniform(*p.args)
+        return tune.loguniform(p.low, p.high)
     if p.kind == "uniform":
-        return tune.uniform(*p.args)
+        return tune.uniform(p.low, p.high)
     if p.kind == "randint":
-        low, high = p.args
-        return tune.randint(low, high + 1)  # Ray's high is exclusive; the spec's is inclusive
+        return tune.randint(int(p.low), int(p.high) + 1)  # Ray's high is exclusive, ours inclusive
     if p.kind == "choice":
-        return tune.choice(list(p.args))
+        return tune.choice([_listed(c) for c in p.choices])
     if p.kind == "grid":
-        return tune.grid_search(list(p.args))
-    raise ValueError(f"{p.name}: no Ray domain for kind {p.kind!r}")  # flat_params never yields it
+        return tune.grid_search([_listed(c) for c in p.choices])
+    # The rules refuse `milestones` where Ray samples (grid, PBT).
+    raise ValueError(f"{p.name}: no Ray domain for kind {p.kind!r}")
+
+
+def _listed(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
 
 
 def make_scheduler(spec: SearchSpec) -> TrialScheduler:
@@ -75,12 +91,13 @@ def _pbt(spec: SearchSpec) -> PopulationBasedTraining:
     # (PBT then steps to a neighbouring value) and numbers are clipped back into their range.
     mutations: dict[str, Any] = {}
     bounds: dict[str, tuple[float, float, bool]] = {}
-    for p in spec.flat_params():
+    for p in spec.params:
         if p.kind == "choice":
-            mutations[p.name] = list(p.args)
-        elif p.kind in ("loguniform", "uniform", "randint"):
+            mutations[p.name] = [_listed(c) for c in p.choices]
+        elif p.numeric:
+            assert p.low is not None and p.high is not None
             mutations[p.name] = _domain(p)
-            bounds[p.name] = (p.args[0], p.args[1], p.kind == "randint")
+            bounds[p.name] = (p.low, p.high, p.kind == "randint")
         # grid values are fixed per trial: nothing to mutate
     if not mutations:
         raise InputError(f"{spec.path}: PBT needs at least one sampled (non-grid) parameter "
@@ -118,9 +135,9 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
     previous run's trials into this one's TPE model (resume with `Tuner.restore` instead, which
     restores the searcher from the experiment state).
     """
-    points = [spec.default_point()] if spec.reference_inside else []
     cap = concurrency_cap(spec)
-    if spec.algorithm != "optuna":
+    if not uses_optuna(spec):
+        points = [spec.default_values()] if spec.reference_inside else []
         return BasicVariantGenerator(points_to_evaluate=points or None, max_concurrent=cap or 0,
                                      random_state=spec.search_seed)
     journal = study_journal(study_dir)
@@ -130,12 +147,18 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
     journal.parent.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(journal)))
-    sampler = optuna.samplers.TPESampler(seed=spec.search_seed,
-                                         n_startup_trials=spec.n_startup_trials)
-    common = {"sampler": sampler, "storage": storage, "study_name": spec.path.stem,
+    if spec.algorithm == "optuna":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+            seed=spec.search_seed, n_startup_trials=spec.n_startup_trials)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=spec.search_seed)
+    points = [searcher_point(spec, spec.default_values())] if spec.reference_inside else []
+    common = {"space": SpaceSampler(spec), "metric": METRIC, "mode": MODE, "sampler": sampler,
+              "storage": storage, "study_name": spec.path.stem,
               "points_to_evaluate": points or None}
     if ray_known():
-        searcher = PruningOptunaSearch(**common, time_attr=TIME_ATTR, max_t=spec.base.epochs)
+        searcher: Searcher = PruningOptunaSearch(**common, time_attr=TIME_ATTR,
+                                                 max_t=spec.base.epochs)
     else:  # its private attributes are unverified there: Ray's own, stopped trials COMPLETE
         searcher = OptunaSearch(**common)
     return ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher

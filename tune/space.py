@@ -1,9 +1,9 @@
 """The search space's public face: load a file into a validated, frozen `SearchSpec`, describe it.
 
-The spec flows one way: `tune._spec_types` (ParamSpec, SearchSpec, constants; imports nothing from
+The spec flows one way: `tune._spec_types` (SearchSpec, constants; imports nothing from
 `tune`) <- `tune._spec_checks` and `tune._space_rules` (the rules that build one) <- `tune._plan_text`
-(the text that describes one) <- this module, which re-exports the public names. The milestone
-encoding is described in `tune._spec_types`.
+(the text that describes one) <- this module, which re-exports the public names. How the searcher samples
+the ranges is `tune.sampling`'s (with `tune.milestones`).
 This module must not import ray: the CLI's ``--dry-run`` builds and prints the plan without it.
 """
 
@@ -24,15 +24,12 @@ from tune._spec_types import (
     ALGORITHMS,
     KINDS,
     METRIC,
-    MILESTONE_COUNT,
-    MILESTONE_FIRST,
     MODE,
     SCHEDULERS,
     TIME_ATTR,
-    ParamSpec,
+    ParamRange,
     SearchSpec,
     asha_rungs,
-    milestone_rel,
 )
 
 
@@ -116,7 +113,7 @@ def describe_plan(spec: SearchSpec) -> str:
 
 
 __all__ = [
-    "ALGORITHMS", "KINDS", "METRIC", "MILESTONE_COUNT", "MILESTONE_FIRST", "MODE", "SCHEDULERS",
-    "TIME_ATTR", "ParamSpec", "SearchSpec", "asha_rungs", "describe_plan", "load_space",
-    "milestone_rel", "resolve_space_path", "shipped_spaces", "with_overrides",
+    "ALGORITHMS", "KINDS", "METRIC", "MODE", "SCHEDULERS", "TIME_ATTR", "ParamRange", "SearchSpec",
+    "asha_rungs", "describe_plan", "load_space", "resolve_space_path", "shipped_spaces",
+    "with_overrides",
 ]

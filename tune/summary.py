@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from analysis import edges
+from analysis.record import BestTrial, RunRecord
 from analysis.run_folder import RESULT_FILE
 from tune import reference
 from tune.run_readme import README
+from tune.space import SearchSpec
 
 
 def _best_psnr(metrics: dict[str, Any]) -> float:
@@ -21,7 +23,7 @@ def _best_psnr(metrics: dict[str, Any]) -> float:
     return v if isinstance(v, int | float) and math.isfinite(v) else -math.inf
 
 
-def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+def summarise(grid: Any, spec: SearchSpec, run_dir: Path, rec: RunRecord) -> BestTrial | None:
     searched = [p.name for p in spec.params]
     # A trial that ran out of memory before its first validation reports no best_epoch.
     ok = [r for r in grid if r.error is None and r.metrics and "best_epoch" in r.metrics]
@@ -39,14 +41,12 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
     m = best.metrics
     defaults = _reference_metrics(ok, spec, run_dir)
     print("best = highest validated PSNR seen by a trial that did not error "
-          f"({meta['evaluation']})")
+          f"({rec.evaluation})")
     print(f"best trial: {m['trial_id']}  PSNR {m['best_psnr']:.3f} dB at epoch {m['best_epoch']}"
           f" / {m['max_epochs']}  (bicubic {m['bicubic_psnr']:.3f} dB, "
           f"{m['best_psnr'] - m['bicubic_psnr']:+.3f} dB)")
-    # Ray's config holds what the searcher sampled (milestones as scalars): show the folded values.
-    folded = spec.trial_config(best.config).to_dict()
     for name in searched:
-        print(f"  {name}: {folded[name]}")
+        print(f"  {name}: {best.config[name]}")
     if defaults is not None:
         d = defaults
         print(f"source document's defaults ({d['trial_id']}, epoch {d.get('epoch')}/"
@@ -62,27 +62,25 @@ def summarise(grid, spec, run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]
     # Ray's own start line points at its staging copy under /tmp/ray; the run folder holds them all.
     print(f"\nanalyse:  python -m analysis {q}\nexport:   python -m analysis.export {q}\n"
           f"curves:   tensorboard --logdir {q}\nabout:    {run_dir / README}")
-    return {"trial_id": m["trial_id"], "best_psnr": m["best_psnr"], "best_epoch": m["best_epoch"],
-            "bicubic_psnr": m["bicubic_psnr"], "params": {n: folded[n] for n in searched},
-            "path": str(best.path)}
+    return BestTrial(str(m["trial_id"]), float(m["best_psnr"]), int(m["best_epoch"]),
+                     m.get("bicubic_psnr"), {n: best.config[n] for n in searched}, str(best.path))
 
 
-def _edge_warnings(ranked, spec) -> list[str]:
-    """Edge lines over the scored trials, best first, with milestones folded as the user set them."""
+def _edge_warnings(ranked: list[Any], spec: SearchSpec) -> list[str]:
+    """Edge lines over the scored trials, best first."""
     scored = [r for r in ranked if math.isfinite(_best_psnr(r.metrics))]
-    values = [spec.trial_config(r.config).to_dict() for r in scored]
-    return edges.edge_warnings(edges.ranges(spec.to_dict()["params"]), values)
+    return edges.edge_warnings(spec.params, [r.config for r in scored])
 
 
-def _reference_metrics(results, spec, run_dir: Path) -> dict[str, Any] | None:
+def _reference_metrics(results: list[Any], spec: SearchSpec, run_dir: Path
+                       ) -> dict[str, Any] | None:
     """The reference run's last result: its trial where it ran inside the space, else the result
     the reference task wrote beside the search."""
     if not spec.include_defaults:
         return None
     if not spec.reference_inside:
         return reference.latest(run_dir)
-    point = spec.default_point()
     for r in results:
-        if all(r.config.get(k) == v for k, v in point.items()):
+        if spec.trial_config(r.config) == spec.base:
             return r.metrics
     return None

@@ -4,15 +4,15 @@ Each validation becomes one ``tune.report`` with a checkpoint of the full traini
 sees PSNR once per validation interval (``time_attr="epoch"``: epochs of a fixed sample count,
 never optimizer steps) and a retried or resumed trial continues from its newest checkpoint.
 
-The trial's own files (``trial_config.json``, ``placement.jsonl``) are written straight into its
-folder in the run folder, beside Ray's ``result.json`` and checkpoints: ``get_trial_dir()`` is a
-local staging folder in Ray 2.60 that reaches the run folder only for a trial on a fresh actor
-(with ``reuse_actors`` the files of every later trial on that actor were lost; measured).
+The trial's own files (``trial_config.json``, ``placement.jsonl``; `analysis.run_folder` writes
+them) go straight into its folder in the run folder, beside Ray's ``result.json`` and
+checkpoints: ``get_trial_dir()`` is a local staging folder in Ray 2.60 that reaches the run
+folder only for a trial on a fresh actor (with ``reuse_actors`` the files of every later trial
+on that actor were lost; measured).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -24,10 +24,12 @@ from typing import Any
 import torch
 from ray import tune
 
-from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_STATE, TRIAL_CONFIG_FILE
+from analysis import run_folder
+from analysis.run_folder import CHECKPOINT_STATE
 from trainable.config import TrainConfig
 from trainable.loop import Trainer, ValidationResult
 from trainable.store import open_split
+from tune._spec_types import SearchSpec
 from tune.ray_edge import trials as ray_trials
 
 # What a trial that diverged (NaN/inf loss) or could not fit in memory reports as its PSNR/SSIM:
@@ -37,8 +39,8 @@ WORST_PSNR = 0.0
 WORST_SSIM = 0.0
 
 
-def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | None = None
-              ) -> None:
+def run_trial(params: dict[str, Any], *, spec: SearchSpec, cpus: float,
+              run_dir: str | None = None) -> None:
     """Train one configuration: ``spec.trial_config(params)`` for the budget, reporting each
     validation to Tune. ``spec`` is a :class:`tune.space.SearchSpec`; ``run_dir`` the run folder
     (Ray's experiment folder on a file system every node sees)."""
@@ -46,8 +48,8 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
     cfg = cfg.replace(num_threads=max(1, int(cpus)))
     trial_dir = ray_trials.trial_folder(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / TRIAL_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
-    info = _placement()
+    run_folder.write_trial_config(trial_dir, cfg.to_dict())
+    info = placement()
     info["gpu_memory_fraction"] = cap_gpu_memory(spec.gpus_per_trial)
 
     train = open_split(cfg.data, "train", scale=cfg.scale, data_lr=cfg.data_lr,
@@ -70,8 +72,7 @@ def run_trial(params: dict[str, Any], *, spec: Any, cpus: float, run_dir: str | 
     finally:
         # Where and when each run of this trial happened: shows GPU packing and node placement.
         info["finished"] = time.time()
-        with open(trial_dir / "placement.jsonl", "a") as f:
-            f.write(json.dumps(info) + "\n")
+        run_folder.append_placement(trial_dir, info)
 
 
 def cap_gpu_memory(gpus_per_trial: float) -> float | None:
@@ -85,7 +86,8 @@ def cap_gpu_memory(gpus_per_trial: float) -> float | None:
     return gpus_per_trial
 
 
-def _placement() -> dict[str, Any]:
+def placement() -> dict[str, Any]:
+    """Where this process runs: node, pid, the CUDA device it sees, when it started."""
     import ray
 
     cuda = torch.cuda.is_available()
@@ -114,7 +116,6 @@ def _report(result: ValidationResult, trainer: Trainer, cfg: TrainConfig) -> Non
         return
     with tempfile.TemporaryDirectory() as d:
         trainer.save(Path(d) / CHECKPOINT_STATE)
-        (Path(d) / CHECKPOINT_META).write_text(json.dumps(
-            {"epoch": result.epoch, "psnr": result.psnr, "ssim": result.ssim,
-             "trial_config": cfg.to_dict()}))
+        run_folder.write_checkpoint_meta(Path(d), result.epoch, result.psnr, result.ssim,
+                                         cfg.to_dict())
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

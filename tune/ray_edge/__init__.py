@@ -21,6 +21,8 @@ What is worked around, and where it is used:
 - **Processes left behind** (`local_node_id`, `start_reaper`, `reap_node`): after kill -9 of a
   driver that started its own Ray, two of Ray's agents hang for about a minute instead of
   exiting (`tune.ray_edge.reaper`); a watchdog stops them at once.
+- **HParams** (`tune.ray_edge.loggers`): Ray's TensorBoard logger drops a list-valued parameter
+  (the milestones) from the HParams; we log it as text plus the scalars a plot needs.
 - **Optuna's view of stopped trials** (`tune.ray_edge.optuna_search`): Ray tells Optuna an
   ASHA-stopped trial COMPLETE with its rung's value; we tell it PRUNED, with every validation
   as an intermediate value at its epoch.
@@ -31,8 +33,8 @@ Ray's private files (state repair) are then skipped rather than trusted.
 One concern a file: `version` (the tested version and the check), `environment` (driver and
 token settings), `signals` (Ctrl-C), `trials` (folder names, staging folders, checkpoints),
 `state_repair` (Ray's files after kill -9, with its file-trust checks), `processes` and `reaper`
-(what a killed driver's Ray leaves running), `optuna_search` (what Optuna is
-told). Callers import the concern they need (``from tune.ray_edge.signals import
+(what a killed driver's Ray leaves running), `optuna_search` and `loggers` (what
+Optuna and TensorBoard are told). Callers import the concern they need (``from tune.ray_edge.signals import
 SigintWatch``); this file only indexes them. Nothing here imports Ray at import time: the token
 settings must be in the environment before ``import ray``.
 """

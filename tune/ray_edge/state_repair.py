@@ -16,7 +16,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from analysis.run_folder import LEGACY_META_FILE, META_FILE
+from analysis.record import LEGACY_META_FILE, META_FILE
 from trainable.errors import InputError
 from tune.ray_edge.version import TESTED, installed, known
 

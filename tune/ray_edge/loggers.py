@@ -1,0 +1,53 @@
+"""What Ray's TensorBoard logger writes as a trial's HParams.
+
+Ray 2.60's `TBXLoggerCallback` logs ``trial.evaluated_params`` as HParams, dropping what
+tensorboardX cannot type: a list, such as a trial's ``lr_scheduler_milestones``, arrives with no
+value at all, so the HParams dashboard could not show or plot the milestones. Here each searched
+parameter is logged in the user's form, through `analysis.record.ParamRange`: a scalar as it is,
+a milestone list as its text ("[0.3, 0.7]") plus the scalars a plot needs (``/count``,
+``/first``, ``/last``). Everything else about the event files is Ray's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.tune.logger import TBXLoggerCallback
+
+from analysis.record import ParamRange
+
+log = logging.getLogger("tune")
+
+
+def hparams(params: tuple[ParamRange, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's searched values as tensorboardX's HParams take them (str, bool, int, float)."""
+    out: dict[str, Any] = {}
+    for p in params:
+        value = values.get(p.name)
+        if p.kind == "milestones":
+            out[p.name] = "[" + ", ".join(f"{m:g}" for m in value or ()) + "]"
+            out.update({k: v for k, v in p.scalars(value).items() if v is not None})
+        elif isinstance(value, list | tuple):
+            out[p.name] = str(list(value))
+        elif value is not None:
+            out[p.name] = value
+    return out
+
+
+class HParamsLogger(TBXLoggerCallback):
+    """Ray's TensorBoard logger with the searched parameters in the user's form."""
+
+    def __init__(self, params: tuple[ParamRange, ...]) -> None:
+        super().__init__()
+        self._params = params
+
+    def _try_log_hparams(self, trial: Any, result: dict[str, Any]) -> None:
+        from tensorboardX.summary import hparams as summary
+
+        try:
+            for tag in summary(hparam_dict=hparams(self._params, dict(trial.evaluated_params)),
+                               metric_dict=result):
+                self._trial_writer[trial].file_writer.add_summary(tag)
+        except Exception:  # noqa: BLE001 - as Ray's own: a logging failure never stops a search
+            log.exception("TensorboardX failed to log the HParams of trial %s", trial)

@@ -1,0 +1,121 @@
+"""What the searcher samples, and how a trial's values come out of it in the user's form.
+
+A search space is sampled by Optuna, define-by-run (`SpaceSampler`, the ``space`` of Ray's
+`OptunaSearch`), for TPE and for random search alike (Optuna's `RandomSampler`). Each trial's
+values come back as the space file's user would write them: ``lr_scheduler_milestones`` is a
+list of fractions, never the searcher's scalars (`tune.milestones`), so Ray's trial config,
+``params.json``, ``result.json``, TensorBoard's HParams and every table hold the same form.
+
+Parameters are suggested in the space file's order, each as the distribution Ray's own conversion
+of its domains gave before (names, bounds, order), so a seeded TPE proposes what it always did:
+``loguniform`` a log float, ``uniform`` a float, ``randint`` an int (both bounds included),
+``choice`` a categorical, ``milestones`` its scalars. A ``grid`` parameter under random search
+is not sampled: sample ``s`` of the search takes grid point ``s mod G``, so ``trials`` samples
+cover the grid ``trials`` times, as Ray's grid expansion did. A choice of values Optuna cannot
+store (lists) is sampled by index.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from analysis.record import ParamRange
+from tune import milestones
+from tune._spec_types import SearchSpec
+
+# What Optuna's CategoricalDistribution can hold as a choice.
+_OPTUNA_SCALARS = (type(None), bool, int, float, str)
+
+
+class SpaceSampler:
+    """Optuna define-by-run function for a spec; a class (not a closure), so that Ray can pickle
+    it with the searcher's state."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.params = spec.params
+        self.grid = [p for p in spec.params if p.kind == "grid"]
+        # The defaults' point, enqueued as the study's first trial where it lies inside the space,
+        # has its own grid values and is not expanded.
+        self.offset = 1 if spec.reference_inside else 0
+        self.defaults = spec.default_values() if spec.reference_inside else {}
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        # Suggest on Optuna's own trial: Ray's wrapper would also copy every suggested scalar
+        # into the trial's config, beside the user-form values this returns.
+        raw = getattr(trial, "ot_trial", trial)
+        point = self.defaults if raw.number < self.offset else self._grid_point(raw.number)
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.kind == "grid":
+                values[p.name] = _plain(point[p.name])
+            else:
+                values[p.name] = _plain(suggest(raw, p))
+        return values
+
+    def _grid_point(self, number: int) -> dict[str, Any]:
+        if not self.grid:
+            return {}
+        points = list(itertools.product(*(p.choices for p in self.grid)))
+        combo = points[(number - self.offset) % len(points)]
+        return {p.name: v for p, v in zip(self.grid, combo, strict=True)}
+
+
+def suggest(trial: Any, p: ParamRange) -> Any:
+    """One parameter's value from an Optuna trial."""
+    if p.kind == "loguniform":
+        return trial.suggest_float(p.name, p.low, p.high, log=True)
+    if p.kind == "uniform":
+        return trial.suggest_float(p.name, p.low, p.high)
+    if p.kind == "randint":
+        return trial.suggest_int(p.name, int(p.low), int(p.high))
+    if p.kind == "choice":
+        if all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
+            return trial.suggest_categorical(p.name, list(p.choices))
+        return p.choices[trial.suggest_categorical(p.name, list(range(len(p.choices))))]
+    if p.kind == "milestones":
+        assert p.count is not None and p.high is not None
+        values: dict[str, Any] = {}
+        for name in milestones.scalars(p.count):
+            if name == milestones.COUNT:
+                values[name] = trial.suggest_categorical(
+                    name, list(range(p.count[0], p.count[1] + 1)))
+            elif name == milestones.FIRST:
+                values[name] = trial.suggest_float(name, p.low, p.high)
+            else:
+                values[name] = trial.suggest_float(name, 0.0, 1.0)
+        return list(milestones.fold(values, p.count, p.high))
+    raise ValueError(f"{p.name}: nothing to suggest for kind {p.kind!r}")
+
+
+def searcher_point(spec: SearchSpec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (user form) as the parameters Optuna stores, for `enqueue_trial`."""
+    point: dict[str, Any] = {}
+    for p in spec.params:
+        v = values[p.name]
+        if p.kind == "milestones":
+            assert p.count is not None and p.high is not None
+            point.update(milestones.encode(list(v), p.count, p.high))
+        elif p.kind == "choice" and not all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
+            point[p.name] = [_plain(c) for c in p.choices].index(_plain(v))
+        else:
+            point[p.name] = _plain(v)
+    return point
+
+
+def sampled_names(spec: SearchSpec) -> list[str]:
+    """The names Optuna's study holds, in sampling order (what optuna-dashboard shows)."""
+    names: list[str] = []
+    for p in spec.params:
+        if p.kind == "milestones":
+            assert p.count is not None
+            names += milestones.scalars(p.count)
+        else:
+            names.append(p.name)
+    return names
+
+
+def _plain(v: Any) -> Any:
+    """Tuples (a choice of milestone lists) as the lists a config holds."""
+    return [_plain(x) for x in v] if isinstance(v, tuple | list) else v
