@@ -93,3 +93,69 @@ def test_another_ray_version_is_named_once_and_its_private_files_are_not_repaire
     said = [r.getMessage() for r in caplog.records]
     assert sum("Ray 2.71.0 is installed" in m for m in said) == 1
     assert any("not repaired" in m for m in said)
+
+
+# --- refusals and no-ops before Ray starts (subprocesses: "ray" must stay out of sys.modules) ---
+REPO = Path(__file__).resolve().parents[1]
+# Runs `tune.run.main` on the arguments after it and says whether Ray got imported. A machine
+# without CUDA is simulated (`torch.cuda.is_available` patched) so the GPU refusal is checked on
+# any machine.
+_PROBE = ("import sys, torch\n"
+          "torch.cuda.is_available = lambda: False\n"
+          "from tune.run import main\n"
+          "rc = main(sys.argv[1:]); print('RAY' if 'ray' in sys.modules else 'NORAY'); sys.exit(rc)")
+
+
+def _probe(*args: str):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``folder`` with its size and modification time (ns)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_resume_of_a_finished_run_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    """Issue 20, item 1: no Ray, nothing written, exit 0, and where the results are."""
+    from analysis import record
+    from tests import run_fixture as fx
+    from tune.space import load_space
+
+    run_dir = fx.write_small_run(tmp_path, "done")
+    # As a finished search leaves it: its space kept in the record, Ray's experiment state.
+    smoke = load_space("smoke")
+    record.write(run_dir, record.read(run_dir).replace(space=dict(smoke.document),
+                                                       space_file=str(smoke.path)))
+    (run_dir / "experiment_state-2026-11-26_10-00-00.json").write_text("{}")
+    before = _listing(tmp_path)
+    probe = _probe("--storage", str(tmp_path), "--resume", "done")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert probe.stdout.strip().endswith("NORAY")
+    said = probe.stdout.strip().splitlines()[:-1]
+    assert len(said) == 1 and "finished" in said[0] and "nothing to resume" in said[0]
+    assert f"python -m analysis {run_dir}" in said[0]
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "start"])
+def test_gpus_asked_of_a_machine_without_one_are_refused_before_ray(tmp_path: Path,
+                                                                    dry_run: bool) -> None:
+    """Issue 20, item 2: one line, exit 2, no Ray, no run folder left behind."""
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    args = ["--space", "smoke", "--storage", str(storage), "--name", "gpu", "--data", "builtin",
+            "--gpus-per-trial", "1", *(["--dry-run"] if dry_run else [])]
+    probe = _probe(*args)
+    assert probe.returncode == 2, probe.stdout + probe.stderr
+    assert probe.stdout.strip() == "NORAY"
+    err = probe.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --gpus-per-trial 1"), probe.stderr
+    assert "0 GPUs" in err[0]
+    assert list(storage.iterdir()) == []
