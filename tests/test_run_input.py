@@ -159,3 +159,33 @@ def test_gpus_asked_of_a_machine_without_one_are_refused_before_ray(tmp_path: Pa
     assert len(err) == 1 and err[0].startswith("error: --gpus-per-trial 1"), probe.stderr
     assert "0 GPUs" in err[0]
     assert list(storage.iterdir()) == []
+
+
+def test_ray_and_optuna_output_stays_out_of_the_terminal_unless_verbose(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20, item 4: Ray's experiment box and /tmp/ray TensorBoard hint (its new output
+    engine prints them at verbose=0), its token-auth notice, Optuna's study line."""
+    import sys
+
+    import optuna
+
+    for name in ("RAY_AIR_NEW_OUTPUT", "RAY_AUTH_MODE", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    before = optuna.logging.get_verbosity()
+    try:
+        environment.driver_env(verbose=True)
+        assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+        environment.driver_env(verbose=False)
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+    finally:
+        optuna.logging.set_verbosity(before)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # restored after the test
+    environment.local_token_auth("10.0.0.9:6379", verbose=False)  # a cluster: as the user set it
+    environment.local_token_auth(None, verbose=True)
+    assert "RAY_AUTH_MODE" not in os.environ
+    environment.local_token_auth(None, verbose=False)  # the mode Ray would pick, named
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's own choice stands
+    environment.local_token_auth(None, verbose=False)
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"

@@ -142,3 +142,35 @@ def test_smoke_search_tells_optuna_which_trials_asha_stopped(smoke_run):
     for t in study.trials:  # every validation is on the curve, at its epoch
         assert t.intermediate_values and max(t.intermediate_values) <= rec.budget.epochs
         assert t.value == t.intermediate_values[max(t.intermediate_values)]
+
+
+def test_without_v_the_terminal_shows_our_lines_and_none_of_rays(clip_root, tmp_path):
+    """Issue 20, item 4. A driver that starts its own Ray (the token-auth notice is a local
+    start's), in a subprocess with nothing of the session's Ray in its environment."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    space = tmp_path / "quiet.yaml"
+    space.write_text(
+        "params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+        "config: {batch_size: 8, use_amp: false}\n"
+        "budget: {epochs: 1, epoch_samples: 64, validation_interval: 1}\n"
+        "scheduler: {type: fifo}\ntrials: 1\ninclude_defaults: false\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AIR_NEW_OUTPUT")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    env["ESPCN_TUNE_CACHE"] = str(tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-m", "tune.run", "--space", str(space), "--storage",
+                           str(tmp_path / "runs"), "--name", "quiet", "--data", str(clip_root)],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "[start]" in out and "=== quiet: 1 trials" in out and "tensorboard --logdir" in out
+    for ray_says in ("Configuration for experiment", "Search algorithm", "/tmp/ray",
+                     "To visualize your results with TensorBoard", "Token authentication",
+                     "View detailed results here", "Started a local Ray instance",
+                     "A new study created"):
+        assert ray_says not in out, (ray_says, out[-4000:])
+

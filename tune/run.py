@@ -303,10 +303,11 @@ def _start_ray_for(spec: SearchSpec, args: argparse.Namespace, run_dir: Path, *,
 
     _prepare_data(spec)
     environment.token_auth_for_address(args.address, args.ray_token_file)
+    environment.local_token_auth(args.address, args.verbose)
     import ray
 
     version.check()
-    environment.driver_env()
+    environment.driver_env(args.verbose)
     if resume:  # what the killed driver's own Ray left behind
         stopped = processes.reap_node(killed_node)
         if stopped:

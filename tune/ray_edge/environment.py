@@ -1,20 +1,51 @@
 """Ray's settings that must be in the environment before ``import ray`` or before the Tuner is
-built: snapshot timing, and the token for a cluster."""
+built: snapshot timing, the token for a cluster, and Ray's own output, which the driver keeps out
+of the terminal unless ``-v`` is given (its lines are `tune.progress`'s)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from trainable.errors import InputError
 
 
-def driver_env() -> None:
+def driver_env(verbose: bool = False) -> None:
     """Ray's settings for the driver, before the Tuner is built."""
     # Experiment state after every result, so a resume after kill -9 repeats nothing.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     # ...which Ray then warns about at every report; the snapshot is tiny next to a trial's work.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if verbose:
+        return
+    # Ray 2.60's default output engine prints its "Configuration for experiment" box (search
+    # algorithm, scheduler, trials) and "To visualize your results with TensorBoard, run:
+    # tensorboard --logdir /tmp/ray/.../driver_artifacts" at any verbosity, verbose=0 included
+    # (ray/tune/experimental/output.py, `experiment_started`); that folder is Ray's staging copy,
+    # and the summary names the run folder instead. The legacy engine, Ray's documented
+    # RAY_AIR_NEW_OUTPUT=0, prints nothing at verbose=0.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Optuna's "A new study created in Journal with name: ..." (INFO) on every start.
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def local_token_auth(address: str | None, verbose: bool) -> None:
+    """Name token auth for a Ray this driver starts itself, so that Ray does not announce it.
+
+    A new local Ray 2.60 turns token auth on by itself when RAY_AUTH_MODE is unset and says so
+    at every start ("Token authentication is enabled for this Ray cluster. Set
+    RAY_AUTH_MODE=disabled to opt out", `_warn_token_auth_enabled`). Setting the mode it would
+    choose anyway, RAY_AUTH_MODE=token (Ray's documented switch), starts the same cluster, token
+    made in ~/.ray/auth_token if missing, without the notice. Only for a local start (a cluster
+    is joined as the user set it up: `token_auth_for_address`), only where the user set no mode,
+    and only before ``import ray``: Ray reads the mode into its config when it is imported."""
+    joins = address or os.environ.get("RAY_ADDRESS")
+    if verbose or joins or "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def token_auth_for_address(address: str | None, token_file: str | None) -> None:
