@@ -227,3 +227,53 @@ def make_legacy(run_dir: Path) -> Path:
         tdir.rename(run_dir / f"run_trial_{tid}_{int(index)}_model_lr={params['model_lr']:.4g}"
                               f"_2026-11-26_10-00-{int(index) % 60:02d}")
     return run_dir
+
+
+REFERENCE_PSNRS = [16.2, 18.6, 18.5, 18.47]  # best at epoch 2, last at epoch 4 of 4
+
+
+def write_reference(run_dir: Path, psnrs: list[float] | None = None, *,
+                    start: float = T0) -> Path:
+    """The reference run's folder as `tune.reference` writes it (the same writers): the source
+    document's defaults beside the search, its result.json stamped as Ray stamps a trial's."""
+    from analysis import run_folder
+
+    folder = run_dir / run_folder.REFERENCE_DIR
+    folder.mkdir(parents=True)
+    config = trial_config(DEFAULTS)
+    run_folder.write_trial_config(folder, config)
+    run_folder.write_params(folder, DEFAULTS)
+    rows, best, best_epoch = [], -1.0, 0
+    for i, psnr in enumerate(psnrs or REFERENCE_PSNRS):
+        epoch = i + 1
+        if psnr > best:
+            best, best_epoch = psnr, epoch
+        rows.append({
+            "epoch": epoch, "samples": 512 * epoch, "max_epochs": len(psnrs or REFERENCE_PSNRS),
+            "psnr": psnr, "ssim": 0.5 + psnr / 200, "bicubic_psnr": BICUBIC_PSNR,
+            "bicubic_ssim": BICUBIC_SSIM, "gain_db": psnr - BICUBIC_PSNR, "best_psnr": best,
+            "best_epoch": best_epoch, "loss": 0.05 / epoch, "lr": 0.01,
+            "status": "completed" if epoch == len(psnrs or REFERENCE_PSNRS) else "running",
+            "trial_id": run_folder.REFERENCE_DIR, "trial_config": config,
+            "training_iteration": epoch, "timestamp": start + 7.0 * epoch,
+            "time_total_s": 7.0 * epoch})
+    run_folder.write_results(folder, rows)
+    write_checkpoint(folder / "checkpoint_latest", len(rows), rows[-1]["psnr"], config, seed=7)
+    return folder
+
+
+def write_run_with_reference(root: Path, name: str = "withref") -> Path:
+    """Four searched trials and the reference run beside them (no trial ran the defaults).
+
+    Trial 0 completed (26.8, the winner); 1 stopped at rung 1; 2 stopped at rung 2; 3 completed.
+    The reference starts with the run and reaches its best (18.6) at epoch 2 of 4."""
+    run = root / name
+    write_meta(run)
+    p = {"model_lr": 0.02, "lr_scheduler_gamma": 0.05, "lr_scheduler_milestones": [0.5, 0.8],
+         "batch_size": 32}
+    write_trial(run, 0, p, [24.5, 25.5, 26.3, 26.8], checkpoint_epochs=(4,))
+    write_trial(run, 1, {**p, "model_lr": 1e-4}, [20.0])
+    write_trial(run, 2, {**p, "model_lr": 3e-3}, [22.0, 23.0])
+    write_trial(run, 3, {**p, "model_lr": 5e-2, "batch_size": 8}, [23.0, 24.0, 24.5, 25.0])
+    write_reference(run)
+    return run

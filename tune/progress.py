@@ -34,7 +34,8 @@ class ProgressPrinter(Callback):
         self._best = (-math.inf, "")
 
     def _reference(self) -> str:
-        """' | reference 25.1 dB at epoch 6' when the reference run has reported; '' before."""
+        """' | reference 25.1 dB at epoch 6' when the reference run has reported ('' before):
+        its best PSNR so far and the epoch it was reached at, as the leaderboard gives them."""
         if self._reference_dir is None:
             return ""
         from pathlib import Path
@@ -49,7 +50,8 @@ class ProgressPrinter(Callback):
             self._print(f"[epoch {r['epoch']:>3}/{self.max_epochs}] reference (source defaults)  "
                         f"PSNR {r.get('psnr', math.nan):7.3f} dB  gain "
                         f"{r.get('gain_db', math.nan):+.3f} dB  {r.get('status', '')}")
-        return f" | reference {r.get('best_psnr', math.nan):.3f} dB at epoch {r.get('epoch')}"
+        return (f" | reference {r.get('best_psnr', math.nan):.3f} dB at epoch "
+                f"{r.get('best_epoch', r.get('epoch'))}")
 
     def _params(self, sampled: Mapping[str, Any]) -> str:
         try:

@@ -49,9 +49,11 @@ def summarise(grid: Any, spec: SearchSpec, run_dir: Path, rec: RunRecord) -> Bes
         print(f"  {name}: {best.config[name]}")
     if defaults is not None:
         d = defaults
-        print(f"source document's defaults ({d['trial_id']}, epoch {d.get('epoch')}/"
-              f"{d.get('max_epochs')}): PSNR {_best_psnr(d):.3f} dB ({d.get('status')}), "
-              f"winner {_best_psnr(m) - _best_psnr(d):+.3f} dB over them")
+        # Its best PSNR at the epoch it was reached, as for the winner and in the leaderboard.
+        print(f"source document's defaults: {d['trial_id']}  PSNR {_best_psnr(d):.3f} dB at "
+              f"epoch {d.get('best_epoch', d.get('epoch'))} / {d.get('max_epochs')}  "
+              f"({d.get('status')} after {d.get('epoch')} epochs, winner "
+              f"{_best_psnr(m) - _best_psnr(d):+.3f} dB over them)")
     elif spec.include_defaults:
         print("source document's defaults: the reference run left no result")
     at_edges = _edge_warnings(ranked, spec)
