@@ -249,18 +249,30 @@ class _DeviceGather:
 
         self.total = int(counts.sum())
         bounds = np.cumsum(counts)
-        self.bounds, self.starts = table(bounds), table(bounds - counts)
-        self.lr_base = table(np.cumsum([0] + [g.lr.size for g in data.groups])[:-1])
-        self.hr_base = table(np.cumsum([0] + [g.hr.size for g in data.groups])[:-1])
-        self.n_t = table([g.lr.shape[1] for g in data.groups])
-        self.h = table([g.lr.shape[2] for g in data.groups])
-        self.w = table([g.lr.shape[3] for g in data.groups])
-        self.n_centres = table([len(g.centres) for g in data.groups])
-        self.centre_start = table(np.cumsum([0] + [len(g.centres) for g in data.groups])[:-1])
+        self.bounds = table(bounds)
         self.centres = table([c for g in data.groups for c in g.centres])
         self.offsets = table(np.arange(frames) - frames // 2)
+        # Every per-group number a sample needs, one row each: one lookup serves them all (each
+        # operator call is a kernel launch on a GPU, where launches bound the step).
+        sc = data.scale
+        shapes = np.array([g.lr.shape for g in data.groups], dtype=np.int64)  # (n, t, h, w)
+        n_t, h, w = shapes[:, 1], shapes[:, 2], shapes[:, 3]
+        n_centres = np.array([len(g.centres) for g in data.groups], dtype=np.int64)
+        self.per_group = table(np.stack([
+            bounds - counts,  # first sample of the group
+            n_centres,
+            np.cumsum(np.concatenate([[0], n_centres]))[:-1],  # the group's first centre
+            n_t, n_t - 1,
+            h - patch + 1, w - patch + 1,  # crop positions
+            w, w * sc,  # row strides
+            h * w, h * w * sc * sc,  # frame sizes
+            np.cumsum([0] + [g.lr.size for g in data.groups])[:-1],  # where the group starts
+            np.cumsum([0] + [g.hr.size for g in data.groups])[:-1],
+        ]))
         self.ar_lr = torch.arange(patch, device=storage)
         self.ar_hr = torch.arange(patch * data.scale, device=storage)
+        self.ar_lr_flipped, self.ar_hr_flipped = self.ar_lr.flip(0), self.ar_hr.flip(0)
+        self.h = table(h)  # for the loss mask
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         """-> uint8 LR ``(B, frames, p, p)`` and HR ``(B, 1, p*s, p*s)`` on the storage device,
@@ -285,29 +297,35 @@ class _DeviceGather:
                ) -> tuple[torch.Tensor, ...]:
         """The patches that :meth:`draw`'s numbers name, for any number of samples: the
         deterministic part of a draw (a fused group gathers all its members' samples at once)."""
-        p, sc = self.patch, self.scale
-        fv, fh, tr = flips
-        group = torch.searchsorted(self.bounds, target, right=True)
-        local = target - self.starts[group]
-        n_centres, n_t = self.n_centres[group], self.n_t[group]
-        h, w = self.h[group], self.w[group]
+        sc = self.scale
+        n = target.shape[0]
+        # Every per-sample number as an (n, 1) column, so that it broadcasts against the frame
+        # offsets and pixel ranges without more reshaping (each reshape is an operator call).
+        fv, fh, tr = (flips != 0)[:, :, None].unbind(0)
+        group = torch.searchsorted(self.bounds, target, right=True)[:, None]
+        (start, n_centres, centre_start, n_t, last_t, y_span, x_span, w, w_hr, hw, hw_hr,
+         lr_base, hr_base) = self.per_group[:, group].unbind(0)
+        local = target[:, None] - start
         clip = local // n_centres
-        centre = self.centres[self.centre_start[group] + local % n_centres]
-        y0 = (crop_u[0] * (h - p + 1)).long()
-        x0 = (crop_u[1] * (w - p + 1)).long()
+        centre = self.centres[centre_start + local % n_centres]
+        u_y, u_x = crop_u[:, :, None].unbind(0)
+        y0, x0 = (u_y * y_span).long(), (u_x * x_span).long()
         frame = clip * n_t + centre  # index of the target frame in the group's (n*t) axis
-        window = torch.minimum((centre[:, None] + self.offsets).clamp_(min=0), n_t[:, None] - 1)
-        times = clip[:, None] * n_t[:, None] + window
-        first, second = _dihedral_offsets(self.ar_lr, y0, x0, fv, fh, tr, w[:, None])
-        lr_idx = ((self.lr_base[group][:, None] + times * (h * w)[:, None])[:, :, None, None]
-                  + first[:, None, :, None] + second[:, None, None, :])
-        first, second = _dihedral_offsets(self.ar_hr, y0 * sc, x0 * sc, fv, fh, tr, w[:, None] * sc)
-        hr_idx = ((self.hr_base[group] + frame * (h * w * sc * sc))[:, None, None]
-                  + first[:, :, None] + second[:, None, :])
-        out = (self.lr.take(lr_idx), self.hr.take(hr_idx)[:, None])
+        times = clip * n_t + torch.minimum((centre + self.offsets).clamp_(min=0), last_t)
+        first, second = _flipped_offsets(self.ar_lr, self.ar_lr_flipped, y0, x0, fv, fh, tr, w)
+        p, t = self.ar_lr.shape[0], times.shape[1]
+        lr_idx = ((lr_base + times * hw).view(n, t, 1, 1) + first.view(n, 1, p, 1)
+                  + second.view(n, 1, 1, p))
+        first, second = _flipped_offsets(self.ar_hr, self.ar_hr_flipped, y0 * sc, x0 * sc,
+                                         fv, fh, tr, w_hr)
+        big = p * sc
+        hr_idx = ((hr_base + frame * hw_hr).view(n, 1, 1) + first.view(n, big, 1)
+                  + second.view(n, 1, big))
+        out = (self.lr.take(lr_idx), self.hr.take(hr_idx).view(n, 1, big, big))
         if not self.border:
             return out
-        return out + (_loss_mask(self.ar_lr, y0, x0, h, w, self.border, fv, fh, tr),)
+        h = self.h[group[:, 0]]
+        return out + (_loss_mask(self.ar_lr, y0[:, 0], x0[:, 0], h, w[:, 0], self.border, *flips),)
 
 
 def _one_buffer(arrays: list[np.ndarray], storage: torch.device) -> torch.Tensor:
@@ -378,6 +396,14 @@ def _loss_mask(ar, y0, x0, h, w, border, flip_v, flip_h, transpose):
     tr = transpose[:, None] != 0
     first, second = where(tr, cols, rows), where(tr, rows, cols)
     return first[:, :, None] & second[:, None, :]
+
+
+def _flipped_offsets(ar, ar_flipped, y0, x0, flip_v, flip_h, transpose, width):
+    """:func:`_dihedral_offsets` for torch, in fewer operator calls: every per-sample argument
+    an (n, 1) column, the flips bools, the reversed arange given (the same numbers)."""
+    rows = (y0 + torch.where(flip_v, ar_flipped, ar)) * width
+    cols = x0 + torch.where(flip_h, ar_flipped, ar)
+    return torch.where(transpose, cols, rows), torch.where(transpose, rows, cols)
 
 
 def _dihedral_offsets(ar, y0, x0, flip_v, flip_h, transpose, width):
