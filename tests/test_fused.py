@@ -112,7 +112,7 @@ def test_each_member_draws_exactly_its_solo_patches_wherever_it_is_in_its_stream
     # Chunks of 3 batches and windows of 2: windows cross chunk boundaries, and the members sit
     # at different places of their chunks (one resumed 4 batches in, one joins later).
     monkeypatch.setattr(sampler, "_CHUNK_HR_PIXELS", 3 * 8 * 32 * 32)
-    cfg = _cfg(loss_border=border)
+    cfg = _cfg(loss_border=border, residual=False)  # the targets are then the HR patches
     group = FusedTrainer(cfg, tiny_train, tiny_val, 3, window_hr_pixels=2 * 8 * 3 * 32 * 32)
     assert group._streams.per == 3 and group._streams.window == 2
     streams = group._streams
@@ -126,14 +126,16 @@ def test_each_member_draws_exactly_its_solo_patches_wherever_it_is_in_its_stream
 
     def check(active, steps):
         for _ in range(steps):
-            (lr, _, hr, *mask), = streams.next_batches(active, 1, horizon=9)
+            (batch,) = streams.next_batches(active, 1, horizon=9)
             for slot in active:
                 want = solo[slot].sample(8)
-                assert torch.equal(lr[:, 3 * slot:3 * slot + 3], want[0])
-                assert torch.equal(torch.div(hr[:, slot:slot + 1], 255.0), want[1])
+                assert torch.equal(batch.x[:, 3 * slot:3 * slot + 3], want[0])
+                assert torch.equal(batch.target[:, slot:slot + 1], want[1])
                 if border:
-                    m = mask[0][:, slot, :, 0, :, 0].repeat_interleave(4, 1).repeat_interleave(4, 2)
+                    m = batch.mask[:, slot, :, 0, :, 0]
+                    m = m.repeat_interleave(4, 1).repeat_interleave(4, 2)
                     assert torch.equal(m[:, None], want[2])
+                    assert batch.weight[0, slot].item() == pytest.approx(1 / want[2].sum().item())
 
     check([0, 2], 5)
     group.add(1, cfg.replace(seed=13))  # joins at its stream's start, the others mid-chunk
