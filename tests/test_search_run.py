@@ -174,3 +174,54 @@ def test_without_v_the_terminal_shows_our_lines_and_none_of_rays(clip_root, tmp_
                      "A new study created"):
         assert ray_says not in out, (ray_says, out[-4000:])
 
+
+
+def _event_files(folder: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """The scalar tags of the event files directly in ``folder`` with their steps, and the
+    HParams they hold (name -> value as text)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    scalars: dict[str, list[int]] = {}
+    hparams: dict[str, str] = {}
+    for f in sorted(folder.glob("events.out.tfevents*")):
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                plugin = v.metadata.plugin_data
+                if plugin.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
+                    if data.HasField("session_start_info"):
+                        for k, x in data.session_start_info.hparams.items():
+                            kind = x.WhichOneof("kind")
+                            hparams[k] = str(getattr(x, kind))
+                elif plugin.plugin_name == "scalars":
+                    scalars.setdefault(v.tag, []).append(event.step)
+    return scalars, hparams
+
+
+def test_the_reference_runs_tensorboard_curves_overlay_the_trials(smoke_run):
+    """Issue 20, item 8: the reference run's event files carry the tags Ray's logger writes for
+    a trial, at the same steps, with HParams of the searched parameters; its time stamps are
+    counted from its own start, as Ray counts a trial's (item 7)."""
+    from analysis.tables import load_run
+
+    rec = record.read(smoke_run)
+    assert rec.budget is not None
+    trial_tags, trial_hparams = _event_files(_trial_dirs(smoke_run)[0])
+    ref_tags, ref_hparams = _event_files(smoke_run / "reference")
+    assert not (smoke_run / "reference" / "tb").exists()
+    epochs = list(range(1, rec.budget.epochs + 1))
+    for tag in ("ray/tune/psnr", "ray/tune/ssim", "ray/tune/loss", "ray/tune/gain_db"):
+        assert ref_tags[tag] == epochs and tag in trial_tags
+    assert set(ref_tags) <= set(trial_tags)
+    # What only a trial has is Ray's own bookkeeping of it.
+    ray_own = {"done", "should_checkpoint", "time_this_iter_s", "time_since_restore",
+               "iterations_since_restore"}
+    assert {t.removeprefix("ray/tune/") for t in set(trial_tags) - set(ref_tags)} <= ray_own
+    assert set(ref_hparams) == set(trial_hparams) and ref_hparams["model_lr"] == "0.01"
+    assert ref_hparams["lr_scheduler_milestones"] == "[0.1, 0.8]"
+    started = json.loads((smoke_run / "reference" / "placement.jsonl").read_text()
+                         .splitlines()[0])["started"]
+    ref = load_run(smoke_run).trial("reference")
+    assert ref["started_at"] == pytest.approx(started, abs=1.0)
+    assert ref["time_s"] > 0 and ref["ended_at"] > ref["started_at"]

@@ -13,9 +13,10 @@ a Ray task that TPE and ASHA never see, in ``RUN_DIR/reference/``.
 That folder looks like a trial's to ``analysis``, written by the same writers
 (`analysis.run_folder`): ``trial_config.json``, ``params.json`` (its values of the searched
 parameters; nothing was sampled), ``placement.jsonl``, ``result.json`` (one line per validation,
-the keys a trial reports, with the time stamps Ray adds to a trial's) and its latest training
-state in ``checkpoint_latest/`` (``trainer.pt`` + ``meta.json``), which a resumed search
-continues from.
+the keys a trial reports, with the time stamps Ray adds to a trial's), TensorBoard event files
+written by Ray's own logger as for a trial (`tune.ray_edge.loggers.FolderLogger`: the same tags,
+and HParams) and its latest training state in ``checkpoint_latest/`` (``trainer.pt`` +
+``meta.json``), which a resumed search continues from.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import run_folder
+from analysis.record import ParamRange
 from analysis.run_folder import REFERENCE_DIR
 from trainable.config import TrainConfig
 
@@ -59,45 +61,52 @@ def latest(run_dir: Path) -> dict[str, Any] | None:
     return rows[-1] if rows else None
 
 
-def train_reference(cfg: TrainConfig, out: str, searched: Sequence[str] = (),
+def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (),
                     gpus: float = 0.0) -> dict[str, Any] | None:
     """Train ``cfg`` to the end of its budget in ``out``, continuing from the state a killed search
     left there. Returns the last result line. Runs inside a Ray task (no Tune session) with one
-    trial's resources; ``gpus`` below 1 caps its CUDA memory at that share, as a trial's."""
+    trial's resources; ``gpus`` below 1 caps its CUDA memory at that share, as a trial's.
+    ``params`` are the search's parameters: their values here go to params.json and HParams."""
     from trainable.loop import Trainer
     from trainable.store import open_split
+    from tune.ray_edge.loggers import FolderLogger
     from tune.trial import cap_gpu_memory, placement
 
     info = {**placement(), "gpu_memory_fraction": cap_gpu_memory(gpus)}
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     values = cfg.to_dict()
+    searched = {p.name: values[p.name] for p in params}
     run_folder.write_trial_config(folder, values)
-    run_folder.write_params(folder, {name: values[name] for name in searched})
+    run_folder.write_params(folder, searched)
     train = open_split(cfg.data, "train", scale=cfg.scale, data_lr=cfg.data_lr,
                        cache_dir=cfg.cache_dir)
     val = open_split(cfg.data, "val", scale=cfg.scale, data_lr=cfg.data_lr,
                      cache_dir=cfg.cache_dir)
-    # Its curves beside the trials' in `tensorboard --logdir RUN_DIR`.
-    trainer = Trainer(cfg, train, val, log_dir=folder / "tb")
+    trainer = Trainer(cfg, train, val)
     state = folder / _CHECKPOINT / _STATE
     if state.is_file():
         trainer.load(state)
         info["resumed_from_epoch"] = trainer.epoch
         log.info("reference run continues from epoch %d", trainer.epoch)
-    stamps = _Stamps(run_folder.read_results(folder))
+    # Seconds since this start, as Ray counts a trial's time_total_s from its function's start.
+    stamps = _Stamps(run_folder.read_results(folder), start=info["started"])
+    # Its curves beside the trials' in `tensorboard --logdir RUN_DIR`, under the trials' tags.
+    tensorboard = FolderLogger(tuple(params), folder, searched)
 
     def on_validation(result: Any, tr: Trainer) -> None:
         # The state first, then the results rewritten from the state's own history: a kill
         # between the two leaves a state whose history the next start writes out again.
         stamps.add(result.epoch)
         _save_state(tr, result, folder)
-        _write_results(folder, tr.history, cfg, stamps)
+        rows = _write_results(folder, tr.history, cfg, stamps)
+        tensorboard.result(rows[-1])
 
     _write_results(folder, trainer.history, cfg, stamps)
     try:
         trainer.run(on_validation)
     finally:
+        tensorboard.end()
         trainer.close()
         run_folder.append_placement(folder, {**info, "finished": time.time()})
     return trainer.history[-1] if trainer.history else None
@@ -108,12 +117,12 @@ class _Stamps:
     training (``time_total_s``), as Ray stamps a trial's results; kept across a resume from the
     result.json written before it."""
 
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, rows: list[dict[str, Any]], start: float | None = None) -> None:
         self.by_epoch = {int(r["epoch"]): (r.get("timestamp"), r.get("time_total_s"))
                          for r in rows if isinstance(r.get("epoch"), int)}
         done = [t for _, t in self.by_epoch.values() if isinstance(t, int | float)]
         self.before = max(done, default=0.0)  # seconds trained before this start
-        self.start = time.time()
+        self.start = time.time() if start is None else start
 
     def add(self, epoch: int) -> None:
         now = time.time()
@@ -134,10 +143,12 @@ def _save_state(trainer: Any, result: Any, folder: Path) -> None:
 
 
 def _write_results(folder: Path, history: list[dict[str, Any]], cfg: TrainConfig,
-                   stamps: _Stamps) -> None:
+                   stamps: _Stamps) -> list[dict[str, Any]]:
+    """The whole result.json from the history; returns its rows."""
     rows = []
     for i, row in enumerate(history, 1):
         stamp, total = stamps.by_epoch.get(int(row["epoch"]), (None, None))
         rows.append({**row, "trial_id": REFERENCE_ID, "trial_config": cfg.to_dict(),
                      "training_iteration": i, "timestamp": stamp, "time_total_s": total})
     run_folder.write_results(folder, rows)
+    return rows

@@ -225,7 +225,7 @@ def _start_reference(spec: SearchSpec, run_dir: Path) -> Any:
                       max_retries=2)(reference.train_reference)
     log.info("reference run (the source document's defaults at this budget) in %s",
              reference.reference_dir(run_dir))
-    return task.remote(cfg, str(reference.reference_dir(run_dir)), [p.name for p in spec.params],
+    return task.remote(cfg, str(reference.reference_dir(run_dir)), spec.params,
                        spec.gpus_per_trial)
 
 
