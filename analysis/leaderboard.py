@@ -7,9 +7,11 @@ last whatever their PSNR (a crash must never win), after the trials that reporte
 
 ``tied`` says whether a trial is statistically indistinguishable from the winner on the same
 validation frames: the paired per-frame PSNR differences of its ranked validation to the winner's
-have a mean within two standard errors of zero. The winner is its own reference (True); where
-either lacks per-frame PSNRs (older runs), their counts differ or the trial is not scored, no tie
-is claimed either way (missing).
+have a mean within two standard errors of zero. The winner is the reference of that comparison
+(``tie_reference``); where either lacks per-frame PSNRs (older runs), their counts differ or the
+trial is not scored, no tie is claimed either way (missing). The leaderboard and trials.parquet
+mark the same: "ref" for the winner, "yes" or "no" for the others, blank (null) where no tie is
+claimed (`tie_marks`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ _SCOPE_WORDS = {
 
 def rank(trials: pd.DataFrame, scope: str = "best") -> pd.DataFrame:
     """The trials table sorted best first, with ``rank``, ``psnr``, ``ssim``, ``epoch`` (the epoch
-    the scored validation happened at) and ``gain`` (over bicubic) for the chosen scope."""
+    the scored validation happened at) and ``gain`` (over bicubic) for the chosen scope, ``tied``
+    and ``tie_reference`` (the winner, whom ``tied`` compares with)."""
     psnr, ssim, epoch, gain = _scope_columns(scope)
     out = trials.copy()
     out["psnr"] = out[psnr].astype(float)
@@ -58,6 +61,7 @@ def rank(trials: pd.DataFrame, scope: str = "best") -> pd.DataFrame:
     reference = frames[top[0]] if top else None
     out["tied"] = pd.array([tied_with(reference, f) if tier == 0 else None
                             for tier, f in zip(out["_tier"], frames, strict=True)], dtype="boolean")
+    out["tie_reference"] = [i in top for i in range(len(out))]
     out = out.drop(columns=["_tier"])
     out.insert(0, "rank", range(1, len(out) + 1))
     return out
@@ -76,12 +80,20 @@ def tied_with(reference: Sequence[float] | None, frames: Sequence[float] | None)
     return abs(statistics.fmean(diff)) <= 2 * se
 
 
+def tie_marks(ranked: pd.DataFrame) -> list[str | None]:
+    """`rank`'s ties in words, one per row: "ref" (the winner, whom the others are compared
+    with), "yes", "no", or None where no tie is claimed."""
+    return [None if tied is pd.NA else "ref" if ref else "yes" if tied else "no"
+            for ref, tied in zip(ranked["tie_reference"], ranked["tied"], strict=True)]
+
+
 def tied_column(run: Run, scope: str = "best") -> pd.Series:
-    """`rank`'s ``tied`` aligned with ``run.trials`` (creation order), for trials.parquet."""
+    """The leaderboard's tie marks (`tie_marks`) aligned with ``run.trials`` (creation order),
+    for trials.parquet: the same words in both."""
     ranked = rank(run.trials, scope)
-    by_trial = dict(zip(ranked["trial"], ranked["tied"], strict=True))
+    by_trial = dict(zip(ranked["trial"], tie_marks(ranked), strict=True))
     return pd.Series([by_trial[t] for t in run.trials["trial"]], index=run.trials.index,
-                     dtype="boolean")
+                     dtype="string")
 
 
 def winner(run: Run, scope: str = "best") -> pd.Series:
@@ -135,14 +147,15 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
              "PSNR" if scope == "best" else "last PSNR", "SSIM",
              "at epoch", "epochs", "gain dB", "tied", "outcome"]
     rows = []
-    for _, t in ranked.iterrows():
+    marks = tie_marks(ranked)
+    for (_, t), mark in zip(ranked.iterrows(), marks, strict=True):
         outcome = str(t["outcome"]) + (
             " [reference: source defaults]"
             if t.get("is_reference", False) is True else " [defaults]" if t["is_defaults"] else "")
         rows.append([str(t["rank"]), str(t["trial"]), *(format_value(t[c]) for _, c in params),
                      _fixed(t["psnr"], 2), _fixed(t["ssim"], 4), format_value(t["epoch"]),
                      str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True),
-                     _tie_mark(t), outcome])
+                     mark or "", outcome])
     return heads, rows
 
 
@@ -166,15 +179,6 @@ def _scope_columns(scope: str) -> tuple[str, str, str, str]:
 
 def _is_frames(v: Any) -> bool:
     return isinstance(v, Sequence) and not isinstance(v, str)
-
-
-def _tie_mark(t: pd.Series) -> str:
-    """The winner is the reference (ref), the others yes or no; blank where no tie is claimed."""
-    if t["tied"] is pd.NA:
-        return ""
-    if t["rank"] == 1:
-        return "ref"
-    return "yes" if t["tied"] else "no"
 
 
 def _fixed(v: Any, digits: int, signed: bool = False) -> str:

@@ -71,9 +71,11 @@ def test_printed_leaderboard_and_trials_table_carry_the_marks(
                      SHORT: ""}
     assert main([str(tie_run), "--no-report", "--tables-dir", str(tmp_path)]) == 0
     assert " tied " in capsys.readouterr().out
+    # trials.parquet holds the same words as the leaderboard (issue 20, item 7: the winner was
+    # True there and "ref" here).
     table = pq.read_table(tmp_path / "trials.parquet").to_pandas().set_index("trial")["tied"]
-    assert table[WORSE] == False and table[NOISY] == True  # noqa: E712 - nullable booleans
-    assert table.isna()[MISSING]
+    assert {t: None if pd.isna(v) else v for t, v in table.items()} == {
+        t: m or None for t, m in marks.items()}
 
 
 def test_tied_with_needs_paired_frames() -> None:
@@ -82,3 +84,22 @@ def test_tied_with_needs_paired_frames() -> None:
     assert leaderboard.tied_with(BASE, None) is None
     assert leaderboard.tied_with(BASE, BASE[:-1]) is None
     assert leaderboard.tied_with([30.0], [29.0]) is None
+
+
+def test_the_reference_mark_goes_to_the_winner_even_when_the_reference_run_ranks_first(
+        tmp_path: Path) -> None:
+    """The reference run beside the search is never the winner: ties are against the best
+    searched trial, and that trial is the one marked "ref", whatever its rank."""
+    run_dir = tmp_path / "refwins"
+    fx.write_meta(run_dir)
+    fx.write_trial(run_dir, 0, {**fx.DEFAULTS, "model_lr": 1e-3}, [29.0],
+                   psnr_frames=[shifted(-1.0)])
+    fx.write_trial(run_dir, 1, {**fx.DEFAULTS, "model_lr": 2e-3}, [28.9],
+                   psnr_frames=[shifted(-1.0, NOISE)])
+    fx.write_reference(run_dir, [31.0])
+    rows = {r[1]: r for r in leaderboard.table_rows(load_run(run_dir))[1]}
+    heads = leaderboard.table_rows(load_run(run_dir))[0]
+    col = heads.index("tied")
+    assert rows["reference"][0] == "1"  # ranked first, but not the tie reference
+    assert rows[fx.trial_id(0)][col] == "ref" and rows[fx.trial_id(1)][col] == "yes"
+    assert rows["reference"][col] == ""  # it recorded no per-frame PSNR
