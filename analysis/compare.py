@@ -55,7 +55,7 @@ def _yes(flag: bool) -> str:
 
 
 def _trials(s: RunSummary) -> str:
-    return f"{s.n_trials} (" + ", ".join(f"{n} {k}" for k, n in s.outcomes.items()) + ")"
+    return s.trials_text()
 
 
 def _defaults(s: RunSummary) -> str:

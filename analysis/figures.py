@@ -24,7 +24,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from analysis import _io
 from analysis.importance import Importance, is_log
-from analysis.leaderboard import format_value
+from analysis.leaderboard import counted, format_value
 from analysis.tables import Run
 
 _STYLE = {  # outcome family -> (colour, line style, label)
@@ -75,7 +75,7 @@ def learning_curves(run: Run, winner: str, path: Path) -> Path:
     samples = run.record.budget.epoch_samples if run.record.budget else "?"
     ax.set_xlabel(f"epoch ({samples} training samples each)")
     ax.set_ylabel("validation PSNR (dB)")
-    ax.set_title(f"{run.name}: learning curves of {len(run.trials)} trials")
+    ax.set_title(f"{run.name}: learning curves of {counted(run.trials)}")
     return _save(fig, path)
 
 

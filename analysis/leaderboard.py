@@ -119,14 +119,20 @@ def no_finished_trials_message(run: Run) -> str:
             f"without erroring ({errored} errored); nothing to rank")
 
 
+def counted(trials: pd.DataFrame) -> str:
+    """"6 trials and the reference run": how every output counts a run's trials (the reference
+    run beside the search is no trial of it)."""
+    n = int((~is_reference(trials)).sum())
+    also = " and the reference run" if n < len(trials) else ""
+    return f"{n} trial{'' if n == 1 else 's'}{also}"
+
+
 def header(run: Run, scope: str = "best") -> str:
     _scope_columns(scope)
-    n = int((~is_reference(run.trials)).sum())
-    also = " and the reference run" if n < len(run.trials) else ""
     state = "finished" if run.finished else "NOT finished (running or interrupted)"
     bicubic = run.trials["bicubic_psnr"].dropna()
     baseline = "" if bicubic.empty else f"; bicubic {bicubic.median():.2f} dB with the same code"
-    return (f"Run {run.name} ({state}): {n} trial(s){also} ranked by {_SCOPE_WORDS[scope]}; "
+    return (f"Run {run.name} ({state}): {counted(run.trials)} ranked by {_SCOPE_WORDS[scope]}; "
             f"errored trials last.\nEvaluation: {run.evaluation}{baseline}.")
 
 

@@ -151,8 +151,10 @@ def _facts(run: Run, s: RunSummary) -> str:
         ("searched", "; ".join(f"{p.name}: {p.describe()}" for p in run.ranges())),
         ("started / finished", f"{r.started} / {r.finished or 'not finished'}"),
         ("wall time", format_duration(s.wall_time_s)),
-        ("trials", f"{s.n_trials}: " + ", ".join(f"{n} {k}" for k, n in s.outcomes.items())),
-        ("training samples, all trials", f"{s.total_samples:,}"),
+        ("trials", s.trials_text()),
+        ("training samples, all trials", f"{s.total_samples:,}" + (
+            f" (and {s.reference_samples:,} for the reference run)"
+            if s.reference_outcome is not None else "")),
         ("budget per trial", f"{b.epochs} epochs of {b.epoch_samples} samples, validation every "
                              f"{b.validation_interval}" if b else "not recorded"),
         ("scheduler", sched.type + (f", grace {sched.grace_period}, reduction factor "

@@ -32,8 +32,8 @@ class RunSummary:
     scope: str
     finished: bool
     evaluation: str
-    n_trials: int
-    outcomes: dict[str, int]
+    n_trials: int  # the search's trials; the reference run beside it is no trial of it
+    outcomes: dict[str, int]  # of those trials, most common first
     winner: str
     psnr: float
     ssim: float
@@ -46,20 +46,31 @@ class RunSummary:
     winner_config: dict[str, Any]
     defaults: DefaultsComparison | None
     edge_warnings: list[str]  # searched parameters whose best values sit at an edge of the range
+    reference_outcome: str | None = None  # the reference run's outcome; None: there was none
+    reference_samples: int = 0  # training samples it consumed
+
+    def trials_text(self) -> str:
+        """"6: 4 completed, 2 stopped early; and the reference run (completed)"."""
+        text = f"{self.n_trials}: " + ", ".join(f"{n} {k}" for k, n in self.outcomes.items())
+        if self.reference_outcome is not None:
+            text += f"; and the reference run ({self.reference_outcome})"
+        return text
 
 
 def summarise(run: Run, scope: str = "best") -> RunSummary:
     """Raises RunFolderError when no trial finished a validation without error."""
     win = leaderboard.winner(run, scope)
     ranked = leaderboard.rank(run.trials, scope)
+    is_ref = leaderboard.is_reference(run.trials)
+    searched, refs = run.trials[~is_ref], run.trials[is_ref]
     families = Counter("stopped early" if o.startswith("stopped") else o
-                       for o in run.trials["outcome"])
+                       for o in searched["outcome"])
     return RunSummary(
         name=run.name,
         scope=scope,
         finished=run.finished,
         evaluation=run.evaluation,
-        n_trials=len(run.trials),
+        n_trials=len(searched),
         outcomes=dict(families.most_common()),
         winner=str(win["trial"]),
         psnr=float(win["psnr"]),
@@ -67,12 +78,14 @@ def summarise(run: Run, scope: str = "best") -> RunSummary:
         epoch=int(win["epoch"]),
         gain_over_bicubic=float(win["gain"]),
         bicubic_psnr=float(win["bicubic_psnr"]),
-        total_samples=int(run.trials["samples_trained"].sum()),
+        total_samples=int(searched["samples_trained"].sum()),
         wall_time_s=run.wall_time_s(),
         winner_params={n: _plain(win[c]) for n, c in run.param_columns.items()},
         winner_config=json.loads(win["config"]) if isinstance(win["config"], str) else {},
         defaults=_defaults(run, ranked, win, scope),
         edge_warnings=edge_warnings(run, scope),
+        reference_outcome=str(refs["outcome"].iloc[0]) if not refs.empty else None,
+        reference_samples=int(refs["samples_trained"].sum()),
     )
 
 

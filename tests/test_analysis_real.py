@@ -99,7 +99,7 @@ def test_leaderboard_of_the_real_run(smoke_run: Path, analysed) -> None:
     assert rows[0][1] == _best_trial(raw)  # computed from the raw lines
     assert "stopped by ASHA" in stdout
     assert len(ref) == 1 and "[reference: source defaults]" in " ".join(ref[0])
-    assert "6 trial(s) and the reference run" in stdout
+    assert "6 trials and the reference run" in stdout
     meta = json.loads((smoke_run / "espcn_tune.record").read_text())
     assert meta["evaluation"] in stdout
 

@@ -47,3 +47,36 @@ def test_the_reference_runs_psnr_is_given_at_the_epoch_it_was_reached_everywhere
     line = next(ln for ln in capsys.readouterr().out.splitlines()
                 if ln.startswith("source document's defaults"))
     assert "PSNR 18.600 dB at epoch 2 / 4" in line and "after 4 epochs" in line
+
+
+def test_every_output_counts_the_trials_and_the_reference_run_apart(
+        ref_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 11: the report said "trials 5: 3 completed, 2 stopped early" (the reference counted
+    as a completed trial) where the leaderboard said "4 trial(s) and the reference run"."""
+    import re
+
+    from analysis import figures
+    from analysis.compare import render_comparison
+    from analysis.report import write_report
+    from analysis.summary import summarise
+
+    run = load_run(ref_run)
+    s = summarise(run)
+    assert (s.n_trials, s.outcomes, s.reference_outcome) == (
+        4, {"completed": 2, "stopped early": 2}, "completed")
+    words = "4 trials and the reference run"
+    assert words in leaderboard.header(run)
+    titles: list[str] = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: titles.extend(
+        ax.get_title() for ax in fig.axes) or path)
+    figures.learning_curves(run, s.winner, tmp_path / "lc.png")
+    assert any(t.endswith(f"learning curves of {words}") for t in titles)
+    monkeypatch.undo()
+    from analysis import pictures
+
+    monkeypatch.setattr(pictures, "draw", lambda *a, **k: pictures.Pictures(None))  # no data
+    page = write_report(run, tmp_path / "report").read_text()
+    facts = dict(re.findall(r"<tr><th>([^<]*)</th><td>([^<]*)</td></tr>", page))
+    assert facts["trials"] == "4: 2 completed, 2 stopped early; and the reference run (completed)"
+    assert facts["training samples, all trials"] == "5,632 (and 2,048 for the reference run)"
+    assert "4: 2 completed, 2 stopped early; and the reference run" in render_comparison(run, run)
