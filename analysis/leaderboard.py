@@ -149,7 +149,9 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
     """Column heads and formatted cells of the ranked trials (shared by the terminal and HTML)."""
     ranked = rank(run.trials, scope)
     params = [(name, col) for name, col in run.param_columns.items() if col in ranked.columns]
-    heads = ["rank", "trial", *(name for name, _ in params),
+    # The Optuna study's own number of each trial (optuna-dashboard's "#2"), where it has one.
+    numbered = "optuna_trial" in ranked and bool(ranked["optuna_trial"].notna().any())
+    heads = ["rank", "trial", *(["optuna #"] if numbered else []), *(name for name, _ in params),
              "PSNR" if scope == "best" else "last PSNR", "SSIM",
              "at epoch", "epochs", "gain dB", "tied", "outcome"]
     rows = []
@@ -158,7 +160,8 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
         outcome = str(t["outcome"]) + (
             " [reference: source defaults]"
             if t.get("is_reference", False) is True else " [defaults]" if t["is_defaults"] else "")
-        rows.append([str(t["rank"]), str(t["trial"]), *(format_value(t[c]) for _, c in params),
+        number = [format_value(t["optuna_trial"])] if numbered else []
+        rows.append([str(t["rank"]), str(t["trial"]), *number, *(format_value(t[c]) for _, c in params),
                      _fixed(t["psnr"], 2), _fixed(t["ssim"], 4), format_value(t["epoch"]),
                      str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True),
                      mark or "", outcome])

@@ -6,7 +6,8 @@ A run folder is what ``python -m tune.run`` leaves under ``runs/NAME``: its reco
 trial's searched values, user form), ``result.json`` (one JSON object per ``tune.report``),
 ``error.txt`` when the trial failed, and the checkpoints it kept (``checkpoint_NNNNNN/`` with
 ``trainer.pt`` and ``meta.json``); the trial itself writes ``trial_config.json`` (its full
-TrainConfig) and ``placement.jsonl`` (where each of its runs happened). The reference run's folder
+TrainConfig) and ``placement.jsonl`` (where each of its runs happened); the Optuna searcher writes
+``optuna_trial.json`` (the study and the trial's number in it). The reference run's folder
 (``reference/``, no Ray trial) gets the same files from the same writers here.
 
 Everything here tolerates an interrupted run: a truncated last line of ``result.json`` is skipped,
@@ -35,6 +36,7 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 TRIAL_CONFIG_FILE = "trial_config.json"  # the full TrainConfig, written when the trial starts
 PLACEMENT_FILE = "placement.jsonl"  # one line per run of the trial: node, GPU, pid, times
+OPTUNA_FILE = "optuna_trial.json"  # the Optuna study and trial number of a searched trial
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINT_META = "meta.json"
 CHECKPOINT_STATE = "trainer.pt"
@@ -80,6 +82,7 @@ class TrialFolder:
     config: dict[str, Any] | None = None  # trial_config.json, if the trial wrote one
     skipped_lines: int = 0  # unparseable result.json lines (a run killed mid-write)
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    optuna_number: int | None = None  # the trial's number in the Optuna study (optuna #2)
 
 
 def find_trial_dirs(run_dir: Path) -> list[Path]:
@@ -103,6 +106,7 @@ def read_trial(path: Path) -> TrialFolder:
         except InputError as e:
             raise RunFolderError(f"{path / RESULT_FILE}: {e}") from None
     trial_id = trial_id or trial_id_from_dirname(path.name) or path.name
+    number = _read_object(path / OPTUNA_FILE).get("number")
     error_file = path / ERROR_FILE
     error_text = None
     if error_file.is_file():
@@ -116,6 +120,7 @@ def read_trial(path: Path) -> TrialFolder:
         config=config,
         skipped_lines=skipped,
         checkpoints=find_checkpoints(path),
+        optuna_number=number if isinstance(number, int) and not isinstance(number, bool) else None,
     )
 
 
@@ -168,6 +173,12 @@ def write_results(folder: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def read_results(folder: Path) -> list[dict[str, Any]]:
     """``result.json``'s readable lines, in file order."""
     return _read_json_lines(folder / RESULT_FILE)[0]
+
+
+def write_optuna_trial(folder: Path, study: str, number: int, ray_trial_id: str) -> None:
+    """``optuna_trial.json``: which trial of which Optuna study the folder's trial is."""
+    _write_json(folder / OPTUNA_FILE, {"study": study, "number": number,
+                                       "ray_trial_id": ray_trial_id})
 
 
 def write_checkpoint_meta(checkpoint: Path, epoch: int, psnr: float, ssim: float,

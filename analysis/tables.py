@@ -38,7 +38,7 @@ _RESULT_KEYS = {
 }
 FRAMES = "psnr_frames"  # per-target-frame PSNR of a validation, the same frames for every trial
 TRIAL_COLUMNS = (
-    "trial", "dir", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
+    "trial", "dir", "optuna_trial", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
     "last_ssim", "last_gain_db", "epochs_trained", "samples_trained", "bicubic_psnr",
     "bicubic_ssim", "outcome", "is_defaults", "is_reference", "error", "error_summary", "reason", "n_reports",
     "has_checkpoint", "time_s", "started_at", "ended_at", f"best_{FRAMES}", f"last_{FRAMES}",
@@ -136,6 +136,7 @@ def load_run(run_dir: str | Path) -> Run:
     else:
         trials = _normalise_param_columns(trials, list(columns.values()))
         trials["best_epoch"] = trials["best_epoch"].astype("Int64")
+        trials["optuna_trial"] = trials["optuna_trial"].astype("Int64")
     trials = mark_defaults(trials, rec.default_config, searched)
     return Run(run_dir, rec, results, trials, {p: columns[p] for p in searched},
                {p: columns[p] for p in scalars})
@@ -222,7 +223,9 @@ def _trial_row(
 ) -> dict[str, Any]:
     config = next((r["trial_config"] for r in reports if isinstance(r.get("trial_config"), dict)),
                   folder.config)
-    row: dict[str, Any] = {"trial": folder.trial_id, "dir": folder.path.name}
+    # optuna_trial: the trial's number in the Optuna study (optuna-dashboard's #), where it has one.
+    row: dict[str, Any] = {"trial": folder.trial_id, "dir": folder.path.name,
+                           "optuna_trial": folder.optuna_number}
     for name in searched:
         # The trial's full config holds every searched value in the user's form; params.json is
         # the fallback (a trial that never reported). A run from before the user's form kept the

@@ -158,7 +158,8 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
               "points_to_evaluate": points or None}
     if ray_known():
         searcher: Searcher = PruningOptunaSearch(**common, time_attr=TIME_ATTR,
-                                                 max_t=spec.base.epochs)
+                                                 max_t=spec.base.epochs,
+                                                 run_dir=str(Path(study_dir).resolve()))
     else:  # its private attributes are unverified there: Ray's own, stopped trials COMPLETE
         searcher = OptunaSearch(**common)
     return ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher
