@@ -231,7 +231,30 @@ def main(argv: list[str] | None = None) -> int:
     if result.weights_path is not None:
         kept = "" if result.weights_written else " (already there, same weights)"
         print(f"weights: {result.weights_path}{kept}")
+    print(next_step(result, args.run_dir))
     return 0
+
+
+def next_step(result: ExportResult, run_dir: Path) -> str:
+    """One line with the command that uses what was written."""
+    import shlex
+
+    from trainable.upscale import command_line
+
+    config = result.config_path
+    if result.weights_path is None:  # no kept checkpoint: train the config to get weights
+        if config.suffix == ".py":
+            return (f"no weights were kept; train this configuration with:  python -m analysis."
+                    f"retrain {shlex.quote(str(run_dir))} --trial {result.trial}")
+        return ("no weights were kept; train this configuration with:  " + shlex.join(
+            ["python", "-m", "trainable", "--config", str(config), "--out",
+             str(config.with_suffix("")) + "-trained"]))
+    if config.suffix == ".py":  # the source document's names: upscale reads a TrainConfig file
+        return (f"upscale needs the YAML export beside these weights:  python -m analysis.export "
+                f"{shlex.quote(str(run_dir))} --trial {result.trial}")
+    return "upscale a video:  " + command_line(result.weights_path, config, "VIDEO",
+                                               config.with_name(f"{config.stem}-compare.mp4"),
+                                               compare=True)
 
 
 def _main_retrain(args: argparse.Namespace) -> int:

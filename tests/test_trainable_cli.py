@@ -31,6 +31,7 @@ def test_full_run_writes_outputs_and_scores_val_and_test(clip_root, tmp_path, ca
     assert sum(f"clip folders {clip_root} (" in r.getMessage() for r in caplog.records) == 1
     printed = capsys.readouterr().out
     assert "bicubic" in printed and "test:" in printed and "border crop 0" in printed
+    assert f"upscale a video:  python -m trainable.upscale --weights {out / 'model.pt'}" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["samples"] == 256
     assert summary["val"]["bicubic_psnr"] > 20 and summary["test"]["frames"] > 0

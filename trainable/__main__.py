@@ -59,7 +59,20 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     summary = train(cfg, out, resume=args.resume, allow_budget_change=args.allow_budget_change,
                     no_test=args.no_test, command=["python", "-m", "trainable", *argv])
     _print_summary(summary.to_dict(), out)
+    step = _next_step(out)
+    if step:
+        print(step)
     return 1 if summary.status == "diverged" else 0
+
+
+def _next_step(out: Path) -> str | None:
+    """The command that applies the best weights to a video; None where none were written."""
+    from trainable.upscale import command_line
+
+    if not (out / "model.pt").is_file():
+        return None
+    return "upscale a video:  " + command_line(out / "model.pt", out / "config.yaml", "VIDEO",
+                                               out / "upscaled.mp4", compare=True)
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:

@@ -7,7 +7,7 @@ trained on): Y comes from the network, fed the ``frames``-long window centred on
 at the ends of the input); Cb and Cr come from the bicubic upscale. OUT with a video suffix
 (``.mp4``, ``.mkv``, ``.mov``, ``.avi``) is a video at the input's frame rate (libx264 where PyAV
 has it, else mpeg4); OUT without a suffix is a folder of PNG frames. ``--compare`` writes bicubic
-(left) and the network (right) side by side.
+(left) and the network (right) side by side, each half labelled ("bicubic", "espcn-tune").
 
 W.pt is the weights-only state dict and W.yaml the config that ``python -m analysis.export``
 writes. The network runs on the GPU when there is one, in tiles of ``--tile`` LR pixels (each
@@ -48,6 +48,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 RECEPTIVE_RADIUS = 4
 _MIN_TILE = 16
 _FOLDER_FPS = Fraction(25)  # frames in a folder carry no rate
+COMPARE_LABELS = ("bicubic", "espcn-tune")  # the halves of a --compare frame, left to right
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,56 @@ def windows(frames: Iterator[np.ndarray], length: int) -> Iterator[tuple[np.ndar
         yield past[-1], window()
 
 
+def label_patch(text: str, frame_height: int) -> np.ndarray:
+    """``text`` in white on a dark box, sized for a frame ``frame_height`` pixels high, as
+    (h, w, 4) uint8 RGBA (the box 60% opaque, the letters opaque); drawn once per size."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = max(10, frame_height // 24)
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = font.getbbox(text)
+    pad = max(2, size // 4)
+    img = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0, 153))
+    ImageDraw.Draw(img).text((pad - left, pad - top), text, font=font, fill=(255, 255, 255, 255))
+    return np.asarray(img)
+
+
+def stamp(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Blend an RGBA ``patch`` into the RGB ``frame`` in place, its top-left corner at (x, y),
+    cut to the frame."""
+    h = min(patch.shape[0], frame.shape[0] - y)
+    w = min(patch.shape[1], frame.shape[1] - x)
+    if h <= 0 or w <= 0:
+        return
+    region = frame[y : y + h, x : x + w].astype(np.float32)
+    alpha = patch[:h, :w, 3:4].astype(np.float32) / 255.0
+    blended = region * (1.0 - alpha) + patch[:h, :w, :3].astype(np.float32) * alpha
+    frame[y : y + h, x : x + w] = np.rint(blended).astype(np.uint8)
+
+
+def compare_frame(bicubic: np.ndarray, network: np.ndarray,
+                  labels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The two halves side by side, each labelled in its top-left corner (`COMPARE_LABELS`)."""
+    labels = labels or tuple(label_patch(t, bicubic.shape[0]) for t in COMPARE_LABELS)
+    out = np.concatenate([bicubic, network], axis=1)
+    margin = max(2, bicubic.shape[0] // 60)
+    for k, patch in enumerate(labels):
+        # Cut to its own half: a label never reaches into the other.
+        stamp(out[:, k * bicubic.shape[1] : (k + 1) * bicubic.shape[1]], patch, margin, margin)
+    return out
+
+
+def command_line(weights: Path, config: Path, source: str | Path, out: str | Path, *,
+                 compare: bool = False, fps: float | None = None) -> str:
+    """The ``python -m trainable.upscale`` command for these files, quoted for a shell."""
+    import shlex
+
+    args = ["python", "-m", "trainable.upscale", "--weights", str(weights), "--config",
+            str(config), str(source), "--out", str(out)]
+    args += ["--fps", f"{fps:g}"] if fps else []
+    return shlex.join([*args, *(["--compare"] if compare else [])])
+
+
 class Upscaler:
     """One frame at a time: RGB uint8 (h, w, 3) and its Y window -> RGB uint8 (H, W, 3)."""
 
@@ -170,6 +221,7 @@ class Upscaler:
         self.model = model.to(device)
         self.device = device
         self.tile = tile
+        self._labels: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by frame height
 
     def __call__(self, rgb: np.ndarray, window: list[np.ndarray], compare: bool) -> np.ndarray:
         s = self.model.scale
@@ -184,7 +236,10 @@ class Upscaler:
             return out
         t = lr.shape[1]
         y_bic = to_uint8(upscale_bicubic(lr[:, t // 2 : t // 2 + 1], s)[0, 0]).cpu().numpy()
-        return np.concatenate([ycbcr_to_rgb(y_bic, cbcr_up), out], axis=1)
+        height = out.shape[0]
+        if height not in self._labels:
+            self._labels[height] = tuple(label_patch(text, height) for text in COMPARE_LABELS)
+        return compare_frame(ycbcr_to_rgb(y_bic, cbcr_up), out, self._labels[height])
 
     def _network(self, lr: torch.Tensor) -> torch.Tensor:
         while True:
@@ -271,7 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     print(f"wrote {out}")
+    print(_next_step(args, out))
     return 0
+
+
+def _next_step(args: argparse.Namespace, out: Path) -> str:
+    """The other view of the same input: side by side with bicubic, or the network's alone."""
+    if args.compare:
+        stem = out.stem[: -len("-compare")] if out.stem.endswith("-compare") else f"{out.stem}-alone"
+        return ("the network's output alone:  " + command_line(
+            args.weights, args.config, args.input, out.with_name(stem + out.suffix), fps=args.fps))
+    return ("side by side with bicubic:  " + command_line(
+        args.weights, args.config, args.input, out.with_name(f"{out.stem}-compare{out.suffix}"),
+        compare=True, fps=args.fps))
 
 
 # --- private helpers -----------------------------------------------------------------------------
