@@ -373,6 +373,8 @@ class FusedTrainer:
         stopped: dict[int, torch.Tensor] = {}
         active = list(updates)
         data_time = 0.0
+        events: list[tuple[torch.cuda.Event, torch.cuda.Event]] | None = (
+            [] if self.device.type == "cuda" else None)
         start = time.perf_counter()
         for t in range(steps):
             now = [i for i in active if t < updates[i] and i not in diverged]
@@ -383,9 +385,15 @@ class FusedTrainer:
             if not active:
                 break
             t0 = time.perf_counter()
+            if events is not None:  # as Trainer: a gather on the GPU costs GPU time
+                events.append((torch.cuda.Event(enable_timing=True),
+                               torch.cuda.Event(enable_timing=True)))
+                events[-1][0].record()
             horizon = max(updates[i] for i in active) - t  # updates left in this interval
             batches = self._streams.next_batches(active, self._k, horizon * self._k)
             data_time += time.perf_counter() - t0
+            if events is not None:
+                events[-1][1].record()
             self._update(batches, active)
             for i in active:
                 m = self._members[i]
@@ -397,7 +405,10 @@ class FusedTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
-        sums = {i: float(stopped.get(i, self._loss_sum)[i]) for i in updates}
+        at_end = {id(t): t.tolist() for t in (self._loss_sum, *stopped.values())}
+        sums = {i: at_end[id(stopped.get(i, self._loss_sum))][i] for i in updates}
+        if events:
+            data_time = sum(a.elapsed_time(b) for a, b in events) / 1000.0
         finite_weights = self._finite_members()
         stats = {}
         for i in updates:
