@@ -206,9 +206,9 @@ def test_members_with_other_budgets_and_uneven_intervals_match_solo(tiny_train, 
         _assert_curves_match(results[slot], _solo(tiny_train, tiny_val, cfg)[1])
 
 
-# The second case has 40 updates an interval: the divergence check after 32 updates (where a
+# The last case has 40 updates an interval: the divergence check after 32 updates (where a
 # solo Trainer checks) stops the member inside the interval.
-@pytest.mark.parametrize("over", [{}, dict(**FP16, epoch_samples=320, epochs=2)])
+@pytest.mark.parametrize("over", [{}, FP16, dict(epoch_samples=320, epochs=2)])
 def test_a_diverging_member_leaves_the_others_bitwise_unchanged(tiny_train, tiny_val, over):
     cfgs = [_cfg(**over, **m) for m in MEMBERS]
     calm = _group(tiny_train, tiny_val, cfgs)
