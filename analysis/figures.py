@@ -213,15 +213,18 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
     return _save(fig, path)
 
 
-def crop_comparison(crops: dict[str, Any], scores: dict[str, list[float]], labels: list[str],
-                    crop: tuple[int, int, int, int], path: Path) -> Path:
-    """One row per frame, one column per way of making it (``crops``: name -> (n, h, w) uint8
-    tensors), each titled with its PSNR on the crop (``scores``; none for the ground truth)."""
+def crop_comparison(crops: dict[str, list[Any]], scores: dict[str, list[float]],
+                    labels: list[str], where: list[tuple[int, int, int, int]], path: Path) -> Path:
+    """One row per crop, one column per way of making it (``crops``: name -> one (h, w) uint8
+    tensor per row), each titled with its PSNR on the crop (``scores``; none for the ground
+    truth); ``labels`` name each row's frame and why its crop was chosen, ``where`` gives each
+    crop's (top, left, h, w) in HR pixels."""
     names = [p for p in PANELS if p in crops]
     rows = len(labels)
-    fig = _figure(2.2 * len(names), 2.4 * rows + 0.4)
+    fig = _figure(2.2 * len(names) + 0.6, 2.4 * rows + 0.5)
     axes = np.atleast_2d(fig.subplots(rows, len(names), squeeze=False))
     for r, label in enumerate(labels):
+        top, left, _, _ = where[r]
         for c, name in enumerate(names):
             ax = axes[r, c]
             ax.imshow(crops[name][r].numpy(), cmap="gray", vmin=0, vmax=255,
@@ -231,10 +234,10 @@ def crop_comparison(crops: dict[str, Any], scores: dict[str, list[float]], label
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    top, left, h, w = crop
-    fig.suptitle(f"{h}x{w} HR crop at row {top}, column {left}: where the winner and bicubic "
-                 "differ most (Y, PSNR on the crop)", fontsize=9)
+                ax.set_ylabel(f"{label}\nrow {top}, column {left}", fontsize=8)
+    h, w = where[0][2:] if where else (0, 0)
+    fig.suptitle(f"{h}x{w} HR crops of different clips: where the winner gains most over "
+                 "bicubic, and where it loses most (Y, PSNR on the crop)", fontsize=9)
     return _save(fig, path)
 
 

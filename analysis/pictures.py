@@ -1,12 +1,15 @@
-"""The report's pictures: one crop of three test frames shown five ways.
+"""The report's pictures: crops of test frames from different clips, shown five ways.
 
 LR (nearest-neighbour enlarged), bicubic, the source document's defaults (the reference run's
 weights, else the defaults trial's; left out with a note when neither kept a checkpoint), the
 winner and the ground truth, each labelled with its PSNR on the crop (Y, 8-bit, no border crop).
-The three frames are spread evenly over the first clip group of the test split; the crop is where
-the winner and bicubic differ most (largest mean absolute difference over the three frames), so
-the picture shows what the search bought rather than a flat patch of sky. A few frames, on the
-CPU: cheap next to the rest of the report.
+
+One row per clip, for up to three clips taken round-robin over the split's clip groups (the
+built-in data: one group per video) and spread evenly within a group, each at its middle target
+frame; each row's crop is where the winner gains most over bicubic on that frame (the largest
+drop of the squared error, so a textured region, not a flat patch of sky where a tiny error
+halves). One more row shows where the winner loses most to bicubic over those frames, when it
+loses anywhere. A few frames on the CPU: cheap next to the rest of the report.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ _STRIDE = 4  # HR pixels between candidate crop positions
 
 @dataclass(frozen=True)
 class Pictures:
-    """What the picture shows, for the report's text: the PSNRs beside the image."""
+    """What the picture shows, for the report's text: one entry per row, top to bottom."""
 
     path: Path | None  # the PNG, None when no picture could be drawn
-    frames: list[str] = field(default_factory=list)  # "clip0 frame 3", one per row
-    crop: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, height, width in HR pixels
-    psnr: dict[str, list[float]] = field(default_factory=dict)  # panel -> PSNR per frame
+    frames: list[str] = field(default_factory=list)  # "bikes/0003 frame 3", one per row
+    crops: list[tuple[int, int, int, int]] = field(default_factory=list)  # top, left, h, w (HR)
+    # Why each crop: "gains most" (or "loses least", where the winner gains nowhere on the
+    # frame), and "loses most" for the last row when it loses anywhere.
+    kinds: list[str] = field(default_factory=list)
+    psnr: dict[str, list[float]] = field(default_factory=dict)  # panel -> PSNR per row
     notes: list[str] = field(default_factory=list)  # panels left out, and why
 
 
@@ -102,12 +108,20 @@ def _models(run: Run, row: Any, config: dict[str, Any], scope: str
     return models
 
 
-def _targets(data: SplitData) -> tuple[int, list[tuple[int, int]]]:
-    """(group index, N_FRAMES (clip, frame) pairs spread evenly over that group's targets)."""
-    g = data.groups[0]
-    pairs = [(i, c) for i in range(g.hr.shape[0]) for c in g.centres]
-    picks = np.linspace(0, len(pairs) - 1, min(N_FRAMES, len(pairs))).round().astype(int)
-    return 0, [pairs[k] for k in dict.fromkeys(picks.tolist())]
+def _targets(data: SplitData) -> list[tuple[int, int, int]]:
+    """Up to N_FRAMES (group, clip, frame) from different clips: round-robin over the groups,
+    spread evenly over each group's clips, each clip's middle target frame."""
+    queues = []
+    for gi, g in enumerate(data.groups):
+        n = g.hr.shape[0]
+        order = np.linspace(0, n - 1, min(N_FRAMES, n)).round().astype(int)
+        queues.append([(gi, int(c), g.centres[len(g.centres) // 2]) for c in dict.fromkeys(order)])
+    picks: list[tuple[int, int, int]] = []
+    while len(picks) < N_FRAMES and any(queues):
+        for q in queues:
+            if q and len(picks) < N_FRAMES:
+                picks.append(q.pop(0))
+    return picks
 
 
 def _window(lr: np.ndarray, clip: int, centre: int, frames: int) -> torch.Tensor:
@@ -116,40 +130,68 @@ def _window(lr: np.ndarray, clip: int, centre: int, frames: int) -> torch.Tensor
     return torch.from_numpy(np.stack([lr[clip, t] for t in times]))[None].float().div_(255.0)
 
 
-def _draw(models: dict[str, EarlyFusionESPCN], data: SplitData, path: Path,
-          notes: list[str]) -> Pictures:
-    gi, targets = _targets(data)
+def _frame_outputs(models: dict[str, EarlyFusionESPCN], data: SplitData, gi: int, clip: int,
+                   t: int) -> dict[str, torch.Tensor]:
+    """Every panel of one whole frame, (H, W) uint8."""
     g, s = data.groups[gi], data.scale
-    truth = torch.from_numpy(np.stack([g.hr[c, t] for c, t in targets]))  # (n, H, W) uint8
-    lr = torch.from_numpy(np.stack([g.lr[c, t] for c, t in targets]))
-    outputs: dict[str, torch.Tensor] = {
-        "LR (nearest)": lr.repeat_interleave(s, 1).repeat_interleave(s, 2),
-        "bicubic": to_uint8(upscale_bicubic(lr[:, None].float() / 255.0, s)[:, 0]),
-    }
+    lr = torch.from_numpy(np.array(g.lr[clip, t]))  # a copy: the cache is a read-only memmap
+    out = {"LR (nearest)": lr.repeat_interleave(s, 0).repeat_interleave(s, 1),
+           "bicubic": to_uint8(upscale_bicubic(lr[None, None].float() / 255.0, s)[0, 0])}
     with torch.no_grad():
         for name in ("defaults", "winner"):
             if name in models:
                 m = models[name]
-                outputs[name] = torch.cat([to_uint8(m.predict(_window(g.lr, c, t, m.frames))[:, 0])
-                                           for c, t in targets])
-    outputs["ground truth"] = truth
-    top, left, h, w = _crop(outputs["winner"], outputs["bicubic"], s)
-    crops = {k: v[:, top : top + h, left : left + w] for k, v in outputs.items()}
-    scores = {k: psnr(v, crops["ground truth"]).tolist() for k, v in crops.items()
-              if k != "ground truth"}
-    labels = [f"{data.groups[gi].names[c]} frame {t}" for c, t in targets]
-    figures.crop_comparison(crops, scores, labels, (top, left, h, w), path)
-    return Pictures(path, labels, (top, left, h, w), scores, notes)
+                out[name] = to_uint8(m.predict(_window(g.lr, clip, t, m.frames))[0, 0])
+    out["ground truth"] = torch.from_numpy(np.array(g.hr[clip, t]))
+    return out
 
 
-def _crop(winner: torch.Tensor, bicubic: torch.Tensor, scale: int) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of the CROP-sized window with the largest mean |winner - bicubic| over
-    the frames; top and left on the LR grid, so the LR panel shows whole LR pixels."""
-    _, big_h, big_w = winner.shape
+def _draw(models: dict[str, EarlyFusionESPCN], data: SplitData, path: Path,
+          notes: list[str]) -> Pictures:
+    rows: list[tuple[str, str, tuple[int, int, int, int], dict[str, torch.Tensor]]] = []
+    worst: tuple[float, str, tuple[int, int, int, int], dict[str, torch.Tensor]] | None = None
+    for gi, clip, t in _targets(data):
+        outputs = _frame_outputs(models, data, gi, clip, t)
+        label = f"{data.groups[gi].names[clip]} frame {t}"
+        gain, loss = windows_of_change(outputs["winner"], outputs["bicubic"],
+                                       outputs["ground truth"], data.scale)
+        # A winner worse than bicubic everywhere on the frame still shows where it comes closest.
+        rows.append((label, "gains most" if gain[0] > 0 else "loses least", gain[1], outputs))
+        if loss is not None and (worst is None or loss[0] < worst[0]):
+            worst = (loss[0], label, loss[1], outputs)
+    if worst is not None:
+        rows.append((worst[1], "loses most", worst[2], worst[3]))
+    crops = {name: [o[name][top : top + h, left : left + w] for _, _, (top, left, h, w), o in rows]
+             for name in rows[0][3]}
+    scores = {name: [float(psnr(c[None], truth[None])[0])
+                     for c, truth in zip(v, crops["ground truth"], strict=True)]
+              for name, v in crops.items() if name != "ground truth"}
+    labels = [f"{label}\n{kind} ({scores['winner'][k] - scores['bicubic'][k]:+.2f} dB)"
+              for k, (label, kind, _, _) in enumerate(rows)]
+    figures.crop_comparison(crops, scores, labels, [r[2] for r in rows], path)
+    return Pictures(path, [r[0] for r in rows], [r[2] for r in rows], [r[1] for r in rows],
+                    scores, notes)
+
+
+def windows_of_change(winner: torch.Tensor, bicubic: torch.Tensor, truth: torch.Tensor,
+                      scale: int) -> tuple[tuple[float, tuple[int, int, int, int]],
+                                           tuple[float, tuple[int, int, int, int]] | None]:
+    """The CROP-sized windows (top, left, h, w) of one (H, W) frame where the winner removes the
+    most squared error relative to bicubic and where it adds the most, each with that change
+    (bicubic's minus the winner's, in mean squared 8-bit levels); the second is None when the
+    winner is nowhere worse. Windows start on the LR grid, so the LR panel shows whole pixels."""
+    big_h, big_w = truth.shape
     h = min(CROP, big_h) // scale * scale
     w = min(CROP, big_w) // scale * scale
-    diff = (winner.float() - bicubic.float()).abs().mean(0)[None, None]
+    err_w = (winner.float() - truth.float()) ** 2
+    err_b = (bicubic.float() - truth.float()) ** 2
     stride = max(scale, _STRIDE // scale * scale)
-    means = F.avg_pool2d(diff, (h, w), stride=stride)[0, 0]
-    k = int(means.argmax())
-    return (k // means.shape[1]) * stride, (k % means.shape[1]) * stride, h, w
+    change = F.avg_pool2d((err_b - err_w)[None, None], (h, w), stride=stride)[0, 0]
+
+    def window(k: int) -> tuple[int, int, int, int]:
+        return (k // change.shape[1]) * stride, (k % change.shape[1]) * stride, h, w
+
+    best, worst = int(change.argmax()), int(change.argmin())
+    lost = float(change.flatten()[worst])
+    return ((float(change.flatten()[best]), window(best)),
+            (lost, window(worst)) if lost < 0 else None)

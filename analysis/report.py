@@ -126,15 +126,21 @@ def _pictures(p: pictures.Pictures) -> str:
     notes = "".join(f"<p class='note'>{e(n)}.</p>" for n in p.notes)
     if p.path is None:
         return f"<p>No pictures.</p>{notes}"
-    top, left, h, w = p.crop
-    caption = (f"The same {h}x{w} crop (HR pixels, from row {top}, column {left}) of {len(p.frames)} "
-               "test frames, five ways. The crop is where the winner and bicubic differ most: the "
-               "largest mean absolute difference between their outputs over these frames. "
-               "PSNR on the Y channel of the crop, 8-bit, no border crop.")
+    _, _, h, w = p.crops[0]
+    clips = len(p.kinds) - p.kinds.count("loses most")
+    caption = (f"{h}x{w} crops (HR pixels) of test frames from {clips} different clips, five "
+               "ways. Each clip's crop is where the winner gains most over bicubic on that frame "
+               "(the largest drop of the squared error against the ground truth; \"loses least\" "
+               "where it gains nowhere on the frame)"
+               + ("; the last row is where it loses most to bicubic over these frames"
+                  if "loses most" in p.kinds else "; it loses to bicubic nowhere on them")
+               + ". PSNR on the Y channel of the crop, 8-bit, no border crop.")
     names = list(p.psnr)
-    table = ["<table><tr><th>frame</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"]
+    table = ["<table><tr><th>frame</th><th>crop</th>"
+             + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>"]
     for k, frame in enumerate(p.frames):
-        table.append(f"<tr><td>{e(frame)}</td>"
+        top, left, _, _ = p.crops[k]
+        table.append(f"<tr><td>{e(frame)}</td><td>{e(p.kinds[k])}, row {top}, column {left}</td>"
                      + "".join(f"<td>{p.psnr[n][k]:.2f} dB</td>" for n in names) + "</tr>")
     table.append("</table>")
     return _figure(p.path, caption) + "".join(table) + notes
