@@ -78,6 +78,9 @@ def _next_step(out: Path) -> str | None:
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"status: {summary['status']} after {summary['epochs']} epochs "
           f"({summary['samples']} samples)")
+    if summary["status"] == "stopped_early":
+        print(f"stopped early: no new best validation in {summary['early_stop_patience']} "
+              f"validations (early_stop_patience); the best was epoch {summary.get('best_epoch')}")
     print(f"evaluation: {summary['evaluation']}")
     for name in ("val", "test"):
         s = summary.get(name)

@@ -7,6 +7,11 @@ plain SGD (``optimizer``) and no global residual (``residual``).
 
 The budget unit is *training samples*: an epoch is ``epoch_samples`` patches whatever the batch size
 or accumulation, so trials that search those are compared at equal data seen.
+
+The learning rate is a pure function of progress (`trainable.schedule`): the source document's
+MultiStepLR by default, or the cosine annealing (with or without warm restarts) its sections 5 and
+6 recommend, each with an optional linear warm-up. A schedule's own settings exist only under it:
+``lr_scheduler_gamma`` given with ``lr_schedule: cosine`` is refused, not ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from trainable import schedule
 from trainable.errors import ConfigError, did_you_mean
 
 OPTIMIZERS = ("sgd", "adam")
@@ -45,8 +51,16 @@ class TrainConfig:
     loss_border: int = 0
     # --- optimisation -----------------------------------------------------------------------
     model_lr: float = 1e-2
-    lr_scheduler_milestones: tuple[float, ...] = (0.1, 0.8)  # fractions of the whole budget
-    lr_scheduler_gamma: float = 0.1
+    lr_schedule: str = "multistep"  # multistep | cosine | cosine_restarts (trainable.schedule)
+    warmup_fraction: float = 0.0  # linear warm-up over this share of the budget (any schedule)
+    # multistep only:
+    lr_scheduler_milestones: tuple[float, ...] | None = (0.1, 0.8)  # fractions of the budget
+    lr_scheduler_gamma: float | None = 0.1
+    # cosine and cosine_restarts only (None under multistep):
+    lr_min_fraction: float | None = None  # the floor, as a fraction of model_lr (default 0)
+    lr_cosine_end: float | None = None  # cosine: where it reaches the floor (default 1: the end)
+    lr_restart_period: float | None = None  # cosine_restarts: first cycle (default 0.25 of it)
+    lr_restart_mult: float | None = None  # cosine_restarts: each cycle this times the last (1)
     optimizer: str = "sgd"
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
@@ -61,6 +75,9 @@ class TrainConfig:
     epochs: int = 100  # the whole budget, in epochs of `epoch_samples` training samples
     epoch_samples: int = 4096
     validation_interval: int = 5  # epochs between validations
+    # Stop after this many validations without a new best (status stopped_early); 0: off. For
+    # single runs: inside a search ASHA plays this role (a space that sets it is refused).
+    early_stop_patience: int = 0
     crop_border: int = 0  # pixels dropped at each border before scoring (video-paper convention)
     # --- run --------------------------------------------------------------------------------
     seed: int = 0
@@ -69,6 +86,7 @@ class TrainConfig:
     cache_dir: str | None = None  # decoded-frame cache; None: $ESPCN_TUNE_CACHE or ~/.cache
 
     def __post_init__(self) -> None:
+        _normalise_schedule(self)
         _validate(self)
 
     # ------------------------------------------------------------------------------------------
@@ -93,17 +111,24 @@ class TrainConfig:
                               f"valid keys are: {', '.join(sorted(known))}")
         coerced = {k: _coerce(k, v, known[k].type, where) for k, v in values.items()}
         try:
-            return cls(**coerced)
+            return cls(**_schedule_fields(coerced))
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["lr_scheduler_milestones"] = list(self.lr_scheduler_milestones)
+        if self.lr_scheduler_milestones is not None:
+            d["lr_scheduler_milestones"] = list(self.lr_scheduler_milestones)
         return d
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+    def replace(self, *, where: str = "config", **changes: Any) -> TrainConfig:
+        """This config with ``changes`` (validated as `from_dict` does, ``where`` naming them);
+        a change of ``lr_schedule`` drops this config's settings of the old schedule, and the
+        new one's take their defaults unless given."""
+        kept = self.to_dict()
+        if changes.get("lr_schedule", self.lr_schedule) != self.lr_schedule:
+            kept = {k: v for k, v in kept.items() if k not in schedule.SPECIFIC}
+        return TrainConfig.from_dict({**kept, **changes}, where=where)
 
     def source_defaults(self) -> TrainConfig:
         """The source document's defaults (every learning setting at TrainConfig's default) with
@@ -122,10 +147,23 @@ class TrainConfig:
         return self.batch_size * self.gradient_accumulation_steps
 
     def lr_at(self, samples_seen: int) -> float:
-        """MultiStepLR as a pure function of progress: gamma^(milestones passed) * model_lr."""
-        progress = samples_seen / self.total_samples
-        passed = sum(1 for m in self.lr_scheduler_milestones if progress >= m)
-        return self.model_lr * self.lr_scheduler_gamma**passed
+        """The LR of the update after ``samples_seen`` samples (`trainable.schedule`)."""
+        return self.model_lr * schedule.factor(self, samples_seen, self.total_samples,
+                                               self.samples_per_update)
+
+    def rescaled_budget(self, old_epochs: int) -> TrainConfig:
+        """This config (with its new ``epochs``) resuming a run of ``old_epochs``: every position
+        in the budget keeps its sample count (each fraction times old/new), a milestone at or
+        past the new budget is dropped, so the LR never jumps where the run already trained."""
+        ratio = old_epochs / self.epochs
+        changes: dict[str, Any] = {}
+        for name in schedule.POSITIONS:
+            value = getattr(self, name)
+            if name == "lr_scheduler_milestones" and value is not None:
+                changes[name] = [round(m * ratio, 9) for m in value if m * ratio < 1]
+            elif isinstance(value, float) and value > 0:
+                changes[name] = round(value * ratio, 9)
+        return self.replace(**changes)
 
 
 def _coerce(key: str, value: Any, annotation: str, where: str) -> Any:
@@ -174,23 +212,55 @@ def _to_float(key: str, value: Any, where: str) -> float:
     raise ConfigError(f"{where}: `{key}` is {value!r}, but must be a number")
 
 
+def _schedule_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Each schedule's own fields: its defaults where not given, None for the other schedules'.
+    One of the others' given with a value is refused, naming the key: in a file it would
+    otherwise be silently ignored."""
+    chosen = values.get("lr_schedule", "multistep")
+    own = schedule.FIELDS.get(chosen)
+    if own is None:
+        return dict(values)  # `_validate` names the unknown schedule
+    out = dict(values)
+    for name in schedule.SPECIFIC:
+        if name in own:
+            if out.get(name) is None:
+                out[name] = own[name]
+        elif out.get(name) is not None:
+            users = " and ".join(s for s, f in schedule.FIELDS.items() if name in f)
+            _check(False, name, _plain(out[name]),
+                   f"it applies only to lr_schedule {users}, not to {chosen!r}; remove it")
+        else:
+            out[name] = None
+    return out
+
+
+def _normalise_schedule(c: TrainConfig) -> None:
+    """For a config built directly (``TrainConfig(lr_schedule="cosine")``): the other schedules'
+    fields still at their dataclass defaults become None, this schedule's unset ones its
+    defaults. (`from_dict`, which files go through, knows what was given and refuses more.)"""
+    own = schedule.FIELDS.get(c.lr_schedule)
+    if own is None:
+        return
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    for name in schedule.SPECIFIC:
+        value = getattr(c, name)
+        if name in own and value is None:
+            object.__setattr__(c, name, own[name])
+        elif name not in own and value is not None and value == defaults[name]:
+            object.__setattr__(c, name, None)
+
+
 def _check(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
         raise ConfigError(f"The value of `{key}` is {value!r}, but {rule}.")
 
 
 def _validate(c: TrainConfig) -> None:
-    for name in ("model_lr", "lr_scheduler_gamma", "momentum", "weight_decay", "grad_clip"):
+    for name in ("model_lr", "momentum", "weight_decay", "grad_clip", "warmup_fraction"):
         v = getattr(c, name)
         _check(isinstance(v, int | float) and math.isfinite(v), name, v, "must be a finite number")
     _check(c.model_lr > 0, "model_lr", c.model_lr, "must be > 0")
-    _check(0 < c.lr_scheduler_gamma <= 1, "lr_scheduler_gamma", c.lr_scheduler_gamma,
-           "must be in (0, 1]")
-    ms = c.lr_scheduler_milestones
-    _check(all(0 < m < 1 for m in ms), "lr_scheduler_milestones", list(ms),
-           "every milestone must be a fraction of the budget in (0, 1)")
-    _check(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "lr_scheduler_milestones",
-           list(ms), "milestones must be strictly increasing")
+    _validate_schedule(c)
     _check(c.optimizer in OPTIMIZERS, "optimizer", c.optimizer, f"must be one of {OPTIMIZERS}")
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "must be in [0, 1)")
     _check(c.weight_decay >= 0, "weight_decay", c.weight_decay, "must be >= 0")
@@ -208,6 +278,8 @@ def _validate(c: TrainConfig) -> None:
     _check(c.amp_dtype in AMP_DTYPES, "amp_dtype", c.amp_dtype, f"must be one of {AMP_DTYPES}")
     _check(isinstance(c.compile, bool), "compile", c.compile, "must be true or false")
     _check(c.epochs >= 1, "epochs", c.epochs, "must be >= 1")
+    _check(c.early_stop_patience >= 0, "early_stop_patience", c.early_stop_patience,
+           "must be >= 0 (0 switches early stopping off)")
     _check(c.epoch_samples >= c.samples_per_update, "epoch_samples", c.epoch_samples,
            f"must be >= batch_size * gradient_accumulation_steps = {c.samples_per_update}")
     _check(c.validation_interval >= 1, "validation_interval", c.validation_interval, "must be >= 1")
@@ -215,3 +287,47 @@ def _validate(c: TrainConfig) -> None:
     _check(c.device in DEVICES, "device", c.device, f"must be one of {DEVICES}")
     _check(c.num_threads >= 0, "num_threads", c.num_threads, "must be >= 0")
     _check(bool(c.data), "data", c.data, "must name 'builtin' or a data folder")
+
+
+def _validate_schedule(c: TrainConfig) -> None:
+    _check(c.lr_schedule in schedule.SCHEDULES, "lr_schedule", c.lr_schedule,
+           f"must be one of {schedule.SCHEDULES}")
+    own = schedule.FIELDS[c.lr_schedule]
+    for name in schedule.SPECIFIC:
+        if name not in own and getattr(c, name) is not None:
+            users = " and ".join(s for s, f in schedule.FIELDS.items() if name in f)
+            _check(False, name, _plain(getattr(c, name)),
+                   f"it applies only to lr_schedule {users}, not to {c.lr_schedule!r}; remove it")
+    for name in own:
+        v = getattr(c, name)
+        if name != "lr_scheduler_milestones":
+            _check(isinstance(v, int | float) and math.isfinite(v), name, v,
+                   "must be a finite number")
+    _check(0 <= c.warmup_fraction < 1, "warmup_fraction", c.warmup_fraction, "must be in [0, 1)")
+    if c.lr_schedule == "multistep":
+        assert c.lr_scheduler_gamma is not None and c.lr_scheduler_milestones is not None
+        _check(0 < c.lr_scheduler_gamma <= 1, "lr_scheduler_gamma", c.lr_scheduler_gamma,
+               "must be in (0, 1]")
+        ms = c.lr_scheduler_milestones
+        _check(all(0 < m < 1 for m in ms), "lr_scheduler_milestones", list(ms),
+               "every milestone must be a fraction of the budget in (0, 1)")
+        _check(all(a < b for a, b in zip(ms, ms[1:], strict=False)), "lr_scheduler_milestones",
+               list(ms), "milestones must be strictly increasing")
+        return
+    assert c.lr_min_fraction is not None
+    _check(0 <= c.lr_min_fraction <= 1, "lr_min_fraction", c.lr_min_fraction, "must be in [0, 1]")
+    if c.lr_schedule == "cosine":
+        assert c.lr_cosine_end is not None
+        _check(c.lr_cosine_end > c.warmup_fraction, "lr_cosine_end", c.lr_cosine_end,
+               f"must be > `warmup_fraction` ({c.warmup_fraction:g}): the cosine decays after "
+               "the warm-up")
+    else:
+        assert c.lr_restart_period is not None and c.lr_restart_mult is not None
+        _check(c.lr_restart_period > 0, "lr_restart_period", c.lr_restart_period,
+               "must be > 0 (a fraction of the budget)")
+        _check(c.lr_restart_mult >= 1, "lr_restart_mult", c.lr_restart_mult,
+               "must be >= 1 (each cycle at least as long as the one before)")
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v

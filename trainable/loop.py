@@ -64,7 +64,7 @@ class ValidationResult:
     samples_per_s: float
     steps_per_s: float  # optimizer updates per second
     data_time_share: float  # share of the interval's wall time spent sampling patches
-    status: str  # "running" | "completed" | "diverged"
+    status: str  # "running" | "completed" | "diverged" | "stopped_early" (early_stop_patience)
     # PSNR of each validation target frame, in the split's fixed order (empty when diverged):
     # lets analysis compare two trials frame by frame and call near-equal ones a tie.
     psnr_frames: tuple[float, ...] = ()
@@ -162,6 +162,13 @@ def conclude_interval(cfg: TrainConfig, stats: IntervalStats, *, samples_seen: i
             status = "completed"
         if scores.psnr > best_psnr:
             best_psnr, best_epoch = scores.psnr, epoch
+        # Validations fall every validation_interval epochs: that many since the best one.
+        since_best = (epoch - best_epoch) // cfg.validation_interval
+        if status == "running" and 0 < cfg.early_stop_patience <= since_best:
+            status = "stopped_early"
+            log.info("no new best in %d validations (early_stop_patience %d): stopping at epoch "
+                     "%d, the best being epoch %d", since_best, cfg.early_stop_patience, epoch,
+                     best_epoch)
     elapsed = max(stats.seconds, 1e-9)
     return ValidationResult(
         epoch=epoch, samples=samples_seen, max_epochs=cfg.epochs,

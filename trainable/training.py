@@ -46,7 +46,9 @@ class Summary:
     """What one training run ended with; `to_dict` is ``summary.json``."""
 
     out: Path
-    status: str  # "completed" | "diverged" | "running" (a budget that ended between validations)
+    # "completed" | "diverged" | "stopped_early" (early_stop_patience) | "running" (a budget that
+    # ended between validations)
+    status: str
     epochs: int
     samples: int
     evaluation: str  # the scoring convention (`trainable.evaluate.convention`)
@@ -55,6 +57,7 @@ class Summary:
     val: SplitScores | None = None
     test: SplitScores | None = None  # also None with no_test
     best_epoch: int | None = None
+    early_stop_patience: int = 0  # validations without a new best that stop the run; 0: off
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"status": self.status, "epochs": self.epochs,
@@ -68,6 +71,8 @@ class Summary:
                            "frames": scores.frames}
         if self.best_epoch is not None:
             d["best_epoch"] = self.best_epoch
+        if self.early_stop_patience:
+            d["early_stop_patience"] = self.early_stop_patience
         d["train_seconds"] = self.train_seconds
         return d
 
@@ -130,6 +135,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     trainer.close()
     scores = _score(cfg, trainer, out, no_test, split)
     summary = Summary(out=out, status=trainer.status, epochs=trainer.epoch,
+                      early_stop_patience=cfg.early_stop_patience,
                       samples=trainer.samples_seen, evaluation=convention(cfg.crop_border),
                       train_seconds=round(time.perf_counter() - start, 1), **scores)
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
@@ -177,7 +183,9 @@ def _resumable_config(cfg: TrainConfig, state: dict[str, Any], path: str,
     Any key other than RUN_ONLY that differs is refused. A different `epochs` is refused unless
     ``allow_budget_change``; then the milestones (fractions of the budget) are rescaled so each
     stays at the same sample count, ``m * old / new``, and any that falls at or past the new
-    budget is dropped: the schedule already run is kept and the LR never goes back up."""
+    budget is dropped; the warm-up's end, the cosine's end and the restart period move the same
+    way (`TrainConfig.rescaled_budget`): the schedule already run is kept and the LR never jumps
+    where the run already trained."""
     old = TrainConfig.from_dict(state["config"], where=f"--resume {path}'s config").to_dict()
     new = cfg.to_dict()
     differ = [k for k in new if k not in RUN_ONLY and k != "epochs" and new[k] != old.get(k)]
@@ -191,11 +199,15 @@ def _resumable_config(cfg: TrainConfig, state: dict[str, Any], path: str,
         raise ConfigError(f"--resume {path}: `epochs` is {new['epochs']}, but the checkpoint's "
                           f"run has {old['epochs']}; pass --allow-budget-change to change the "
                           "budget (LR milestones keep their positions in samples)")
-    ratio = old["epochs"] / new["epochs"]
-    kept = tuple(round(m * ratio, 9) for m in cfg.lr_scheduler_milestones if m * ratio < 1)
-    log.warning("budget %d -> %d epochs: LR milestones %s -> %s (same sample counts)",
-                old["epochs"], new["epochs"], list(cfg.lr_scheduler_milestones), list(kept))
-    return cfg.replace(lr_scheduler_milestones=kept)
+    rescaled = cfg.rescaled_budget(old["epochs"])
+    log.warning("budget %d -> %d epochs: every LR schedule position keeps its sample count "
+                "(milestones %s -> %s)", old["epochs"], new["epochs"],
+                _listed(cfg.lr_scheduler_milestones), _listed(rescaled.lr_scheduler_milestones))
+    return rescaled
+
+
+def _listed(milestones: tuple[float, ...] | None) -> list[float] | None:
+    return None if milestones is None else list(milestones)
 
 
 def _write_resumed_model(trainer, checkpoint: Path, model_path: Path) -> None:
