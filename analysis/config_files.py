@@ -71,22 +71,37 @@ def _yaml(config: dict[str, Any], provenance: dict[str, Any]) -> str:
 
 def _py(config: dict[str, Any], provenance: dict[str, Any]) -> str:
     epochs = int(config["epochs"])
-    fractions = [float(f) for f in config["lr_scheduler_milestones"]]
-    values = {**config, "lr_scheduler_milestones": milestone_epochs(epochs, fractions)}
     title = "espcn-tune export: config.py in the source document's field names (literals only)"
-    notes = [
-        f"lr_scheduler_milestones = [{', '.join(f'int(epochs * {f:g})' for f in fractions)}]",
-        f"`epochs` counts epochs of epoch_samples = {config['epoch_samples']} training samples "
-        "(espcn-tune's budget unit), not passes over a whole dataset",
-    ]
-    ints = values["lr_scheduler_milestones"]
-    if len(set(ints)) < len(ints) or (ints and ints[0] == 0):
-        notes.append(f"at {epochs} epochs the milestones collapse to {ints}; "
-                     "scale `epochs` and recompute them together")
+    notes = [f"`epochs` counts epochs of epoch_samples = {config['epoch_samples']} training "
+             "samples (espcn-tune's budget unit), not passes over a whole dataset"]
+    values = dict(config)
+    document = list(_DOCUMENT_FIELDS)
+    if config["lr_schedule"] == "multistep":
+        fractions = [float(f) for f in config["lr_scheduler_milestones"]]
+        ints = milestone_epochs(epochs, fractions)
+        values["lr_scheduler_milestones"] = ints
+        notes.insert(0, "lr_scheduler_milestones = "
+                        f"[{', '.join(f'int(epochs * {f:g})' for f in fractions)}]")
+        if len(set(ints)) < len(ints) or (ints and ints[0] == 0):
+            notes.append(f"at {epochs} epochs the milestones collapse to {ints}; "
+                         "scale `epochs` and recompute them together")
+    else:
+        # The source document's config.py knows MultiStepLR only: its milestones and gamma have
+        # no meaning here, and what does is not in its fields.
+        document = [k for k in document if k not in ("lr_scheduler_milestones",
+                                                     "lr_scheduler_gamma")]
+        notes.insert(0, f"the source document's config.py cannot express this schedule: "
+                        f"lr_schedule {config['lr_schedule']!r} (cosine annealing"
+                        f"{' with warm restarts' if config['lr_schedule'] == 'cosine_restarts' else ''}"
+                        ") has no field there, and its MultiStepLR fields (lr_scheduler_milestones, "
+                        "lr_scheduler_gamma) are left out; espcn-tune's own settings below carry it")
+    if config.get("warmup_fraction"):
+        notes.insert(1, f"the source document's config.py has no warm-up: warmup_fraction = "
+                        f"{config['warmup_fraction']:g} is among espcn-tune's own settings below")
     out = [_header(provenance, title).rstrip("\n")]
     out += [f"# NOTE: {n}" for n in notes]
     out.append("")
-    out += [f"{k} = {_literal(values[k])}" for k in _DOCUMENT_FIELDS if k in values]
+    out += [f"{k} = {_literal(values[k])}" for k in document if k in values]
     out.append("")
     out.append("# espcn-tune settings the source document does not have")
     out += [f"{k} = {_literal(v)}" for k, v in values.items() if k not in _DOCUMENT_FIELDS]

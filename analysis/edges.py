@@ -23,9 +23,11 @@ from analysis.record import ParamRange
 EDGE_SHARE = 0.05  # of the range's width, on the parameter's own scale
 
 
-def edge_warnings(params: Sequence[ParamRange], ranked: Sequence[Mapping[str, Any]]) -> list[str]:
+def edge_warnings(params: Sequence[ParamRange], ranked: Sequence[Mapping[str, Any]],
+                  branch: str = "") -> list[str]:
     """One line per numeric parameter (or milestone list) whose best values sit at an edge of
-    its range; choices and grids are skipped.
+    its range; choices and grids are skipped. The parameters of a conditional choice's branch
+    are judged among the trials of that branch (its best one is "the winner" there).
 
     ``ranked``: each scored trial's values of the searched parameters, best first (a milestone
     list as a list of fractions). A trial without a number for a parameter does not count.
@@ -33,19 +35,24 @@ def edge_warnings(params: Sequence[ParamRange], ranked: Sequence[Mapping[str, An
     lines = []
     top = ranked[:max(1, math.ceil(len(ranked) / 4))]
     for r in params:
+        for value, subs in r.branches:
+            among = [v for v in ranked if v.get(r.name) == value]
+            if among:
+                lines += edge_warnings(subs, among, f"{r.name} {value}")
         if not (r.numeric or r.kind == "milestones") or r.low is None or r.high is None:
             continue
         if r.high <= r.low or (r.log and r.low <= 0):
             continue
         sides = [_side(r, v.get(r.name)) for v in top]
-        line = _line(r, ranked[0].get(r.name) if ranked else None, sides)
+        line = _line(r, ranked[0].get(r.name) if ranked else None, sides, branch)
         if line:
             lines.append(line)
     return lines
 
 
 # --- private helpers -----------------------------------------------------------------------------
-def _line(r: ParamRange, winner_value: Any, sides: list[str | None]) -> str | None:
+def _line(r: ParamRange, winner_value: Any, sides: list[str | None], branch: str = ""
+          ) -> str | None:
     """``sides``: the edge each of the top quarter's values is at, the winner's first."""
     k = len(sides)
     majority = [s for s in ("top", "bottom") if k >= 2 and sides.count(s) > k / 2]
@@ -53,13 +60,16 @@ def _line(r: ParamRange, winner_value: Any, sides: list[str | None]) -> str | No
     side = winner_side or next(iter(majority), None)
     if side is None:
         return None
-    quarter = f"{sides.count(side)} of the top {k} trials"
+    among = f" {branch}" if branch else ""
+    quarter = f"{sides.count(side)} of the top {k}{among} trials"
+    winner = f"the best{among} trial's {_text(winner_value)}" if branch else (
+        f"the winner {_text(winner_value)}")
     if winner_side != side:
         subject, single = quarter, False
     elif side in majority:
-        subject, single = f"the winner {_text(winner_value)} and {quarter}", False
+        subject, single = f"{winner} and {quarter}", False
     else:
-        subject, single = f"the winner {_text(winner_value)}", True
+        subject, single = winner, True
     where = "above" if side == "top" else "below"
     return (f"{r.name}: {subject} {'is' if single else 'are'} at the {side} of "
             f"[{_num(r.low)}, {_num(r.high)}]; the optimum may lie {where} "

@@ -52,15 +52,19 @@ def distributions(run: Run) -> dict[str, BaseDistribution]:
     return out
 
 
-def scored_trials(run: Run, value_column: str = "best_psnr") -> list[tuple[dict[str, Any], float]]:
-    """(params, value) of every non-errored trial with a finite value, params cast to their
-    distribution's type so that Optuna accepts them."""
+def scored_trials(run: Run, value_column: str = "best_psnr", branch: tuple[str, Any] | None = None
+                  ) -> list[tuple[dict[str, Any], float]]:
+    """(params, value) of every non-errored trial with a finite value (of one branch of a
+    conditional choice: ``(name, value)``), params cast to their distribution's type so that
+    Optuna accepts them; a parameter the trial does not have is left out."""
     dists = distributions(run)
     out = []
     for _, t in run.trials.iterrows():
         value = float(t[value_column])
         if t["error"] or not math.isfinite(value) or t.get("is_reference", False) is True:
             continue  # the reference run beside the search was not sampled from the space
+        if branch is not None and t[run.param_columns[branch[0]]] != branch[1]:
+            continue
         params = {}
         for name, dist in dists.items():
             v = t[run.scalar_columns[name]]
@@ -70,11 +74,15 @@ def scored_trials(run: Run, value_column: str = "best_psnr") -> list[tuple[dict[
     return out
 
 
-def param_importances(run: Run, value_column: str = "best_psnr") -> Importance:
+def param_importances(run: Run, value_column: str = "best_psnr",
+                      branch: tuple[str, Any] | None = None) -> Importance:
+    """Importances over the parameters every scored trial has (of one branch of a conditional
+    choice, ``branch``; `branch_importances` gives them all)."""
     import optuna
 
-    scored = scored_trials(run, value_column)
-    varying = [name for name in distributions(run)
+    scored = scored_trials(run, value_column, branch)
+    shared = [name for name in distributions(run) if all(name in p for p, _ in scored)]
+    varying = [name for name in shared
                if len({json.dumps(p.get(name), sort_keys=True) for p, _ in scored}) > 1]
     evaluator_cls = getattr(optuna.importance, "PedAnovaImportanceEvaluator", None)
     name = evaluator_cls.__name__ if evaluator_cls else "optuna default"
@@ -101,6 +109,13 @@ def param_importances(run: Run, value_column: str = "best_psnr") -> Importance:
         optuna.logging.set_verbosity(verbosity)
     ordered = dict(sorted(values.items(), key=lambda kv: -kv[1]))
     return Importance(ordered, None, name, len(scored))
+
+
+def branch_importances(run: Run, value_column: str = "best_psnr") -> dict[str, Importance]:
+    """For each choice of a conditional choice (``lr_schedule cosine``): the importances among
+    its trials, where its own parameters exist."""
+    return {f"{top.name} {value}": param_importances(run, value_column, (top.name, value))
+            for top in run.record.params for value, _ in top.branches}
 
 
 def is_log(dist: BaseDistribution) -> bool:

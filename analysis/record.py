@@ -57,6 +57,9 @@ class ParamRange:
     ``grid``: ``choices``; ``milestones`` (a list of LR drops): ``count`` = (min, max) drops, each a
     fraction of the budget in [``low``, ``high``]. A run recorded without its ranges has
     ``kind`` "unrecorded".
+
+    A conditional choice (``{choice: {cosine: {lr_min_fraction: ...}, multistep: {...}}}``) has
+    ``branches``: each choice with the parameters that exist only when it is chosen.
     """
 
     name: str
@@ -65,6 +68,15 @@ class ParamRange:
     high: float | None = None
     choices: tuple[Any, ...] = ()
     count: tuple[int, int] | None = None
+    branches: tuple[tuple[Any, tuple[ParamRange, ...]], ...] = ()
+
+    def walk(self) -> list[ParamRange]:
+        """This parameter and every one under its branches, in the file's order."""
+        return [self, *(sub for _, subs in self.branches for p in subs for sub in p.walk())]
+
+    def active(self, value: Any) -> tuple[ParamRange, ...]:
+        """The parameters that exist when this one is ``value`` (none for a plain parameter)."""
+        return next((subs for v, subs in self.branches if v == value), ())
 
     @property
     def log(self) -> bool:
@@ -79,6 +91,9 @@ class ParamRange:
         if self.kind == "milestones":
             assert self.count is not None
             return {"milestones": {"count": list(self.count), "low": self.low, "high": self.high}}
+        if self.branches:
+            return {self.kind: {v: {p.name: p.to_json() for p in subs}
+                                for v, subs in self.branches}}
         if self.kind in ("choice", "grid"):
             return {self.kind: [list(c) if isinstance(c, tuple) else c for c in self.choices]}
         if self.numeric:
@@ -101,6 +116,10 @@ class ParamRange:
                                count=(int(cmin), int(cmax)))
                 cmin, cmax, low, high = args
                 return cls(name, kind, float(low), float(high), count=(int(cmin), int(cmax)))
+            if kind in ("choice", "grid") and isinstance(args, Mapping):
+                branches = tuple((v, tuple(cls.from_json(str(n), d) for n, d in (subs or {}).items()))
+                                 for v, subs in args.items())
+                return cls(name, kind, choices=tuple(args), branches=branches)
             if kind in ("choice", "grid"):
                 return cls(name, kind, choices=tuple(_frozen(v) for v in args))
             if kind in NUMERIC_KINDS:
@@ -164,6 +183,17 @@ class ParamRange:
         if name.endswith("/count"):
             return ParamRange(name, "choice", choices=tuple(range(self.count[0], self.count[1] + 1)))
         return ParamRange(name, "uniform", self.low, self.high)
+
+
+def active(params: Sequence[ParamRange], values: Mapping[str, Any]) -> list[ParamRange]:
+    """The parameters a trial with these values has: every top-level one, and under a
+    conditional choice the ones of its chosen branch."""
+    out: list[ParamRange] = []
+    for p in params:
+        out.append(p)
+        if p.branches and p.name in values:
+            out.extend(p.active(_frozen(values[p.name])))
+    return out
 
 
 def milestone_list(value: Any) -> list[float] | None:
@@ -242,10 +272,11 @@ class RunRecord:
 
     @property
     def searched(self) -> list[str]:
-        return [p.name for p in self.params]
+        """Every searched name, those under a conditional choice's branches included."""
+        return list(dict.fromkeys(p.name for top in self.params for p in top.walk()))
 
     def param(self, name: str) -> ParamRange | None:
-        return next((p for p in self.params if p.name == name), None)
+        return next((p for top in self.params for p in top.walk() if p.name == name), None)
 
     def replace(self, **changes: Any) -> RunRecord:
         return replace(self, **changes)

@@ -42,6 +42,7 @@ def write_report(run: Run, report_dir: str | Path, scope: str = "best") -> Path:
     value_column = "best_psnr" if scope == "best" else "last_psnr"
     dists = importance.distributions(run)
     imp = importance.param_importances(run, value_column)
+    branches = importance.branch_importances(run, value_column)
     made = {
         "learning_curves": figures.learning_curves(run, summary.winner,
                                                    report_dir / "learning_curves.png"),
@@ -53,13 +54,14 @@ def write_report(run: Run, report_dir: str | Path, scope: str = "best") -> Path:
                                                  report_dir / "psnr_vs_params.png"),
     }
     pics = pictures.draw(run, summary.winner, report_dir / "pictures.png", scope)
-    page = _page(run, summary, made, imp, pics)
+    page = _page(run, summary, made, imp, pics, branches)
     return _io.write_text_atomic(report_dir / INDEX, page)
 
 
 # --- private helpers -----------------------------------------------------------------------------
 def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance.Importance,
-          pics: pictures.Pictures) -> str:
+          pics: pictures.Pictures, branches: dict[str, importance.Importance] | None = None
+          ) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>espcn-tune: {e(s.name)}"
              f"</title><style>{_CSS}</style></head><body>",
@@ -83,6 +85,9 @@ def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance
     parts.append("<h2>Parameter importance</h2>")
     parts.append(_importance(imp, s.scope))
     parts.append(_figure(made.get("importance"), ""))
+    for label, within in (branches or {}).items():  # a conditional choice's own parameters
+        parts.append(f"<h3>Among the trials with {html.escape(label)}</h3>")
+        parts.append(_importance(within, s.scope))
     errored = run.trials[run.trials["error"].astype(bool)]
     if not errored.empty:
         parts.append("<h2>Errored trials (never ranked)</h2><ul>")

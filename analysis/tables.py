@@ -91,8 +91,7 @@ class Run:
 
     def ranges(self) -> list[ParamRange]:
         """The searched parameters' ranges; one the run did not record is "unrecorded"."""
-        recorded = {p.name: p for p in self.record.params}
-        return [recorded.get(n, ParamRange(n, "unrecorded")) for n in self.param_columns]
+        return [self.record.param(n) or ParamRange(n, "unrecorded") for n in self.param_columns]
 
     def trial(self, trial_id: str) -> pd.Series:
         """The trial's row; an unknown id raises with the list of valid ones."""
@@ -116,7 +115,7 @@ def load_run(run_dir: str | Path) -> Run:
     rec = record.read(run_dir)
     folders = [read_trial(p) for p in find_trial_dirs(run_dir)]
     searched = rec.searched or _names_in(folders)
-    ranges = {p.name: p for p in rec.params}
+    ranges = {p.name: p for top in rec.params for p in top.walk()}
     scalars = [s for n in searched for s in (ranges[n].scalar_names() if n in ranges else [n])]
     columns = {p: (f"param_{p}" if p in TRIAL_COLUMNS else p)
                for p in dict.fromkeys([*searched, *scalars])}
@@ -226,11 +225,14 @@ def _trial_row(
     # optuna_trial: the trial's number in the Optuna study (optuna-dashboard's #), where it has one.
     row: dict[str, Any] = {"trial": folder.trial_id, "dir": folder.path.name,
                            "optuna_trial": folder.optuna_number}
+    # The trial's full config holds every searched value in the user's form; params.json is the
+    # fallback (a trial that never reported). A run from before the user's form kept the
+    # searcher's scalars in params.json, so the config comes first. A parameter under a
+    # conditional choice's other branch is not the trial's: left empty (null).
+    values = {n: (config or {}).get(n, folder.params.get(n)) for n in searched}
+    has = {p.name for p in record.active(rec.params, values)} if rec.params else set(searched)
     for name in searched:
-        # The trial's full config holds every searched value in the user's form; params.json is
-        # the fallback (a trial that never reported). A run from before the user's form kept the
-        # searcher's scalars in params.json, so the config comes first.
-        value = (config or {}).get(name, folder.params.get(name))
+        value = values[name] if name in has else None
         row[columns[name]] = _param_value(value)
         if name in ranges:
             for scalar, v in ranges[name].scalars(value).items():

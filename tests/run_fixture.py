@@ -229,6 +229,35 @@ def make_legacy(run_dir: Path) -> Path:
     return run_dir
 
 
+# A conditional space: the schedule family, each with its own parameters (issue 19).
+CONDITIONAL = (
+    ParamRange("lr_schedule", "choice", choices=("multistep", "cosine"), branches=(
+        ("multistep", (ParamRange("lr_scheduler_gamma", "uniform", 0.05, 0.5),)),
+        ("cosine", (ParamRange("lr_min_fraction", "loguniform", 1e-3, 1e-1),)))),
+    ParamRange("model_lr", "loguniform", 1e-4, 1e-1),
+)
+
+
+def write_conditional_run(root: Path, name: str = "schedules") -> Path:
+    """Six trials of a conditional space: three multistep, three cosine; the winner a cosine
+    trial whose floor sits at the bottom of its range."""
+    run = root / name
+    write_meta(run)
+    rec = record.read(run)
+    record.write(run, rec.replace(params=CONDITIONAL))
+    trials = [
+        ({"lr_schedule": "multistep", "lr_scheduler_gamma": 0.1, "model_lr": 0.01}, 25.0),
+        ({"lr_schedule": "multistep", "lr_scheduler_gamma": 0.3, "model_lr": 0.003}, 25.8),
+        ({"lr_schedule": "multistep", "lr_scheduler_gamma": 0.49, "model_lr": 0.001}, 26.1),
+        ({"lr_schedule": "cosine", "lr_min_fraction": 0.0011, "model_lr": 0.002}, 27.0),
+        ({"lr_schedule": "cosine", "lr_min_fraction": 0.02, "model_lr": 0.02}, 26.5),
+        ({"lr_schedule": "cosine", "lr_min_fraction": 0.05, "model_lr": 0.0005}, 24.9),
+    ]
+    for i, (params, best) in enumerate(trials):
+        write_trial(run, i, params, [best - 1.0, best - 0.5, best - 0.2, best])
+    return run
+
+
 REFERENCE_PSNRS = [16.2, 18.6, 18.5, 18.47]  # best at epoch 2, last at epoch 4 of 4
 
 

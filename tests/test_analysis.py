@@ -341,3 +341,44 @@ def test_module_entry_point_reports_bad_input_without_traceback(tmp_path: Path) 
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert str(tmp_path) in out.stderr and "Traceback" not in out.stderr
+
+
+# --- a conditional space (issue 19): parameters only some trials have ------------------------------
+def test_a_conditional_run_leaves_other_branches_parameters_empty(tmp_path: Path) -> None:
+    run = load_run(fx.write_conditional_run(tmp_path))
+    t = run.trials.set_index("trial")
+    assert run.searched == ["lr_schedule", "lr_scheduler_gamma", "lr_min_fraction", "model_lr"]
+    cosine, multistep = fx.trial_id(3), fx.trial_id(0)
+    assert pd.isna(t.loc[cosine, "lr_scheduler_gamma"]) and t.loc[cosine, "lr_min_fraction"] == 0.0011
+    assert pd.isna(t.loc[multistep, "lr_min_fraction"]) and t.loc[multistep, "lr_scheduler_gamma"] == 0.1
+    tables, trials_file = write_tables(run, tmp_path / "tables")
+    read = pd.read_parquet(trials_file).set_index("trial")
+    assert read["lr_min_fraction"].isna().sum() == 3 and read["lr_scheduler_gamma"].isna().sum() == 3
+    text = leaderboard.render(run)
+    assert "cosine" in text and "multistep" in text
+
+
+def test_a_conditional_runs_importance_is_shared_then_per_choice(tmp_path: Path) -> None:
+    run = load_run(fx.write_conditional_run(tmp_path))
+    shared = importance.param_importances(run)
+    assert shared.values is not None and set(shared.values) == {"lr_schedule", "model_lr"}
+    within = importance.branch_importances(run)
+    assert set(within) == {"lr_schedule multistep", "lr_schedule cosine"}
+    assert within["lr_schedule cosine"].n_trials == 3
+    assert set(within["lr_schedule cosine"].values or {}) <= {"lr_min_fraction", "model_lr"}
+
+
+def test_a_conditional_runs_edges_are_judged_per_choice(tmp_path: Path) -> None:
+    from analysis.summary import edge_warnings
+
+    lines = edge_warnings(load_run(fx.write_conditional_run(tmp_path)))
+    assert ("lr_min_fraction: the best lr_schedule cosine trial's 0.0011 is at the bottom of "
+            "[0.001, 0.1]; the optimum may lie below it: widen the range") in lines
+    assert any(line.startswith("lr_scheduler_gamma: the best lr_schedule multistep trial's 0.49")
+               for line in lines)
+
+
+def test_a_conditional_runs_report_is_written(tmp_path: Path) -> None:
+    run = load_run(fx.write_conditional_run(tmp_path))
+    page = write_report(run, tmp_path / "report").read_text()
+    assert "Among the trials with lr_schedule cosine" in page

@@ -108,9 +108,12 @@ def test_pbt_and_grid_get_rays_domains_in_the_users_form(tmp_path):
     assert param_space(load_space("full")) == {}, "Optuna samples; Ray's param_space is empty"
 
 
-def test_grid_becomes_grid_search(tmp_path):
-    spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\nsearch: {algorithm: grid}\n")
-    assert param_space(spec) == {"batch_size": {"grid_search": [8, 16]}}
+def test_a_grid_is_its_points_listed(tmp_path):
+    spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\nsearch: {algorithm: grid}\n"
+                               "trials: 2\n")
+    searcher = make_searcher(spec, tmp_path)
+    assert param_space(spec) == {}
+    assert searcher._points_to_evaluate == [{"batch_size": 8}, {"batch_size": 16}] * 2
 
 
 @pytest.mark.parametrize("name", ["lr_sched", "batch_accum", "full", "optim", "smoke"])
@@ -292,3 +295,63 @@ def test_hyperband_gets_no_concurrency_cap(tmp_path):
     assert concurrency_cap(spec) is None
     assert isinstance(make_searcher(spec, tmp_path), OptunaSearch)
 
+
+
+CONDITIONAL = """\
+params:
+  lr_schedule:
+    choice:
+      multistep: {lr_scheduler_milestones: {milestones: {count: [1, 2], low: 0.05, high: 0.95}},
+                  lr_scheduler_gamma: {uniform: [0.05, 0.5]}}
+      cosine: {lr_min_fraction: {loguniform: [1.0e-3, 1.0e-1]}}
+  warmup_fraction: {uniform: [0.0, 0.1]}
+config: {residual: true}
+"""
+
+
+@pytest.mark.parametrize("algorithm", ["optuna", "random"])
+def test_a_conditional_space_is_searched_as_one(tmp_path, algorithm):
+    spec = load_text(tmp_path, CONDITIONAL + f"search: {{algorithm: {algorithm}}}\n"
+                                             "include_defaults: false\n")
+    searcher = make_searcher(spec, tmp_path)
+    seen = set()
+    for i in range(12):
+        values = searcher.suggest(f"t{i}")
+        cfg = spec.trial_config(values)  # exactly the chosen branch's keys, in the user's form
+        seen.add(values["lr_schedule"])
+        if values["lr_schedule"] == "cosine":
+            assert set(values) == {"lr_schedule", "lr_min_fraction", "warmup_fraction"}
+            assert cfg.lr_scheduler_gamma is None and 1e-3 <= cfg.lr_min_fraction <= 0.1
+        else:
+            assert set(values) == {"lr_schedule", "lr_scheduler_milestones",
+                                   "lr_scheduler_gamma", "warmup_fraction"}
+        searcher.on_trial_complete(f"t{i}", {METRIC: 20.0 + i, "epoch": spec.base.epochs})
+    assert seen == {"multistep", "cosine"}
+    study = optuna.load_study(study_name="space", storage=searcher.searcher._storage)
+    names = set().union(*(t.params for t in study.trials))
+    assert {"lr_min_fraction@cosine", "lr_scheduler_gamma@multistep"} <= names
+    assert names <= set(sampled_names(spec))
+
+
+def test_a_conditional_grid_runs_every_point_on_rays_generator(tmp_path):
+    spec = load_text(tmp_path, """\
+        params:
+          lr_schedule:
+            grid:
+              multistep: {lr_scheduler_gamma: {grid: [0.1, 0.5]}}
+              cosine: {lr_min_fraction: {grid: [0.01]}}
+        search: {algorithm: grid}
+        """)
+    searcher = make_searcher(spec, tmp_path)
+    assert isinstance(searcher, BasicVariantGenerator) and param_space(spec) == {}
+    assert [spec.trial_config(p).lr_schedule for p in searcher._points_to_evaluate] == [
+        "multistep", "multistep", "cosine"]
+
+
+def test_the_defaults_inside_a_conditional_space_are_told_to_optuna_first(tmp_path):
+    spec = load_text(tmp_path, "params:\n  lr_schedule:\n    choice:\n      multistep: "
+                               "{lr_scheduler_gamma: {uniform: [0.05, 0.5]}}\n      cosine: "
+                               "{lr_min_fraction: {uniform: [0.0, 0.1]}}\n")
+    assert spec.reference_inside
+    searcher = make_searcher(spec, tmp_path)
+    assert searcher.suggest("t1") == {"lr_schedule": "multistep", "lr_scheduler_gamma": 0.1}

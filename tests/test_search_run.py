@@ -175,6 +175,41 @@ def test_without_v_the_terminal_shows_our_lines_and_none_of_rays(clip_root, tmp_
         assert ray_says not in out, (ray_says, out[-4000:])
 
 
+def test_a_conditional_space_searches_end_to_end(ray_session, clip_root, tmp_path):
+    """The schedule family and each family's own parameters, TPE over the conditional space,
+    ASHA stopping, then the analysis of a run whose trials hold different parameters."""
+    from analysis.__main__ import main as analysis_main
+    from analysis.tables import load_run
+
+    space = tmp_path / "families.yaml"
+    space.write_text(
+        "params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+        "  lr_schedule:\n    choice:\n"
+        "      multistep: {lr_scheduler_gamma: {uniform: [0.05, 0.5]}}\n"
+        "      cosine: {lr_min_fraction: {loguniform: [1.0e-3, 1.0e-1]}}\n"
+        "      cosine_restarts: {lr_restart_period: {uniform: [0.2, 0.5]}}\n"
+        "  warmup_fraction: {uniform: [0.0, 0.2]}\n"
+        "config: {batch_size: 8, use_amp: false}\n"
+        "budget: {epochs: 2, epoch_samples: 256, validation_interval: 1}\n"
+        "scheduler: {grace_period: 1, reduction_factor: 2}\n"
+        "search: {n_startup_trials: 6}\ntrials: 6\ninclude_defaults: false\n")
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "families",
+               "--data", str(clip_root), "--seed", "3"])
+    assert rc == 0
+    trials = _trial_dirs(tmp_path / "families")
+    assert len(trials) == 6 and not [t for t in trials if (t / "error.txt").exists()]
+    for t in trials:
+        params = json.loads((t / "params.json").read_text())  # the user's form, per family
+        family = params["lr_schedule"]
+        own = {"multistep": "lr_scheduler_gamma", "cosine": "lr_min_fraction",
+               "cosine_restarts": "lr_restart_period"}[family]
+        assert set(params) == {"model_lr", "lr_schedule", "warmup_fraction", own}
+        config = json.loads((t / "trial_config.json").read_text())
+        assert config["lr_schedule"] == family and config[own] == params[own]
+    run = load_run(tmp_path / "families")
+    assert run.trials["lr_schedule"].nunique() >= 2
+    assert analysis_main([str(tmp_path / "families"), "--no-report"]) == 0
+
 
 def _event_files(folder: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
     """The scalar tags of the event files directly in ``folder`` with their steps, and the

@@ -585,3 +585,109 @@ def test_pbt_cannot_perturb_a_milestone_list(tmp_path):
                     "search: {algorithm: random}\nscheduler: {type: pbt}\n",
           r"`params.lr_scheduler_milestones.milestones` cannot be searched under `scheduler.type` "
           r"pbt.*as a `choice`")
+
+
+# --- conditional spaces: per-choice parameters -------------------------------------------------------
+SCHEDULES = """\
+params:
+  lr_schedule:
+    choice:
+      multistep: {lr_scheduler_milestones: {milestones: {count: [1, 2], low: 0.05, high: 0.95}},
+                  lr_scheduler_gamma: {uniform: [0.05, 0.5]}}
+      cosine: {lr_min_fraction: {loguniform: [1.0e-3, 1.0e-1]}}
+      cosine_restarts:
+  warmup_fraction: {uniform: [0.0, 0.1]}
+config: {residual: true}
+"""
+
+
+def test_a_choice_can_carry_parameters_of_its_own(tmp_path):
+    spec = load_text(tmp_path, SCHEDULES)
+    (schedule, warmup) = spec.params
+    assert schedule.choices == ("multistep", "cosine", "cosine_restarts")
+    assert [(v, [p.name for p in subs]) for v, subs in schedule.branches] == [
+        ("multistep", ["lr_scheduler_milestones", "lr_scheduler_gamma"]),
+        ("cosine", ["lr_min_fraction"]), ("cosine_restarts", [])]
+    assert warmup.name == "warmup_fraction"
+    cosine = spec.trial_config({"lr_schedule": "cosine", "lr_min_fraction": 0.01,
+                                "warmup_fraction": 0.05})
+    assert cosine.lr_min_fraction == 0.01 and cosine.lr_scheduler_gamma is None
+    with pytest.raises(ConfigError, match=r"unknown: lr_scheduler_gamma"):
+        spec.trial_config({"lr_schedule": "cosine", "lr_min_fraction": 0.01,
+                           "lr_scheduler_gamma": 0.2, "warmup_fraction": 0.05})
+    plan = describe_plan(spec)
+    assert "if lr_schedule is cosine:" in plan and "lr_min_fraction" in plan
+    assert "if lr_schedule is cosine_restarts: nothing more" in plan
+
+
+@pytest.mark.parametrize("block, match", [
+    ("      cosin: {}\n", r"`params.lr_schedule.choice.cosin`: The value of `lr_schedule` is "
+                          r"'cosin', but must be one of"),
+    ("      cosine: {lr_scheduler_gamma: {uniform: [0.05, 0.5]}}\n",
+     r"`params.lr_schedule.choice.cosine.lr_scheduler_gamma.uniform\[0\]`: .*applies only to "
+     r"lr_schedule multistep"),
+    ("      cosine: {lr_min_fraction: {choice: {a: {}}}}\n",
+     r"`params.lr_schedule.choice.cosine.lr_min_fraction.choice`: a choice inside a choice"),
+    ("      cosine: {warmup_fraction: {uniform: [0.0, 0.1]}}\n",
+     r"`params.lr_schedule.choice.cosine.warmup_fraction` is also searched at the top"),
+    ("      cosine: {lr_schedule: {choice: [cosine]}}\n", r"is the choice itself"),
+    ("      cosine: {lr_min_fracton: {uniform: [0.0, 0.1]}}\n",
+     r"unknown key `params.lr_schedule.choice.cosine.lr_min_fracton` \(did you mean "
+     r"`lr_min_fraction`\?\)"),
+    ("      cosine: {lr_min_fraction: {uniform: [0.0, 0.1], loguniform: [0.1, 0.2]}}\n",
+     r"must name exactly one distribution"),
+    ("      cosine: [lr_min_fraction]\n", r"`params.lr_schedule.choice.cosine` is \['lr_min"),
+    ("      cosine: {epochs: {choice: [1, 2]}}\n", r"unknown key"),
+])
+def test_each_malformed_conditional_block_is_one_line_naming_the_key(tmp_path, block, match):
+    text = ("params:\n  lr_schedule:\n    choice:\n      multistep: {}\n" + block
+            + "  warmup_fraction: {uniform: [0.0, 0.1]}\n")
+    fails(tmp_path, text, match)
+
+
+def test_a_conditional_choice_needs_named_choices(tmp_path):
+    fails(tmp_path, "params:\n  residual:\n    choice:\n      true: {}\n      false: {}\n",
+          r"the choice True is a bool; choices that carry parameters of their own are names")
+
+
+def test_a_conditional_grid_enumerates_each_choices_own_points(tmp_path):
+    from tune.space import grid_points
+
+    spec = load_text(tmp_path, """\
+        params:
+          lr_schedule:
+            grid:
+              multistep: {lr_scheduler_gamma: {grid: [0.1, 0.5]}}
+              cosine: {lr_min_fraction: {grid: [0.01]}}
+          model_lr: {grid: [1.0e-3, 1.0e-2]}
+        search: {algorithm: grid}
+        trials: 2
+        """)
+    points = grid_points(spec.params)
+    assert spec.grid_size() == 6 == len(points) and spec.total_trials() == 12
+    assert {"lr_schedule": "cosine", "lr_min_fraction": 0.01, "model_lr": 1e-3} in points
+    assert all(spec.trial_config(p) for p in points)
+    fails(tmp_path, "params:\n  lr_schedule:\n    grid:\n      cosine: "
+                    "{lr_min_fraction: {uniform: [0.0, 0.1]}}\nsearch: {algorithm: random}\n",
+          r"the parameters of a grid's choices are grids too")
+
+
+def test_patience_belongs_to_single_runs_not_to_a_search(tmp_path):
+    fails(tmp_path, MINIMAL + "config: {early_stop_patience: 3}\n",
+          r"`config.early_stop_patience` cannot be set in a search space: inside a search ASHA")
+    fails(tmp_path, "params:\n  early_stop_patience: {choice: [2, 3]}\n",
+          r"`params.early_stop_patience` cannot be searched")
+
+
+def test_the_defaults_inside_a_conditional_space_are_its_first_trial(tmp_path):
+    spec = load_text(tmp_path, """\
+        params:
+          lr_schedule:
+            choice:
+              multistep: {lr_scheduler_gamma: {uniform: [0.05, 0.5]}}
+              cosine: {lr_min_fraction: {uniform: [0.0, 0.1]}}
+          model_lr: {loguniform: [1.0e-3, 1.0e-1]}
+        """)
+    assert spec.reference_inside
+    assert spec.default_values() == {"lr_schedule": "multistep", "lr_scheduler_gamma": 0.1,
+                                     "model_lr": 0.01}

@@ -20,6 +20,10 @@ def plan_lines(spec: SearchSpec) -> Iterator[str]:
     yield f"Searched parameters ({len(spec.params)}):"
     for p in spec.params:
         yield f"  {p.name:<{width}}{_distribution(p)}"
+        for value, subs in p.branches:
+            yield f"    if {p.name} is {_show(value)}:" + ("" if subs else " nothing more")
+            for sub in subs:
+                yield f"      {sub.name:<{width - 4}}{_distribution(sub)}"
     yield "Fixed settings that differ from TrainConfig defaults:"
     yield from _overrides(base, width) or ["  (none)"]
     yield (f"Budget:       {base.epochs} epochs x {base.epoch_samples:,} samples = "
@@ -30,12 +34,19 @@ def plan_lines(spec: SearchSpec) -> Iterator[str]:
     total = spec.total_trials()
     grid = f" ({spec.trials} samples over a {spec.grid_size()}-point grid)" \
         if spec.grid_size() > 1 else ""
-    at_once = (f"at most {spec.max_concurrent} at a time" if spec.scheduler != "hyperband" else
+    at_once = (f"{spec.fuse} per fused engine at a time" if spec.fuse > 1 else
+               f"at most {spec.max_concurrent} at a time" if spec.scheduler != "hyperband" else
                "as many at a time as resources allow (a cap would keep HyperBand's brackets "
                "from filling)")
     yield (f"Trials:       {total}{grid}, {at_once}; at most "
            f"{total * base.total_samples:,} samples in all if no trial is stopped early")
     yield f"Resources:    {_resources(spec)}"
+    if spec.fuse > 1:
+        where = "GPU (one engine holds each card)" if spec.gpus_per_trial else "CPU engine"
+        yield (f"Fusion:       up to {spec.fuse} trials of one shape trained as one network per "
+               f"{where}; trials of another shape (batch, accumulation, patch, precision, "
+               f"optimizer, residual) get groups of their own; the searcher keeps {spec.fuse} "
+               "trials running per engine")
     if spec.reference_inside:
         shown = ", ".join(f"{p.name}={_show(getattr(base, p.name))}" for p in spec.params)
         yield f"Reference:    the source document's defaults, as the first trial ({shown})"
@@ -94,6 +105,10 @@ def _searcher(spec: SearchSpec) -> str:
 
 def _resources(spec: SearchSpec) -> str:
     cpus, gpus = spec.cpus_per_trial, spec.gpus_per_trial
+    if spec.fuse > 1:
+        return (f"{cpus:g} CPU{' and a whole GPU' if gpus else ''} per engine of fused trials "
+                "(one engine per GPU, or one on the CPU); each trial itself holds a token CPU "
+                "share")
     text = f"{cpus:g} CPU, {gpus:g} GPU per trial"
     if gpus == 0:
         text += " (CPU only)"

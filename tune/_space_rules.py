@@ -17,6 +17,9 @@ from trainable.errors import ConfigError
 from tune._spec_checks import Checker
 from tune._spec_types import ALGORITHMS, KINDS, SCHEDULERS, ParamRange
 
+_PATIENCE = ("inside a search ASHA plays the early-stopping role (`scheduler`: grace_period, "
+             "reduction_factor), comparing trials at equal budget; early_stop_patience is for "
+             "single runs (python -m trainable)")
 # --- defaults: what a file that does not mention a key gets ---------------------------------------
 TOP_KEYS = ("params", "config", "data", "budget", "scheduler", "search", "trials",
             "max_concurrent", "resources", "seed", "include_defaults")
@@ -33,6 +36,7 @@ DEFAULT_ALGORITHM = "optuna"  # TPE
 DEFAULT_STARTUP_TRIALS = 5  # Optuna's own 10 would leave TPE only half of the default 20 trials
 DEFAULT_CPUS = 1.0  # one trial per core
 DEFAULT_GPUS = 0.0  # CPU only unless a file or the command line asks for GPUs
+DEFAULT_FUSE = 1  # trials per fused group; 1: no fusion (on a CPU it does not pay: BENCHMARKS.md)
 DEFAULT_MILESTONES = {"count": [1, 2], "low": 0.05, "high": 0.95}  # 1-2 drops inside the run
 MAX_MILESTONES = 3  # the source document's MultiStepLR uses 2; a third is the most worth searching
 
@@ -49,6 +53,7 @@ _NOT_SEARCHABLE = {
     **{k: "it is the budget (ASHA's max_t and time unit); set it in `budget`" for k in _BUDGET_KEYS},
     **{k: "it says where or how a trial runs, not how it learns"
        for k in ("data", "data_lr", "cache_dir", "device", "num_threads")},
+    "early_stop_patience": _PATIENCE,
 }
 _MAX_CORNERS = 4096  # cross-field check of every combination of extreme values, if this small
 
@@ -75,6 +80,10 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
                     "set `search.algorithm: random`")
     if kind == "pbt":
         for p in params:
+            if p.branches:
+                check.error(f"`params.{p.name}.{p.kind}` cannot carry per-choice parameters under "
+                            "`scheduler.type` pbt: PBT perturbs values, not which parameters "
+                            "exist; use `scheduler.type` asha")
             if p.kind == "milestones":
                 check.error(f"`params.{p.name}.milestones` cannot be searched under "
                             "`scheduler.type` pbt: PBT perturbs single values, not a list; give "
@@ -90,10 +99,10 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
     # The reference run is a trial TPE learns from only where it lies inside the space: the fixed
     # settings are the defaults' own and every searched range holds the defaults' value.
     reference_inside = include_defaults and base == base.source_defaults() and all(
-        _default_fits(p, getattr(base, p.name)) for p in params)
+        _default_fits(p, base) for p in params)
 
     resources = check.mapping("resources", doc.get("resources"))
-    check.only_keys("resources", resources, ("cpus", "gpus"))
+    check.only_keys("resources", resources, ("cpus", "gpus", "fuse"))
     cpus = _non_negative(check, "resources.cpus", resources.get("cpus", DEFAULT_CPUS))
     gpus = _non_negative(check, "resources.gpus", resources.get("gpus", DEFAULT_GPUS))
     if gpus > 1 and not gpus.is_integer():
@@ -102,6 +111,11 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
     if cpus == 0 and gpus == 0:
         check.fail("resources", {"cpus": cpus, "gpus": gpus},
                    "a trial must ask for some CPU or GPU, or Ray would start them all at once")
+    fuse = check.integer("resources.fuse", resources.get("fuse", DEFAULT_FUSE), 1)
+    trials = check.integer("trials", doc.get(
+        "trials", DEFAULT_GRID_PASSES if algorithm == "grid" else DEFAULT_TRIALS), 1)
+    if fuse > 1:
+        _check_fusion(check, fuse, kind, gpus, cpus, trials, base)
 
     return {
         "params": params, "base": base, "scheduler": kind,
@@ -110,8 +124,7 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
         "search_seed": _seed(check, "search.seed", search.get("seed", base.seed)),
         "n_startup_trials": check.integer(
             "search.n_startup_trials", search.get("n_startup_trials", DEFAULT_STARTUP_TRIALS), 0),
-        "trials": check.integer("trials", doc.get(
-            "trials", DEFAULT_GRID_PASSES if algorithm == "grid" else DEFAULT_TRIALS), 1),
+        "trials": trials, "fuse": fuse,
         "max_concurrent": check.integer(
             "max_concurrent", doc.get("max_concurrent", DEFAULT_MAX_CONCURRENT), 1),
         "cpus_per_trial": cpus, "gpus_per_trial": gpus,
@@ -120,6 +133,29 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- sections -------------------------------------------------------------------------------------
+def _check_fusion(check: Checker, fuse: int, scheduler: str, gpus: float, cpus: float,
+                  trials: int, base: TrainConfig) -> None:
+    """Fused trials (`tune.fusion`): which searches they fit."""
+    if scheduler in ("pbt", "hyperband"):
+        what = ("PBT clones trials' checkpoints into each other and perturbs them"
+                if scheduler == "pbt" else "synchronous HyperBand pauses trials and resumes them")
+        check.fail("resources.fuse", fuse, f"cannot be used with `scheduler.type` {scheduler}: "
+                   f"{what}; use asha, fifo or median")
+    if fuse > trials:
+        check.fail("resources.fuse", fuse, f"must be <= `trials` ({trials}): a fused group of "
+                   "more slots than trials can never fill")
+    if gpus not in (0.0, 1.0):
+        check.fail("resources.gpus", gpus, "must be 0 or 1 with `resources.fuse`: each card's "
+                   "fused trials share one engine that holds the whole card")
+    if cpus == 0:
+        check.fail("resources.cpus", cpus, "must be > 0 with `resources.fuse`: the engine of "
+                   "fused trials needs a host thread")
+    if base.compile:
+        check.error("`config.compile` cannot be true with `resources.fuse`: a fused group runs "
+                    "its own fused step")
+
+
+
 def _base_config(check: Checker, doc: Mapping[str, Any], config: Mapping[str, Any]) -> TrainConfig:
     for key in config:
         if key in _OWNED_ELSEWHERE:
@@ -135,6 +171,8 @@ def _base_config(check: Checker, doc: Mapping[str, Any], config: Mapping[str, An
         check.fail("data", data, "must be 'builtin' or a data folder")
     values.update(data=data, seed=_seed(check, "seed", doc.get("seed", DEFAULT_SEED)))
     base = TrainConfig.from_dict(values, where=f"{check.label} (fixed settings)")
+    if base.early_stop_patience:
+        check.error(f"`config.early_stop_patience` cannot be set in a search space: {_PATIENCE}")
     if base.validation_interval > base.epochs:
         check.fail("budget.validation_interval", base.validation_interval,
                    f"must be <= `budget.epochs` ({base.epochs}), or a trial never validates")
@@ -188,11 +226,66 @@ def _params(check: Checker, section: Any, base: TrainConfig, config: Mapping[str
         if len(dist) != 1:
             check.fail(key, dict(dist), f"must name exactly one distribution ({', '.join(KINDS)})")
         ((kind, args),) = dist.items()
-        p = _param(check, f"{key}.{kind}", name, kind, args, types[name], base)
+        if kind in ("choice", "grid") and isinstance(args, Mapping):
+            p = _conditional(check, f"{key}.{kind}", name, kind, args, types, base,
+                             {**config, **section}, algorithm)
+        else:
+            p = _param(check, f"{key}.{kind}", name, kind, args, types[name], base)
         _check_algorithm(check, p, algorithm)
         parsed.append(p)
     _check_corners(check, parsed, base)
+    for p in parsed:  # each branch with the others: its own parameters on its choice's base
+        for value, subs in p.branches:
+            _check_corners(check, [q for q in parsed if q is not p] + list(subs),
+                           base.replace(**{p.name: value}), f"params.{p.name}.{p.kind}.{value}")
     return tuple(parsed)
+
+
+def _conditional(check: Checker, key: str, name: str, kind: str, args: Mapping[str, Any],
+                 types: Mapping[str, str], base: TrainConfig, taken: Mapping[str, Any],
+                 algorithm: str) -> ParamRange:
+    """A choice (or grid) whose choices carry parameters of their own:
+    ``{choice: {cosine: {lr_min_fraction: {loguniform: [...]}}, multistep: {...}}}``. One level:
+    a branch's parameter cannot itself carry branches."""
+    if not args:
+        check.fail(key, dict(args), "must name at least one choice")
+    branches = []
+    for value, block in args.items():
+        where = f"{key}.{value}"
+        if not isinstance(value, str):
+            check.error(f"`{key}`: the choice {value!r} is a {type(value).__name__}; choices that "
+                        "carry parameters of their own are names (write the values as a list "
+                        "to choose without them)")
+        value = _valid_value(check, where, name, value, base)
+        on_branch = base.replace(**{name: value})
+        block = check.mapping(where, block)
+        check.only_keys(where, block, [n for n in types if n not in _NOT_SEARCHABLE])
+        subs = []
+        for sub_name, dist in block.items():
+            sub_key = f"{where}.{sub_name}"
+            if sub_name == name or sub_name in taken:
+                also = "is the choice itself" if sub_name == name else (
+                    "is also searched at the top of `params` or fixed in `config`")
+                check.error(f"`{sub_key}` {also}; a parameter has one place")
+            dist = check.mapping(sub_key, dist)
+            check.only_keys(sub_key, dist, KINDS)
+            if len(dist) != 1:
+                check.fail(sub_key, dict(dist),
+                           f"must name exactly one distribution ({', '.join(KINDS)})")
+            ((sub_kind, sub_args),) = dist.items()
+            if sub_kind in ("choice", "grid") and isinstance(sub_args, Mapping):
+                check.error(f"`{sub_key}.{sub_kind}`: a choice inside a choice's parameters is "
+                            "not supported (one level of per-choice parameters); give its values "
+                            "as a list")
+            sub = _param(check, f"{sub_key}.{sub_kind}", sub_name, sub_kind, sub_args,
+                         types[sub_name], on_branch)
+            _check_algorithm(check, sub, algorithm, f"{sub_key}.{sub_kind}")
+            if kind == "grid" and sub.kind != "grid":
+                check.error(f"`{sub_key}.{sub_kind}`: the parameters of a grid's choices are "
+                            "grids too (every point of the grid is one trial)")
+            subs.append(sub)
+        branches.append((value, tuple(subs)))
+    return ParamRange(name, kind, choices=tuple(v for v, _ in branches), branches=tuple(branches))
 
 
 def _param(check: Checker, key: str, name: str, kind: str, args: Any, ftype: str,
@@ -253,8 +346,9 @@ def _milestones(check: Checker, key: str, name: str, args: Any) -> ParamRange:
 
 
 # --- cross checks ---------------------------------------------------------------------------------
-def _check_algorithm(check: Checker, p: ParamRange, algorithm: str) -> None:
-    key = f"params.{p.name}.{p.kind}"
+def _check_algorithm(check: Checker, p: ParamRange, algorithm: str, key: str | None = None
+                     ) -> None:
+    key = key or f"params.{p.name}.{p.kind}"
     if p.kind == "grid" and algorithm == "optuna":
         check.error(f"`{key}` needs `search.algorithm` random or grid: Optuna cannot expand a "
                     "grid (use choice to let TPE pick)")
@@ -266,25 +360,30 @@ def _check_algorithm(check: Checker, p: ParamRange, algorithm: str) -> None:
                     "use `milestones`")
 
 
-def _check_corners(check: Checker, params: list[ParamRange], base: TrainConfig) -> None:
+def _check_corners(check: Checker, params: list[ParamRange], base: TrainConfig,
+                   where: str = "params") -> None:
     """Every combination of extreme values must be a valid config (e.g. batch x accumulation
     against epoch_samples). TrainConfig's rules are intervals, so the extremes suffice."""
     corners = [(p.name, (p.low, p.high) if p.numeric else p.choices)
-               for p in params if p.kind != "milestones"]
+               for p in params if p.kind != "milestones" and not p.branches]
     if len(corners) < 2 or math.prod(len(v) for _, v in corners) > _MAX_CORNERS:
         return
     names = [n for n, _ in corners]
     for combo in itertools.product(*(v for _, v in corners)):
         values = dict(zip(names, combo, strict=True))
         try:
-            TrainConfig.from_dict({**base.to_dict(), **values})
+            base.replace(**values)
         except ConfigError as e:
             shown = ", ".join(f"{n}={v!r}" for n, v in values.items())
-            check.error(f"`params`: the combination {shown} gives an invalid trial config: "
+            check.error(f"`{where}`: the combination {shown} gives an invalid trial config: "
                         f"{_rule(e)}")
 
 
-def _default_fits(p: ParamRange, value: Any) -> bool:
+def _default_fits(p: ParamRange, base: TrainConfig) -> bool:
+    value = getattr(base, p.name)
+    if p.branches:
+        return (_identity(value) in {_identity(v) for v in p.choices}
+                and all(_default_fits(sub, base) for sub in p.active(value)))
     if p.kind == "milestones":
         assert p.count is not None and p.low is not None and p.high is not None
         return (p.count[0] <= len(value) <= p.count[1]
@@ -299,7 +398,7 @@ def _default_fits(p: ParamRange, value: Any) -> bool:
 def _valid_value(check: Checker, key: str, name: str, value: Any, base: TrainConfig) -> Any:
     """The value as TrainConfig stores it (so "1e-3" becomes 0.001), or a message why not."""
     try:
-        return getattr(TrainConfig.from_dict({**base.to_dict(), name: value}), name)
+        return getattr(base.replace(**{name: value}), name)
     except ConfigError as e:
         check.error(f"`{key}`: {_rule(e)}")
 

@@ -17,12 +17,12 @@ This module must not import ray: the CLI's ``--dry-run`` builds and prints the p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.record import KINDS, ParamRange
+from analysis.record import KINDS, ParamRange, active
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 
@@ -33,7 +33,7 @@ TIME_ATTR = "epoch"  # epochs of `epoch_samples` completed: comparable whatever 
 SCHEDULERS = ("asha", "fifo", "hyperband", "median", "pbt")
 ALGORITHMS = ("optuna", "random", "grid")
 __all__ = ["ALGORITHMS", "KINDS", "METRIC", "MODE", "SCHEDULERS", "TIME_ATTR", "ParamRange",
-           "SearchSpec", "asha_rungs"]
+           "SearchSpec", "asha_rungs", "grid_points"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class SearchSpec:
     max_concurrent: int
     cpus_per_trial: float
     gpus_per_trial: float
+    fuse: int  # trials trained as one network per engine (tune.fusion); 1: each trial alone
     include_defaults: bool  # run the source document's defaults once, as the reference
     reference_inside: bool  # ...as the first trial (it lies inside the space), else beside it
     # The parsed file, kept so `tune.space.with_overrides` re-validates through the same code
@@ -62,7 +63,7 @@ class SearchSpec:
     def trial_config(self, values: Mapping[str, Any]) -> TrainConfig:
         """The full TrainConfig of a trial from its searched values (as Ray passes them)."""
         values = {k: _plain(v) for k, v in values.items()}
-        expected = [p.name for p in self.params]
+        expected = [p.name for p in self.active(values)]
         unknown = sorted(set(values) - set(expected))
         missing = [n for n in expected if n not in values]
         if unknown or missing:
@@ -71,12 +72,18 @@ class SearchSpec:
                 f"{', '.join(expected)}; unknown: {', '.join(unknown) or '-'}; "
                 f"missing: {', '.join(missing) or '-'}"
             )
-        return TrainConfig.from_dict({**self.base.to_dict(), **values},
-                                     where=f"trial config for {self.path.name}")
+        return self.base.replace(where=f"trial config for {self.path.name}", **values)
+
+    def active(self, values: Mapping[str, Any]) -> list[ParamRange]:
+        """The searched parameters a trial with these values has (`analysis.record.active`)."""
+        return active(self.params, values)
 
     def default_values(self) -> dict[str, Any]:
-        """The source document's defaults' values of the searched parameters (user form)."""
-        return {p.name: _jsonable(getattr(self.base, p.name)) for p in self.params}
+        """The source document's defaults' values of the searched parameters (user form), a
+        conditional choice's branch included."""
+        values = {p.name: _jsonable(getattr(self.base, p.name)) for p in self.params}
+        return {p.name: values.get(p.name, _jsonable(getattr(self.base, p.name)))
+                for p in self.active(values)}
 
     # --- derived plan ---------------------------------------------------------------------------
     def rungs(self) -> list[int]:
@@ -91,12 +98,9 @@ class SearchSpec:
         return asha_rungs(self.base.epochs, self.grace_period, self.reduction_factor)
 
     def grid_size(self) -> int:
-        """Trials per sample under Ray's grid expansion (1 without grid params)."""
-        size = 1
-        for p in self.params:
-            if p.kind == "grid":
-                size *= len(p.choices)
-        return size
+        """Trials per sample over the grid parameters (1 without any): a conditional grid counts
+        each branch's own grid points."""
+        return len(grid_points([p for p in self.params if p.kind == "grid"]))
 
     def total_trials(self) -> int:
         """Trials Ray will start: `trials` samples, each expanded over the grid.
@@ -107,6 +111,19 @@ class SearchSpec:
         if self.reference_inside:
             return 1 + (self.trials - 1) * self.grid_size()
         return self.trials * self.grid_size()
+
+
+def grid_points(params: Sequence[ParamRange]) -> list[dict[str, Any]]:
+    """Every combination of the grid parameters' values, in the file's order; a conditional
+    grid (``{grid: {a: {...}, b: {...}}}``) contributes each choice with its own branch's grid."""
+    points: list[dict[str, Any]] = [{}]
+    for p in params:
+        options: list[dict[str, Any]] = []
+        for value in p.choices:
+            for sub in grid_points(p.active(value)):
+                options.append({p.name: _jsonable(value), **sub})
+        points = [{**point, **option} for point in points for option in options]
+    return points
 
 
 def asha_rungs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="trials running at once")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions share a GPU")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
+    p.add_argument("--fuse", type=int, metavar="N",
+                   help="train up to N trials of one shape as one network per GPU (fused "
+                        "trials; `resources.fuse`); 1: each trial alone")
     p.add_argument("--data", help="'builtin', a Vimeo90K root or a folder of clips")
     p.add_argument("--address", help="join an existing Ray cluster, e.g. 'auto'")
     p.add_argument("--ray-token-file", metavar="PATH",
@@ -74,6 +77,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         data = str(Path(data).resolve())  # trials run in another working directory
     return {"trials": args.num_samples, "max_concurrent": args.max_concurrent,
             "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+            "fuse": args.fuse,
             "data": data, "seed": args.seed}
 
 
@@ -221,12 +225,13 @@ def _start_reference(spec: SearchSpec, run_dir: Path) -> Any:
     import ray
 
     cfg = reference.reference_config(spec.base).replace(num_threads=max(1, int(spec.cpus_per_trial)))
-    task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=spec.gpus_per_trial,
+    # Beside fused trials on a card, whose engine holds 0.9 of it (`tune.fusion`): the rest.
+    gpus = spec.gpus_per_trial if spec.fuse == 1 or not spec.gpus_per_trial else 0.1
+    task = ray.remote(num_cpus=spec.cpus_per_trial, num_gpus=gpus,
                       max_retries=2)(reference.train_reference)
     log.info("reference run (the source document's defaults at this budget) in %s",
              reference.reference_dir(run_dir))
-    return task.remote(cfg, str(reference.reference_dir(run_dir)), spec.params,
-                       spec.gpus_per_trial)
+    return task.remote(cfg, str(reference.reference_dir(run_dir)), spec.params, gpus)
 
 
 def _finish_reference(ref: Any) -> None:
@@ -389,6 +394,10 @@ def _check_resources(spec: SearchSpec, resources: dict[str, float]) -> None:
     if spec.cpus_per_trial > resources.get("CPU", 0.0):
         raise InputError(f"--cpus-per-trial {spec.cpus_per_trial}: the Ray cluster has "
                          f"{resources.get('CPU', 0):g} CPUs")
+    if spec.fuse > 1:
+        log.info("fused trials on %s: %d per engine", f"{gpus:g} GPUs" if spec.gpus_per_trial
+                 else "the CPU", spec.fuse)
+        return
     where = (f"{spec.gpus_per_trial:g} GPU per trial ({gpus:g} GPUs in the cluster)"
              if spec.gpus_per_trial else "the CPU (no GPU requested)")
     per_gpu = math.floor(1 / spec.gpus_per_trial) if spec.gpus_per_trial else 0
@@ -402,13 +411,9 @@ def _make_tuner(spec: SearchSpec, run_dir: Path, *, resume: bool, verbose: bool)
     from tune.progress import ProgressPrinter
     from tune.ray_edge import trials as ray_trials
     from tune.ray_edge.loggers import HParamsLogger
-    from tune.search import METRIC, MODE, make_scheduler, make_searcher, param_space, uses_optuna
-    from tune.trial import run_trial
+    from tune.search import METRIC, MODE, make_scheduler, make_searcher, num_samples, param_space
 
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, spec=spec, cpus=spec.cpus_per_trial,
-                             run_dir=str(run_dir)),
-        {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+    trainable, spec, extra = _trainable(spec, run_dir)
     if resume:
         return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True,
                                   resume_errored=True)
@@ -417,19 +422,45 @@ def _make_tuner(spec: SearchSpec, run_dir: Path, *, resume: bool, verbose: bool)
         storage_path=str(run_dir.parent),
         checkpoint_config=ray_trials.checkpoint_config(spec.scheduler, METRIC, MODE),
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[ProgressPrinter(spec, str(run_dir)), HParamsLogger(spec.params)],
+        callbacks=[ProgressPrinter(spec, str(run_dir)), HParamsLogger(spec.params), *extra],
         verbose=2 if verbose else 0,
     )
     tune_config = tune.TuneConfig(
         metric=METRIC, mode=MODE, scheduler=make_scheduler(spec),
         # Concurrency is capped by the searcher (ConcurrencyLimiter); a second cap here would turn
         # synchronous HyperBand off and is ignored for random/grid anyway.
-        # Optuna is asked once per trial, grid points included; Ray expands its own grids.
-        search_alg=make_searcher(spec, run_dir),
-        num_samples=spec.total_trials() if uses_optuna(spec) else spec.trials,
+        search_alg=make_searcher(spec, run_dir), num_samples=num_samples(spec),
         reuse_actors=ray_trials.REUSE_ACTORS, trial_dirname_creator=ray_trials.trial_dirname)
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
                       run_config=run_config)
+
+
+def _trainable(spec: SearchSpec, run_dir: Path) -> tuple[Any, SearchSpec, list[Any]]:
+    """What Ray runs as a trial, the spec its searcher is built from, and the callbacks it
+    needs: a solo trial with its resources, or a fused trial's thin client of the engines
+    started here (`tune.fusion`), with the concurrency cap their slots give."""
+    import dataclasses
+
+    import ray
+    from ray import tune
+
+    from tune import fusion
+    from tune.trial import run_trial
+
+    if spec.fuse == 1:
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, spec=spec, cpus=spec.cpus_per_trial,
+                                 run_dir=str(run_dir)),
+            {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial})
+        return trainable, spec, []
+    engines = fusion.start_engines(spec, run_dir.name, ray.cluster_resources().get("GPU", 0.0))
+    log.info("fused trials: %d engine(s), up to %d trials of one shape trained as one network "
+             "in each", len(engines), spec.fuse)
+    spec = dataclasses.replace(spec, max_concurrent=spec.fuse * len(engines))
+    trainable = tune.with_resources(
+        tune.with_parameters(fusion.run_member, spec=spec, engines=engines, run_dir=str(run_dir)),
+        {"cpu": fusion.CLIENT_CPUS})
+    return trainable, spec, [fusion.FusionCallback(engines)]
 
 
 if __name__ == "__main__":

@@ -13,17 +13,22 @@ of its domains gave before (names, bounds, order), so a seeded TPE proposes what
 is not sampled: sample ``s`` of the search takes grid point ``s mod G``, so ``trials`` samples
 cover the grid ``trials`` times, as Ray's grid expansion did. A choice of values Optuna cannot
 store (lists) is sampled by index.
+
+A conditional choice (a choice whose choices carry parameters of their own, such as
+``lr_schedule``) is sampled first, then the parameters of the chosen branch: TPE searches it as
+the conditional space it is (Optuna's define-by-run). Their names in the study carry the
+choice (``lr_min_fraction@cosine``), since another branch may give the same parameter another
+range.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
 from analysis.record import ParamRange
 from tune import milestones
-from tune._spec_types import SearchSpec
+from tune._spec_types import SearchSpec, grid_points
 
 # What Optuna's CategoricalDistribution can hold as a choice.
 _OPTUNA_SCALARS = (type(None), bool, int, float, str)
@@ -35,7 +40,7 @@ class SpaceSampler:
 
     def __init__(self, spec: SearchSpec) -> None:
         self.params = spec.params
-        self.grid = [p for p in spec.params if p.kind == "grid"]
+        self.grid = grid_points([p for p in spec.params if p.kind == "grid"])
         # The defaults' point, enqueued as the study's first trial where it lies inside the space,
         # has its own grid values and is not expanded.
         self.offset = 1 if spec.reference_inside else 0
@@ -45,46 +50,50 @@ class SpaceSampler:
         # Suggest on Optuna's own trial: Ray's wrapper would also copy every suggested scalar
         # into the trial's config, beside the user-form values this returns.
         raw = getattr(trial, "ot_trial", trial)
-        point = self.defaults if raw.number < self.offset else self._grid_point(raw.number)
+        point = (self.defaults if raw.number < self.offset
+                 else self.grid[(raw.number - self.offset) % len(self.grid)])
         values: dict[str, Any] = {}
         for p in self.params:
             if p.kind == "grid":
-                values[p.name] = _plain(point[p.name])
-            else:
-                values[p.name] = _plain(suggest(raw, p))
+                values[p.name] = point[p.name]
+                values.update({q.name: point[q.name] for q in p.active(values[p.name])})
+                continue
+            values[p.name] = _plain(suggest(raw, p))
+            for sub in p.active(values[p.name]):  # a conditional choice's own parameters
+                values[sub.name] = _plain(suggest(raw, sub, branch_tag(values[p.name])))
         return values
 
-    def _grid_point(self, number: int) -> dict[str, Any]:
-        if not self.grid:
-            return {}
-        points = list(itertools.product(*(p.choices for p in self.grid)))
-        combo = points[(number - self.offset) % len(points)]
-        return {p.name: v for p, v in zip(self.grid, combo, strict=True)}
+
+def branch_tag(value: Any) -> str:
+    """What the names Optuna stores of a branch's parameters end in (``lr_min_fraction@cosine``):
+    one parameter can have other ranges under other choices, and TPE models each name alone."""
+    return f"@{value}"
 
 
-def suggest(trial: Any, p: ParamRange) -> Any:
-    """One parameter's value from an Optuna trial."""
+def suggest(trial: Any, p: ParamRange, tag: str = "") -> Any:
+    """One parameter's value from an Optuna trial (its Optuna names end in ``tag``)."""
+    name = p.name + tag
     if p.kind == "loguniform":
-        return trial.suggest_float(p.name, p.low, p.high, log=True)
+        return trial.suggest_float(name, p.low, p.high, log=True)
     if p.kind == "uniform":
-        return trial.suggest_float(p.name, p.low, p.high)
+        return trial.suggest_float(name, p.low, p.high)
     if p.kind == "randint":
-        return trial.suggest_int(p.name, int(p.low), int(p.high))
+        return trial.suggest_int(name, int(p.low), int(p.high))
     if p.kind == "choice":
         if all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
-            return trial.suggest_categorical(p.name, list(p.choices))
-        return p.choices[trial.suggest_categorical(p.name, list(range(len(p.choices))))]
+            return trial.suggest_categorical(name, list(p.choices))
+        return p.choices[trial.suggest_categorical(name, list(range(len(p.choices))))]
     if p.kind == "milestones":
         assert p.count is not None and p.high is not None
         values: dict[str, Any] = {}
-        for name in milestones.scalars(p.count):
-            if name == milestones.COUNT:
-                values[name] = trial.suggest_categorical(
-                    name, list(range(p.count[0], p.count[1] + 1)))
-            elif name == milestones.FIRST:
-                values[name] = trial.suggest_float(name, p.low, p.high)
+        for scalar in milestones.scalars(p.count):
+            if scalar == milestones.COUNT:
+                values[scalar] = trial.suggest_categorical(
+                    scalar + tag, list(range(p.count[0], p.count[1] + 1)))
+            elif scalar == milestones.FIRST:
+                values[scalar] = trial.suggest_float(scalar + tag, p.low, p.high)
             else:
-                values[name] = trial.suggest_float(name, 0.0, 1.0)
+                values[scalar] = trial.suggest_float(scalar + tag, 0.0, 1.0)
         return list(milestones.fold(values, p.count, p.high))
     raise ValueError(f"{p.name}: nothing to suggest for kind {p.kind!r}")
 
@@ -93,27 +102,40 @@ def searcher_point(spec: SearchSpec, values: Mapping[str, Any]) -> dict[str, Any
     """``values`` (user form) as the parameters Optuna stores, for `enqueue_trial`."""
     point: dict[str, Any] = {}
     for p in spec.params:
-        v = values[p.name]
-        if p.kind == "milestones":
-            assert p.count is not None and p.high is not None
-            point.update(milestones.encode(list(v), p.count, p.high))
-        elif p.kind == "choice" and not all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
-            point[p.name] = [_plain(c) for c in p.choices].index(_plain(v))
-        else:
-            point[p.name] = _plain(v)
+        if p.kind == "grid":
+            continue
+        point.update(_encoded(p, values[p.name], ""))
+        for sub in p.active(values[p.name]):
+            point.update(_encoded(sub, values[sub.name], branch_tag(values[p.name])))
     return point
+
+
+def _encoded(p: ParamRange, v: Any, tag: str) -> dict[str, Any]:
+    if p.kind == "milestones":
+        assert p.count is not None and p.high is not None
+        return {k + tag: x for k, x in milestones.encode(list(v), p.count, p.high).items()}
+    if p.kind == "choice" and not all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
+        return {p.name + tag: [_plain(c) for c in p.choices].index(_plain(v))}
+    return {p.name + tag: _plain(v)}
 
 
 def sampled_names(spec: SearchSpec) -> list[str]:
     """The names Optuna's study holds, in sampling order (what optuna-dashboard shows)."""
     names: list[str] = []
     for p in spec.params:
-        if p.kind == "milestones":
-            assert p.count is not None
-            names += milestones.scalars(p.count)
-        else:
-            names.append(p.name)
+        if p.kind == "grid":
+            continue
+        names += _names(p, "")
+        for value, subs in p.branches:
+            names += [n for sub in subs for n in _names(sub, branch_tag(value))]
     return names
+
+
+def _names(p: ParamRange, tag: str) -> list[str]:
+    if p.kind == "milestones":
+        assert p.count is not None
+        return [n + tag for n in milestones.scalars(p.count)]
+    return [p.name + tag]
 
 
 def _plain(v: Any) -> Any:

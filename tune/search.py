@@ -31,24 +31,26 @@ from trainable.errors import InputError
 from tune.ray_edge.optuna_search import PruningOptunaSearch
 from tune.ray_edge.version import known as ray_known
 from tune.sampling import SpaceSampler, searcher_point
-from tune.space import METRIC, MODE, TIME_ATTR, ParamRange, SearchSpec
+from tune.space import METRIC, MODE, TIME_ATTR, ParamRange, SearchSpec, grid_points
 
 __all__ = ["METRIC", "MODE", "TIME_ATTR", "concurrency_cap", "make_scheduler", "make_searcher",
-           "param_space", "study_journal", "uses_optuna"]
+           "num_samples", "param_space", "study_journal"]
 
 JOURNAL_NAME = "optuna_journal.log"
 
 
 def param_space(spec: SearchSpec) -> dict[str, Any]:
-    """Ray Tune domains of the searched parameters, for the searches Ray samples itself (grid,
-    PBT); empty where Optuna samples (its define-by-run space replaces it)."""
-    if uses_optuna(spec):
+    """Ray Tune domains of the searched parameters for PBT, which perturbs them itself; empty
+    where Optuna samples (its define-by-run space replaces it) and for a grid (its points are
+    listed, `grid_points`)."""
+    if spec.scheduler != "pbt":
         return {}
     return {p.name: _domain(p) for p in spec.params}
 
 
-def uses_optuna(spec: SearchSpec) -> bool:
-    return spec.algorithm in ("optuna", "random") and spec.scheduler != "pbt"
+def num_samples(spec: SearchSpec) -> int:
+    """Ray's ``num_samples``: every trial, except under PBT, where Ray expands the grid itself."""
+    return spec.trials if spec.scheduler == "pbt" else spec.total_trials()
 
 
 def _domain(p: ParamRange) -> Any:
@@ -136,10 +138,14 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
     restores the searcher from the experiment state).
     """
     cap = concurrency_cap(spec)
-    if not uses_optuna(spec):
+    if spec.scheduler == "pbt":
         points = [spec.default_values()] if spec.reference_inside else []
         return BasicVariantGenerator(points_to_evaluate=points or None, max_concurrent=cap or 0,
                                      random_state=spec.search_seed)
+    if spec.algorithm == "grid":  # every point, `trials` times over, in the file's order
+        return BasicVariantGenerator(
+            points_to_evaluate=grid_points(spec.params) * spec.trials, max_concurrent=cap or 0,
+            random_state=spec.search_seed)
     journal = study_journal(study_dir)
     if journal.exists():
         raise InputError(f"{journal} already exists: this folder holds an earlier Optuna study; "

@@ -30,6 +30,7 @@ from tune._spec_types import (
     ParamRange,
     SearchSpec,
     asha_rungs,
+    grid_points,
 )
 
 
@@ -82,6 +83,7 @@ def with_overrides(
     max_concurrent: int | None = None,
     cpus_per_trial: float | None = None,
     gpus_per_trial: float | None = None,
+    fuse: int | None = None,
     data: str | None = None,
     seed: int | None = None,
 ) -> SearchSpec:
@@ -102,6 +104,8 @@ def with_overrides(
         resources["cpus"] = cpus_per_trial
     if gpus_per_trial is not None:
         resources["gpus"] = gpus_per_trial
+    if fuse is not None:
+        resources["fuse"] = fuse
     if resources:
         doc["resources"] = resources
     return _build(doc, spec.path, f"{spec.path} (with command-line overrides)")
@@ -114,6 +118,6 @@ def describe_plan(spec: SearchSpec) -> str:
 
 __all__ = [
     "ALGORITHMS", "KINDS", "METRIC", "MODE", "SCHEDULERS", "TIME_ATTR", "ParamRange", "SearchSpec",
-    "asha_rungs", "describe_plan", "load_space", "resolve_space_path", "shipped_spaces",
+    "asha_rungs", "describe_plan", "grid_points", "load_space", "resolve_space_path", "shipped_spaces",
     "with_overrides",
 ]

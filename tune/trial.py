@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def run_trial(params: dict[str, Any], *, spec: SearchSpec, cpus: float,
             if start is not None:
                 trainer.load(start)
                 info["resumed_from_epoch"] = trainer.epoch
-        trainer.run(lambda result, tr: _report(result, tr, cfg))
+        trainer.run(lambda result, tr: report_validation(result, cfg, tr.save))
     except torch.OutOfMemoryError as e:
         # Ray's fractional GPUs are bookkeeping only; cap_gpu_memory makes the share a limit, so
         # a trial that does not fit in it ends as infeasible and the search goes on.
@@ -103,7 +104,10 @@ def _worst(cfg: TrainConfig) -> dict[str, Any]:
             "ssim": WORST_SSIM, "best_psnr": WORST_PSNR, "trial_config": cfg.to_dict()}
 
 
-def _report(result: ValidationResult, trainer: Trainer, cfg: TrainConfig) -> None:
+def report_validation(result: ValidationResult, cfg: TrainConfig,
+                      save_state: Callable[[Path], None]) -> None:
+    """One ``tune.report`` of a validation, with a checkpoint that ``save_state(path)`` writes
+    (a Trainer's full state, whoever trained it: a solo trial or a fused group's member)."""
     metrics = result.to_dict()
     metrics["trial_config"] = cfg.to_dict()
     if result.status == "diverged":
@@ -115,7 +119,7 @@ def _report(result: ValidationResult, trainer: Trainer, cfg: TrainConfig) -> Non
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        trainer.save(Path(d) / CHECKPOINT_STATE)
+        save_state(Path(d) / CHECKPOINT_STATE)
         run_folder.write_checkpoint_meta(Path(d), result.epoch, result.psnr, result.ssim,
                                          cfg.to_dict())
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,237 @@
+"""Fused trials in a search (tune.fusion): the engine's bookkeeping with a stand-in group, the
+space rules, and a real fused search on Ray."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainable.config import TrainConfig
+from trainable.errors import ConfigError
+from tune import fusion
+
+BASE = dict(data="unused", epochs=4, epoch_samples=64, batch_size=8, validation_interval=1,
+            use_amp=False, patch_size=8)
+
+
+class FakeGroup:
+    """What the engine drives of a FusedTrainer: slots, one interval at a time."""
+
+    def __init__(self, capacity: int, fail_at: int | None = None) -> None:
+        self.slots: dict[int, tuple[TrainConfig, int]] = {}
+        self.capacity, self.intervals, self.fail_at = capacity, 0, fail_at
+        self.trained: list[list[int]] = []  # the slots each interval trained
+
+    def free_slots(self) -> list[int]:
+        return [i for i in range(self.capacity) if i not in self.slots]
+
+    def add(self, slot: int, cfg: TrainConfig, state: dict | None = None) -> None:
+        assert slot not in self.slots
+        self.slots[slot] = (cfg, int(state["samples_seen"]) // cfg.epoch_samples if state else 0)
+
+    def remove(self, slot: int) -> None:
+        del self.slots[slot]
+
+    def run_interval(self) -> dict[int, Any]:
+        from trainable.loop import ValidationResult
+
+        self.intervals += 1
+        if self.fail_at == self.intervals:
+            raise RuntimeError("boom")
+        self.trained.append(sorted(self.slots))
+        out = {}
+        for slot, (cfg, epoch) in list(self.slots.items()):
+            epoch += 1
+            self.slots[slot] = (cfg, epoch)
+            out[slot] = ValidationResult(
+                epoch=epoch, samples=epoch * cfg.epoch_samples, max_epochs=cfg.epochs,
+                psnr=20.0 + cfg.model_lr, ssim=0.5, bicubic_psnr=19.0, bicubic_ssim=0.5,
+                gain_db=1.0, best_psnr=21.0, best_epoch=epoch, loss=0.1, lr=cfg.model_lr,
+                samples_per_s=1.0, steps_per_s=1.0, data_time_share=0.0,
+                status="completed" if epoch >= cfg.epochs else "running")
+        return out
+
+    def member_state(self, slot: int) -> dict:
+        cfg, epoch = self.slots[slot]
+        return {"samples_seen": epoch * cfg.epoch_samples}
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch):
+    groups: list[FakeGroup] = []
+
+    def new_trainer(self, cfg):
+        groups.append(FakeGroup(self.capacity, getattr(self, "fail_at", None)))
+        return groups[-1]
+
+    monkeypatch.setattr(fusion.FusionEngine, "_new_trainer", new_trainer)
+    eng = fusion.FusionEngine(capacity=2, num_threads=1)
+    eng.groups_made = groups
+    return eng
+
+
+def _cfg(lr: float, **over: Any) -> dict[str, Any]:
+    return TrainConfig.from_dict({**BASE, "model_lr": lr, **over}).to_dict()
+
+
+def _ask(eng, trial: str, after: int, timeout: float = 10.0) -> dict:
+    return _ask_all(eng, {trial: after}, timeout)[trial]
+
+
+def _ask_all(eng, asks: dict[str, int], timeout: float = 10.0) -> dict[str, dict]:
+    """Every trial asks at once, as the trials of a search do."""
+    out: dict[str, dict] = {}
+
+    def call(trial: str, after: int) -> None:
+        out[trial] = eng.next_result(trial, after)[0]
+
+    threads = [threading.Thread(target=call, args=a, daemon=True) for a in asks.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert set(out) == set(asks), f"no result for {set(asks) - set(out)}"
+    return out
+
+
+def test_members_train_together_one_interval_at_a_time(engine) -> None:
+    assert engine.join("a", _cfg(1e-3), None) and engine.join("b", _cfg(2e-3), None)
+    first = _ask_all(engine, {"a": 0, "b": 0})
+    assert first["a"]["epoch"] == first["b"]["epoch"] == 1
+    # The next interval waits until both have asked for what follows their result.
+    group = engine.groups_made[0]
+    with pytest.raises(AssertionError, match="no result"):
+        _ask(engine, "a", 1, timeout=0.5)
+    assert group.intervals == 1
+    assert _ask(engine, "b", 1)["epoch"] == 2 and _ask(engine, "a", 1)["epoch"] == 2
+    assert group.trained[:2] == [[0, 1], [0, 1]]
+
+
+def test_a_full_group_refuses_and_a_stopped_member_frees_its_slot(engine) -> None:
+    engine.join("a", _cfg(1e-3), None)
+    engine.join("b", _cfg(2e-3), None)
+    assert not engine.join("c", _cfg(3e-3), None), "two slots, both taken"
+    _ask_all(engine, {"a": 0, "b": 0})
+    engine.leave("b")  # ASHA stopped it: the driver says so, the trial never asks again
+    assert engine.join("c", _cfg(3e-3), None)
+    got = _ask_all(engine, {"c": 0, "a": 1})
+    assert got["c"]["epoch"] == 1 and got["a"]["epoch"] == 2  # c starts at its own epoch 0
+    assert [sorted(m) for m in (s["members"] for s in engine.stats())] == [["a", "c"]]
+
+
+def test_a_trial_of_another_shape_gets_a_group_of_its_own(engine) -> None:
+    engine.join("a", _cfg(1e-3), None)
+    engine.join("big", _cfg(1e-3, batch_size=16), None)
+    assert len(engine.stats()) == 2
+    got = _ask_all(engine, {"big": 0, "a": 0})
+    assert got["big"]["epoch"] == got["a"]["epoch"] == 1
+
+
+def test_a_resumed_member_continues_from_its_checkpoint(engine) -> None:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"samples_seen": 2 * 64}, buf)
+    engine.join("r", _cfg(1e-3), buf.getvalue())
+    assert _ask(engine, "r", 2)["epoch"] == 3
+
+
+def test_a_member_that_stops_asking_is_dropped_after_its_lease(engine, monkeypatch) -> None:
+    monkeypatch.setattr(fusion, "LEASE_S", 0.2)
+    engine.join("a", _cfg(1e-3), None)
+    engine.join("gone", _cfg(2e-3), None)
+    _ask_all(engine, {"a": 0, "gone": 0})
+    assert _ask(engine, "a", 1)["epoch"] == 2  # without the lease it would wait for "gone"
+
+
+def test_a_failed_step_errors_every_member_and_a_retry_starts_a_new_group(engine) -> None:
+    engine.fail_at = 1
+    engine.join("a", _cfg(1e-3), None)
+    with pytest.raises(RuntimeError, match="fused group failed: RuntimeError: boom"):
+        engine.next_result("a", 0)
+    engine.fail_at = None
+    assert engine.join("a", _cfg(1e-3), None)  # Ray's retry
+    assert _ask(engine, "a", 0)["epoch"] == 1 and len(engine.groups_made) == 2
+
+
+def test_a_completed_member_gets_its_last_result_and_its_slot_is_freed(engine) -> None:
+    engine.join("a", _cfg(1e-3, epochs=1), None)
+    assert _ask(engine, "a", 0)["status"] == "completed"
+    assert engine.join("b", _cfg(2e-3), None) and engine.join("c", _cfg(3e-3), None)
+    got = _ask_all(engine, {"b": 0, "c": 0})
+    assert got["b"]["epoch"] == got["c"]["epoch"] == 1
+
+
+# --- the space rules -----------------------------------------------------------------------------
+def _space(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "fuse.yaml"
+    path.write_text("params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+                    "config: {batch_size: 8, use_amp: false}\ntrials: 6\n" + extra)
+    return path
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("resources: {fuse: 8}\n", r"`resources.fuse` is 8, but must be <= `trials` \(6\)"),
+    ("resources: {fuse: 2}\nscheduler: {type: pbt}\nsearch: {algorithm: random}\n",
+     r"`resources.fuse` is 2, but cannot be used with `scheduler.type` pbt"),
+    ("resources: {fuse: 2}\nscheduler: {type: hyperband}\n", r"cannot be used with "
+                                                             r"`scheduler.type` hyperband"),
+    ("resources: {fuse: 2, gpus: 0.5}\n", r"`resources.gpus` is 0.5, but must be 0 or 1"),
+    ("resources: {fuse: 0}\n", r"`resources.fuse` is 0, but must be >= 1"),
+])
+def test_bad_fusion_is_refused_before_anything_starts(tmp_path: Path, extra: str, match: str) -> None:
+    from tune.space import load_space
+
+    with pytest.raises(ConfigError, match=match):
+        load_space(_space(tmp_path, extra))
+
+
+def test_fuse_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tune.run import main
+
+    assert main(["--space", str(_space(tmp_path, "")), "--fuse", "3", "--dry-run"]) == 0
+    assert "Fusion:       up to 3 trials of one shape" in capsys.readouterr().out
+    assert main(["--space", str(_space(tmp_path, "")), "--fuse", "7", "--dry-run"]) == 2
+    assert "must be <= `trials` (6)" in capsys.readouterr().err
+
+
+# --- a real fused search ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_fused_search_is_one_trial_per_configuration_to_ray(ray_session, clip_root, tmp_path):
+    from analysis.tables import load_run
+    from trainable.weights import checkpoint_weights
+    from tune.run import main
+
+    space = tmp_path / "fused.yaml"
+    space.write_text(
+        "params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+        "  lr_scheduler_milestones: {milestones: {count: [1, 2]}}\n"
+        "config: {batch_size: 8, use_amp: false}\n"
+        "budget: {epochs: 3, epoch_samples: 256, validation_interval: 1}\n"
+        "scheduler: {grace_period: 1, reduction_factor: 2}\n"
+        "search: {n_startup_trials: 3}\ntrials: 6\nresources: {cpus: 1, fuse: 3}\n")
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "fused",
+               "--data", str(clip_root)])
+    assert rc == 0
+    run = load_run(tmp_path / "fused")
+    trials = run.trials[~run.trials["is_reference"].astype(bool)]
+    assert len(trials) == 6 and not trials["error"].any()
+    assert (trials["outcome"].str.startswith("stopped by ASHA")).any()
+    assert (trials["outcome"] == "completed").any()
+    spans = []
+    for d in trials["dir"]:
+        placement = [json.loads(x) for x in (tmp_path / "fused" / d / "placement.jsonl")
+                     .read_text().splitlines()]
+        assert placement[-1]["fused"] and placement[-1]["engine"] == "fusion-fused-0"
+        spans.append((placement[0]["started"], placement[-1]["finished"]))
+        for ckpt in (tmp_path / "fused" / d).glob("checkpoint_*"):
+            checkpoint_weights(ckpt / "trainer.pt", 3, 4, False)  # a solo Trainer's format
+    # Trials of the group ran at the same time (one engine, three slots).
+    overlaps = sum(1 for a in spans for b in spans if a < b and b[0] < a[1])
+    assert overlaps >= 2
