@@ -17,12 +17,14 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from analysis import _io
+from analysis import _io, leaderboard
 from analysis.importance import Importance, is_log
 from analysis.leaderboard import counted, format_value
 from analysis.tables import Run
@@ -62,14 +64,17 @@ def learning_curves(run: Run, winner: str, path: Path) -> Path:
     rows = run.results[run.results["trial"] == winner]
     ax.plot(rows["epoch"], rows["psnr"], "-", color="black", lw=2.5, marker="o", ms=5,
             label=f"winner ({winner})")
-    for k, rung in enumerate(run.rungs, start=1):
+    for rung in run.rungs:
         ax.axvline(rung, color="tab:cyan", lw=1, ls="-.", alpha=0.8)
-        ax.annotate(f"rung {k}", (rung, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                    textcoords="offset points", fontsize=8, color="tab:cyan")
+    if run.rungs:  # named above the axes, where no curve or the bicubic line can strike them
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(run.rungs, [f"rung {k}" for k in range(1, len(run.rungs) + 1)])
+        top.tick_params(labelsize=8, colors="tab:cyan", length=0)
     _bicubic_line(ax, run)
     handles = [Line2D([], [], color=_STYLE[f][0], ls=_STYLE[f][1], label=_STYLE[f][2])
                for f in _STYLE if f in used]
-    ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=8, loc="lower right")
+    fig.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize=8,
+               loc="outside lower center", ncols=4, frameon=False)
     _psnr_limits(ax, run.results["psnr"], run)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     samples = run.record.budget.epoch_samples if run.record.budget else "?"
@@ -79,30 +84,55 @@ def learning_curves(run: Run, winner: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def best_so_far(run: Run, path: Path) -> Path:
-    """Best PSNR found so far against the training samples all trials had consumed by then (and
-    against wall-clock time), reports taken in the order they happened."""
-    fig = _figure(11, 4.5)
-    ax_samples, ax_time = fig.subplots(1, 2, sharey=True)
+def progress_points(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every validation in the order it happened: the search's trials' (with ``samples_x``, the
+    training samples all of them had consumed by then, errored trials' included; ``valid``, the
+    PSNR where the trial did not error; ``best``, the best so far) and the reference run's
+    beside the search (``samples_x``: where the search stood when it reported). Both carry
+    ``minutes`` since the first start."""
     res = run.results.merge(run.trials[["trial", "error", "started_at"]], on="trial", how="left")
+    ref_ids = set(run.trials.loc[leaderboard.is_reference(run.trials), "trial"])
     res = res.sort_values(["timestamp", "started_at", "epoch"], kind="mergesort",
                           na_position="last")
-    step = res.groupby("trial")["samples"].diff().fillna(res["samples"]).astype(float)
-    samples = step.cumsum()
-    valid = res["psnr"].where(~res["error"].astype(bool))
-    best = valid.cummax()
-    start = run.trials["started_at"].min()
-    minutes = (res["timestamp"] - start) / 60.0
-    for ax, x, label in ((ax_samples, samples, "training samples consumed by all trials"),
-                         (ax_time, minutes, "wall-clock minutes since the first trial started")):
-        ax.step(x, best, where="post", color="black", lw=2, label="best so far")
-        ax.scatter(x, valid.where(valid > 0), s=6, color="tab:blue", alpha=0.35,
-                   label="each validation")
+    res["minutes"] = (res["timestamp"] - run.trials["started_at"].min()) / 60.0
+    search = res[~res["trial"].isin(ref_ids)].copy()
+    step = search.groupby("trial")["samples"].diff().fillna(search["samples"]).astype(float)
+    search["samples_x"] = step.cumsum()
+    search["valid"] = search["psnr"].where(~search["error"].astype(bool))
+    search["best"] = search["valid"].cummax()
+    ref = res[res["trial"].isin(ref_ids)].copy()
+    stamps = search["timestamp"].to_numpy(dtype=float)
+    consumed = search["samples_x"].to_numpy(dtype=float)
+    ref["samples_x"] = [float(consumed[stamps <= t].max()) if (stamps <= t).any() else 0.0
+                        for t in ref["timestamp"].astype(float)]
+    ref.loc[ref["timestamp"].isna(), "samples_x"] = np.nan  # an old run: no time to place it
+    return search, ref
+
+
+def best_so_far(run: Run, path: Path) -> Path:
+    """Best PSNR the search had found so far against the training samples its trials had
+    consumed by then (and against wall-clock time), reports taken in the order they happened.
+    The reference run's validations sit where the search stood when they came; they are no
+    part of the search's best."""
+    fig = _figure(11, 4.8)
+    ax_samples, ax_time = fig.subplots(1, 2, sharey=True)
+    search, ref = progress_points(run)
+    for ax, x, label in (
+            (ax_samples, "samples_x", "training samples consumed by the search's trials"),
+            (ax_time, "minutes", "wall-clock minutes since the first trial started")):
+        ax.step(search[x], search["best"], where="post", color="black", lw=2,
+                label="best so far")
+        ax.scatter(search[x], search["valid"].where(search["valid"] > 0), s=6, color="tab:blue",
+                   alpha=0.35, label="each validation")
+        if not ref.empty:
+            ax.scatter(ref[x], ref["psnr"].where(ref["psnr"] > 0), s=22, marker="D",
+                       color="tab:green", label="reference run (source defaults), beside the "
+                                                "search")
         ax.set_xlabel(label)
         _bicubic_line(ax, run)
         _psnr_limits(ax, run.results["psnr"], run)
     ax_samples.set_ylabel("validation PSNR (dB)")
-    ax_samples.legend(fontsize=8, loc="lower right")
+    _figure_legend(fig, [ax_samples])
     fig.suptitle(f"{run.name}: best-so-far PSNR (errored trials' samples count, their PSNR "
                  "does not)", fontsize=10)
     return _save(fig, path)
@@ -110,7 +140,8 @@ def best_so_far(run: Run, path: Path) -> Path:
 
 def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_column: str,
                          winner: str, path: Path) -> Path | None:
-    """One line per finished trial through its (normalised) searched values and its PSNR."""
+    """One line per finished trial through its (normalised) searched values and its PSNR, its
+    colour the PSNR (colour bar); the winner in black, the reference run dashed green."""
     names = list(dists)
     if not names:
         return None
@@ -118,7 +149,7 @@ def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_col
     trials = trials[np.isfinite(trials[value_column].astype(float))]
     if trials.empty:
         return None
-    fig = _figure(max(6.0, 1.8 * (len(names) + 1)), 5)
+    fig = _figure(max(6.0, 1.8 * (len(names) + 1)) + 1.2, 5.3)
     ax = fig.subplots()
     columns, labels = [], []
     for name in names:
@@ -131,31 +162,49 @@ def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_col
     shown = [*positive, *([bicubic] if bicubic is not None else [])]
     lo, hi = (min(shown), max(shown)) if shown else (0.0, 1.0)
     columns.append(((value - lo) / (hi - lo) if hi > lo else value * 0 + 0.5).clip(lower=-0.05))
-    labels.append([(0.0, f"{lo:.2f}"), (1.0, f"{hi:.2f}")])
+    b = (bicubic - lo) / (hi - lo) if bicubic is not None and hi > lo else None
+    # The PSNR axis's own end labels, except one the bicubic label already gives.
+    labels.append([(y, f"{v:.2f}") for y, v in ((0.0, lo), (1.0, hi))
+                   if b is None or abs(y - b) > 0.07])
     data = np.column_stack([np.asarray(c, dtype=float) for c in columns])
-    colours = colormaps["viridis"](np.clip(data[:, -1], 0, 1))
+    cmap = colormaps["viridis"]
+    colours = cmap(np.clip(data[:, -1], 0, 1))
     xs = np.arange(len(names) + 1)
+    refs = set(trials.loc[leaderboard.is_reference(trials), "trial"])
     for row, colour, trial in zip(data, colours, trials["trial"], strict=True):
-        lw, alpha = (3.0, 1.0) if trial == winner else (1.0, 0.6)
-        ax.plot(xs, row, color="black" if trial == winner else colour, lw=lw, alpha=alpha)
-    if bicubic is not None and hi > lo:
-        b = (bicubic - lo) / (hi - lo)
+        if trial == winner:
+            ax.plot(xs, row, color="black", lw=3.0, label="winner", zorder=3)
+        elif trial in refs:
+            ax.plot(xs, row, "--", color="tab:green", lw=2.0, zorder=2,
+                    label="reference run (source defaults)")
+        else:
+            ax.plot(xs, row, color=colour, lw=1.0, alpha=0.6)
+    if b is not None:
         ax.plot([xs[-1] - 0.25, xs[-1] + 0.25], [b, b], "--", color="tab:red", lw=1.5)
         ax.fill_between([xs[-1] - 0.25, xs[-1] + 0.25], -0.08, b, color="tab:red", alpha=0.07,
                         lw=0)
-        ax.annotate(f"bicubic {bicubic:.2f}", (xs[-1], b), xytext=(-4, 0),
-                    textcoords="offset points", fontsize=7, color="tab:red", ha="right",
-                    va="center")
+        # Above its line and right of the axis, where the PSNR ticks are: nothing strikes it.
+        ax.annotate(f"bicubic {bicubic:.2f}", (xs[-1], b), xytext=(4, 2),
+                    textcoords="offset points", fontsize=7, color="tab:red", ha="left",
+                    va="bottom")
     for x, ticks in zip(xs, labels, strict=True):
         ax.axvline(x, color="black", lw=0.8)
-        for y, text in ticks:
+        for y, text in ticks:  # on a pale box: lines end at the axis ends, where these sit
             ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", fontsize=7,
-                        va="center")
+                        va="center", zorder=4,
+                        bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none",
+                              "alpha": 0.8})
     ax.set_xticks(xs, [*names, "PSNR (dB)"], fontsize=8)
     ax.set_yticks([])
+    ax.set_xlim(-0.3, xs[-1] + 0.7)
     ax.set_ylim(-0.08, 1.08)
-    ax.set_title(f"{run.name}: searched parameters vs {value_column} (winner in black; "
-                 f"log axes for log-scale parameters)", fontsize=10)
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), ax=ax, pad=0.01,
+                       fraction=0.04)
+    bar.set_label(f"line colour: {_value_words(value_column)} (dB)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    _figure_legend(fig, [ax])
+    ax.set_title(f"{run.name}: searched parameters vs {_value_words(value_column)} (log axes "
+                 "for log-scale parameters)", fontsize=10)
     return _save(fig, path)
 
 
@@ -173,44 +222,61 @@ def importance_bars(imp: Importance, path: Path) -> Path | None:
 
 def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: str, winner: str,
                    path: Path) -> Path | None:
-    """One scatter per searched parameter: its value against the trial's PSNR."""
+    """One scatter per searched parameter: its value against the trial's PSNR. A choice's values
+    sit exactly on their ticks; the reference run is drawn apart, labelled; one legend for all
+    panels, below them."""
     names = list(dists)
     if not names:
         return None
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    fig = _figure(4.2 * ncols, 3.4 * nrows)
+    fig = _figure(4.2 * ncols, 3.4 * nrows + 0.6)
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     trials = run.trials
     value = trials[value_column].astype(float)
-    rng = np.random.default_rng(0)
+    is_ref = leaderboard.is_reference(trials)
+    in_search_defaults = trials["is_defaults"].astype(bool) & ~is_ref
     for ax, name in zip(axes, names, strict=False):
         dist, col = dists[name], run.scalar_columns[name]
-        x = trials[col]
+        x = param_positions(trials[col], dist)
         if isinstance(dist, CategoricalDistribution):
-            index = {c: i for i, c in enumerate(dist.choices)}
-            x = x.map(lambda v, index=index: index.get(v, np.nan)).astype(float)
-            x = x + rng.uniform(-0.12, 0.12, len(x))
             ax.set_xticks(range(len(dist.choices)), [format_value(c) for c in dist.choices])
+            ax.set_xlim(-0.5, len(dist.choices) - 0.5)
         elif is_log(dist):
-            ax.set_xscale("log")
+            _log_axis(ax, float(dist.low), float(dist.high))
         for family, (colour, _, label) in _STYLE.items():
-            mask = trials["outcome"].map(_family) == family
+            mask = (trials["outcome"].map(_family) == family) & ~is_ref
             if mask.any():
                 ax.scatter(x[mask], value[mask], s=16, color=colour, label=label,
                            marker="x" if family == "error" else "o", alpha=0.8)
+        if is_ref.any():
+            ax.scatter(x[is_ref], value[is_ref], s=40, marker="D", color="tab:green",
+                       label="reference run (source defaults)", zorder=3)
+        if in_search_defaults.any():
+            ax.scatter(x[in_search_defaults], value[in_search_defaults], s=70,
+                       facecolors="none", edgecolors="tab:green", lw=1.5,
+                       label="defaults (a trial of the search)")
         win = trials["trial"] == winner
         ax.scatter(x[win], value[win], s=90, facecolors="none", edgecolors="black", lw=2,
                    label="winner")
         _bicubic_line(ax, run)
         _psnr_limits(ax, value, run)
         ax.set_xlabel(name)
-        ax.set_ylabel(f"{value_column} (dB)")
+        ax.set_ylabel(f"{_value_words(value_column)} (dB)")
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=7, loc="lower right")
+    _figure_legend(fig, list(axes[: len(names)]))
     fig.suptitle(f"{run.name}: PSNR against each searched parameter", fontsize=10)
     return _save(fig, path)
+
+
+def param_positions(values: pd.Series, dist: BaseDistribution) -> pd.Series:
+    """Where a parameter's values sit on its axis: a choice on its tick (the choice's index,
+    exactly: no jitter that would read as a value between the choices), a number as itself."""
+    if isinstance(dist, CategoricalDistribution):
+        index = {c: i for i, c in enumerate(dist.choices)}
+        return values.map(lambda v: index.get(v, np.nan)).astype(float)
+    return values.astype(float)
 
 
 def crop_comparison(crops: dict[str, list[Any]], scores: dict[str, list[float]],
@@ -256,6 +322,46 @@ def _family(outcome: str) -> str:
     if outcome.startswith("stopped"):
         return "stopped"
     return outcome if outcome in _STYLE else "running"
+
+
+def _value_words(value_column: str) -> str:
+    return {"best_psnr": "best validated PSNR", "last_psnr": "last PSNR"}.get(value_column,
+                                                                              value_column)
+
+
+def _figure_legend(fig: Figure, axes: list[Axes]) -> None:
+    """One legend for the figure, below its panels, where it covers no point and no note."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+                   ncols=min(len(handles), 4), fontsize=8, frameon=False)
+
+
+def _log_axis(ax: Axes, low: float, high: float, axis: str = "x") -> None:
+    """A log axis over [low, high] with a few labelled ticks that never run into each other:
+    1-2-5 steps over at most about two decades, whole decades beyond; no minor labels."""
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= 2.2 else (1.0,)
+    step = max(1, math.ceil(decades / 6)) if decades > 2.2 else 1
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)),
+                                        math.ceil(math.log10(high)) + 1, step) for m in subs]
+    ticks = [t for t in ticks if low / 1.0001 <= t <= high * 1.0001]
+    if len(ticks) < 2:
+        ticks = sorted({low, *ticks, high})
+    pad = 10 ** (0.04 * max(decades, 0.1))
+    if axis == "x":
+        ax.set_xscale("log")
+        ax.set_xlim(low / pad, high * pad)
+        ax.set_xticks(ticks, [format_value(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+    else:
+        ax.set_yscale("log")
+        ax.set_ylim(low / pad, high * pad)
+        ax.set_yticks(ticks, [format_value(t) for t in ticks])
+        ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _bicubic(run: Run) -> float | None:

@@ -67,7 +67,188 @@ def test_every_psnr_axis_draws_bicubic_inside_it_and_shades_below(
         assert shaded, f"no shading below bicubic on {ax.get_xlabel()!r}"
     caught.clear()
     figures.parallel_coordinates(run, dists, "best_psnr", winner, tmp_path / "d.png")
-    (ax,) = caught[0].axes
+    ax = caught[0].axes[0]  # beside it: the colour bar
     marks = [line.get_ydata()[0] for line in ax.get_lines()
              if isinstance(line.get_color(), str) and line.get_color() == "tab:red"]
     assert len(marks) == 1 and -0.08 <= marks[0] <= 1.08
+
+
+# --- issue 20, items 14-17: figures that read ---------------------------------------------------
+def _overlap(a, b) -> bool:
+    """Whether two display-space boxes share more than a pixel."""
+    return (min(a.x1, b.x1) - max(a.x0, b.x0) > 1) and (min(a.y1, b.y1) - max(a.y0, b.y0) > 1)
+
+
+def _drawn_figure(monkeypatch: pytest.MonkeyPatch, draw) -> object:  # noqa: ANN001
+    caught = _drawn(monkeypatch)
+    draw()
+    (fig,) = caught
+    fig.canvas.draw()
+    return fig
+
+
+def _lr_run(tmp_path: Path, lrs: list[float], psnrs: list[float], low: float = 1e-3,
+            high: float = 5e-2) -> Path:
+    """Trials whose model_lr spans less than two decades, as in the smoke space."""
+    from analysis import record
+    from analysis.record import ParamRange
+
+    run_dir = tmp_path / "lr"
+    fx.write_meta(run_dir)
+    rec = record.read(run_dir)
+    params = tuple(ParamRange("model_lr", "loguniform", low, high) if p.name == "model_lr" else p
+                   for p in rec.params)
+    record.write(run_dir, rec.replace(params=params))
+    for i, (lr, psnr) in enumerate(zip(lrs, psnrs, strict=True)):
+        fx.write_trial(run_dir, i, {**fx.DEFAULTS, "model_lr": lr, "batch_size": (8, 16, 32)[i % 3],
+                                    "lr_scheduler_milestones": [0.1 + 0.1 * i, 0.85]},
+                       [psnr - 1, psnr])
+    return run_dir
+
+
+@pytest.mark.parametrize(("low", "high"), [(1e-3, 5e-2), (1e-4, 1e-1), (1e-6, 1.0)],
+                         ids=["two-decades", "three-decades", "six-decades"])
+def test_log_axis_tick_labels_never_run_into_each_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, low: float, high: float) -> None:
+    from analysis import importance
+
+    lrs = [1.4e-3, 4.6e-3, 8.6e-3, 2.2e-2, 4.1e-2]
+    run = load_run(_lr_run(tmp_path, lrs, [17.0, 18.3, 22.1, 25.3, 22.3], low, high))
+    fig = _drawn_figure(monkeypatch, lambda: figures.psnr_vs_params(
+        run, importance.distributions(run), "best_psnr", fx.trial_id(3), tmp_path / "p.png"))
+    ax = next(a for a in fig.axes if a.get_xlabel() == "model_lr")
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+              if t.get_visible() and t.get_text()]
+    left, right = ax.get_xlim()
+    shown = [t for t in labels if left <= t.get_position()[0] <= right]
+    assert len(shown) >= 2
+    boxes = [t.get_window_extent(renderer) for t in shown]
+    assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), [
+        t.get_text() for t in shown]
+
+
+def test_psnr_vs_params_legend_covers_no_panel_and_the_reference_is_labelled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis import importance
+
+    run = load_run(fx.write_run_with_reference(tmp_path))
+    fig = _drawn_figure(monkeypatch, lambda: figures.psnr_vs_params(
+        run, importance.distributions(run), "best_psnr", fx.trial_id(0), tmp_path / "p.png"))
+    renderer = fig.canvas.get_renderer()
+    legends = [*fig.legends, *(a.get_legend() for a in fig.axes if a.get_legend())]
+    assert len(legends) == 1
+    box = legends[0].get_window_extent(renderer)
+    panels = [a for a in fig.axes if a.get_visible()]
+    assert not any(_overlap(box, a.get_tightbbox(renderer)) for a in panels)
+    ref = run.trial("reference")
+    for ax in panels:
+        col = run.scalar_columns[ax.get_xlabel()]
+        drawn = {c.get_label(): c.get_offsets() for c in ax.collections}
+        (x, y), = drawn["reference run (source defaults)"]
+        assert y == pytest.approx(ref["best_psnr"])
+        if ax.get_xlabel() != "batch_size":
+            assert x == pytest.approx(float(ref[col]))
+        searched = sum(len(v) for k, v in drawn.items() if k in {
+            "completed", "stopped early (ASHA)", "diverged", "error (never ranked)"})
+        assert searched == 4  # the reference is not among the trials' outcomes
+
+
+def test_choices_sit_exactly_on_their_ticks(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A choice (batch_size; a milestone count) is plotted on its tick, never jittered so that
+    2 reads as 1.85 or 2.2."""
+    from analysis import importance
+
+    run = load_run(fx.write_small_run(tmp_path))
+    dists = importance.distributions(run)
+    fig = _drawn_figure(monkeypatch, lambda: figures.psnr_vs_params(
+        run, dists, "best_psnr", fx.WINNER, tmp_path / "p.png"))
+    ax = next(a for a in fig.axes if a.get_xlabel() == "batch_size")
+    ticks = {round(t, 9): label.get_text() for t, label in zip(
+        ax.get_xticks(), ax.get_xticklabels(), strict=True)}
+    for c in ax.collections:
+        for x, _ in c.get_offsets():
+            assert round(float(x), 9) in ticks
+    expected = dict(zip(run.trials["trial"], run.trials["batch_size"], strict=True))
+    positions = figures.param_positions(run.trials["batch_size"], dists["batch_size"])
+    for trial, pos in zip(run.trials["trial"], positions, strict=True):
+        assert ticks[round(pos, 9)] == str(expected[trial])
+
+
+def test_best_so_far_places_the_reference_run_where_the_search_stood(tmp_path: Path) -> None:
+    """It ran from the start: its points sit at the samples the search's trials had consumed
+    when each of its validations came, and at its own minutes; the search's best never takes
+    its PSNR."""
+    run = load_run(fx.write_run_with_reference(tmp_path))
+    search, ref = figures.progress_points(run)
+    stamps = [fx.T0 + 7.0 * e for e in range(1, 5)]
+    assert ref["minutes"].tolist() == pytest.approx([(t - fx.T0) / 60 for t in stamps])
+    rows = [(r["timestamp"], r["samples"]) for _, r in run.results.iterrows()
+            if r["trial"] != "reference"]
+
+    def consumed(t: float) -> float:  # every searched report up to t, each trial's own increment
+        last: dict = {}
+        total = 0.0
+        for (stamp, samples), trial in zip(rows, run.results.loc[
+                run.results["trial"] != "reference", "trial"], strict=True):
+            if stamp <= t:
+                total += samples - last.get(trial, 0)
+                last[trial] = samples
+        return total
+
+    assert ref["samples_x"].tolist() == [consumed(t) for t in stamps]
+    assert search["best"].max() == run.results.loc[run.results["trial"] != "reference",
+                                                   "psnr"].max()
+    assert not search["trial"].eq("reference").any()
+
+
+def test_best_so_far_draws_the_reference_in_both_panels(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    run = load_run(fx.write_run_with_reference(tmp_path))
+    fig = _drawn_figure(monkeypatch, lambda: figures.best_so_far(run, tmp_path / "b.png"))
+    search, ref = figures.progress_points(run)
+    for ax, x in zip(fig.axes[:2], ("samples_x", "minutes"), strict=True):
+        (points,) = [c.get_offsets() for c in ax.collections
+                     if c.get_label().startswith("reference run")]
+        assert [p[0] for p in points] == pytest.approx(ref[x].tolist())
+
+
+def test_rung_labels_sit_above_the_curves_and_the_bicubic_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = load_run(fx.write_small_run(tmp_path))
+    fig = _drawn_figure(monkeypatch, lambda: figures.learning_curves(
+        run, fx.WINNER, tmp_path / "l.png"))
+    renderer = fig.canvas.get_renderer()
+    main_ax = next(a for a in fig.axes if a.get_ylabel())
+    top = main_ax.get_window_extent(renderer).y1
+    rungs = [t for t in fig.findobj(lambda o: hasattr(o, "get_text"))
+             if str(t.get_text()).startswith("rung ") and t.get_visible()]
+    assert sorted(t.get_text() for t in rungs) == ["rung 1", "rung 2"]
+    assert all(t.get_window_extent(renderer).y0 >= top for t in rungs)
+
+
+def test_parallel_coordinates_bicubic_label_stands_clear_and_colours_have_a_scale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every trial below bicubic: bicubic is the PSNR axis's top, where its label met the top
+    tick's and the dashed line struck through both."""
+    from analysis import importance
+
+    lrs = [1.4e-3, 4.6e-3, 8.6e-3, 2.2e-2]
+    run = load_run(_lr_run(tmp_path, lrs, [17.0, 18.3, 22.1, 21.3]))
+    fig = _drawn_figure(monkeypatch, lambda: figures.parallel_coordinates(
+        run, importance.distributions(run), "best_psnr", fx.trial_id(2), tmp_path / "c.png"))
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    texts = [t for t in ax.texts if t.get_visible()]
+    (label,) = [t for t in texts if t.get_text().startswith("bicubic")]
+    box = label.get_window_extent(renderer)
+    (line,) = [ln for ln in ax.get_lines()
+               if isinstance(ln.get_color(), str) and ln.get_color() == "tab:red"]
+    _, y = ax.transData.transform((0, line.get_ydata()[0]))
+    assert not box.y0 < y < box.y1  # the dashed line does not strike through it
+    assert not any(_overlap(box, t.get_window_extent(renderer)) for t in texts if t is not label)
+    bars = [a for a in fig.axes[1:] if "line colour" in a.get_ylabel()]
+    assert len(bars) == 1 and "PSNR" in bars[0].get_ylabel()
+    low, high = bars[0].get_ylim()
+    assert low == pytest.approx(17.0) and high == pytest.approx(fx.BICUBIC_PSNR)
