@@ -40,4 +40,6 @@ def test_at_the_end_it_names_the_best_trial(tmp_path: Path) -> None:
     text = write_readme(run_dir, rec, RESUME).read_text()
     assert f"{fx.WINNER}: 26.800 dB at epoch 4, +2.98 dB over bicubic" in text
     assert "finished 2026-11-26T10:30:00Z" in text and "not yet known" not in text
+    # A finished run is not offered a resume (issue 20, item 1: a resume of it starts nothing).
+    assert RESUME not in text and "nothing to resume, the search finished" in text
     assert not list(run_dir.glob(".*tmp"))

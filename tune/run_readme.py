@@ -14,6 +14,7 @@ from pathlib import Path
 from analysis.record import META_FILE, BestTrial, RunRecord
 from analysis.run_folder import (
     EXPORT_SUBDIR,
+    OPTUNA_FILE,
     PARAMS_FILE,
     REFERENCE_DIR,
     REPORT_SUBDIR,
@@ -45,8 +46,10 @@ def write_readme(run_dir: Path, rec: RunRecord, resume_command: str) -> Path:
         "",
         "command:",
         f"  {shlex.join(rec.command) or 'not recorded'}",
-        "resume (finishes an interrupted search; repeats nothing already reported):",
-        f"  {resume_command}",
+        *(["resume: nothing to resume, the search finished (a --resume of it says so and "
+           "starts nothing)"] if rec.finished else
+          ["resume (finishes an interrupted search; repeats nothing already reported):",
+           f"  {resume_command}"]),
         "",
         "best trial so far:",
         f"  {_best(rec.best_trial, rec.finished)}",
@@ -59,7 +62,8 @@ def write_readme(run_dir: Path, rec: RunRecord, resume_command: str) -> Path:
         f"  upscale  python -m trainable.upscale --weights {EXPORT_SUBDIR}/<trial>.pt "
         f"--config {EXPORT_SUBDIR}/<trial>.yaml VIDEO --out OUT.mp4",
         f"  reference run (the source document's defaults)   {REFERENCE_DIR}/",
-        f"  trials   one folder per trial ({PARAMS_FILE}, {RESULT_FILE}, checkpoint_*/)",
+        f"  trials   one folder per trial ({PARAMS_FILE}, {RESULT_FILE}, checkpoint_*/, "
+        f"{OPTUNA_FILE}: its number in the Optuna study)",
         f"  {META_FILE}   the run's own record (spec, budget, versions); README.txt is "
         "written from it",
     ]
