@@ -80,3 +80,37 @@ def test_every_output_counts_the_trials_and_the_reference_run_apart(
     assert facts["trials"] == "4: 2 completed, 2 stopped early; and the reference run (completed)"
     assert facts["training samples, all trials"] == "5,632 (and 2,048 for the reference run)"
     assert "4: 2 completed, 2 stopped early; and the reference run" in render_comparison(run, run)
+
+
+def test_importance_and_figures_use_the_users_names_for_a_milestone_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 19: a milestone list of 1-2 drops is its count, first and last drop under the space
+    file's own name, never the searcher's scalars (lr_milestone_1, lr_milestone_2_rel)."""
+    from analysis import figures, importance, record
+    from analysis.record import ParamRange
+
+    run_dir = tmp_path / "counts"
+    fx.write_meta(run_dir)
+    rec = record.read(run_dir)
+    record.write(run_dir, rec.replace(params=(
+        ParamRange("model_lr", "loguniform", 1e-4, 1e-1),
+        ParamRange("lr_scheduler_milestones", "milestones", 0.05, 0.95, count=(1, 2)))))
+    drops = [[0.3], [0.2, 0.7], [0.5], [0.4, 0.9], [0.6, 0.8]]
+    for i, (m, best) in enumerate(zip(drops, [25.0, 26.0, 24.5, 25.5, 26.4], strict=True)):
+        fx.write_trial(run_dir, i, {**fx.DEFAULTS, "model_lr": 1e-3 * (i + 1),
+                                    "lr_scheduler_milestones": m}, [best - 1, best])
+    run = load_run(run_dir)
+    names = ["model_lr", "lr_scheduler_milestones/count", "lr_scheduler_milestones/first",
+             "lr_scheduler_milestones/last"]
+    dists = importance.distributions(run)
+    assert list(dists) == names
+    imp = importance.param_importances(run)
+    assert imp.values is not None and set(imp.values) <= set(names)
+    assert run.trials.set_index("trial").loc[fx.trial_id(1), "lr_scheduler_milestones/count"] == 2
+    caught: list = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: caught.append(fig) or path)
+    figures.psnr_vs_params(run, dists, "best_psnr", fx.trial_id(4), tmp_path / "p.png")
+    figures.importance_bars(imp, tmp_path / "i.png")
+    labels = [a.get_xlabel() for a in caught[0].axes if a.get_visible()]
+    bars = [t.get_text() for t in caught[1].axes[0].get_yticklabels()]
+    assert labels == names and set(bars) <= set(names)
