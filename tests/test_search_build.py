@@ -355,3 +355,12 @@ def test_the_defaults_inside_a_conditional_space_are_told_to_optuna_first(tmp_pa
     assert spec.reference_inside
     searcher = make_searcher(spec, tmp_path)
     assert searcher.suggest("t1") == {"lr_schedule": "multistep", "lr_scheduler_gamma": 0.1}
+
+
+def test_progress_lines_show_the_chosen_branchs_parameters():
+    from tune.progress import ProgressPrinter
+
+    line = ProgressPrinter(load_space("schedules"))._params(
+        {"model_lr": 1e-3, "lr_schedule": "cosine", "lr_min_fraction": 0.01,
+         "warmup_fraction": 0.05})
+    assert line == "model_lr=0.001 lr_schedule=cosine lr_min_fraction=0.01 warmup_fraction=0.05"

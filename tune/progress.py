@@ -58,7 +58,8 @@ class ProgressPrinter(Callback):
             cfg = self.spec.trial_config(sampled).to_dict()
         except Exception:  # a progress line must never stop the search
             return str(dict(sampled))
-        return " ".join(f"{p.name}={_fmt(cfg[p.name])}" for p in self.spec.params)
+        # A conditional choice's own parameters too, those of the chosen branch only.
+        return " ".join(f"{p.name}={_fmt(cfg[p.name])}" for p in self.spec.active(sampled))
 
     def _print(self, line: str) -> None:
         # sys.stdout looked up each time: the callback is pickled with the experiment state.
