@@ -302,8 +302,8 @@ def crop_comparison(crops: dict[str, list[Any]], scores: dict[str, list[float]],
             if c == 0:
                 ax.set_ylabel(f"{label}\nrow {top}, column {left}", fontsize=8)
     h, w = where[0][2:] if where else (0, 0)
-    fig.suptitle(f"{h}x{w} HR crops of different clips: where the winner gains most over "
-                 "bicubic, and where it loses most (Y, PSNR on the crop)", fontsize=9)
+    fig.suptitle(f"{h}x{w} HR crops of different clips: where the winner does best against "
+                 "bicubic, and where it does worst (Y, PSNR on the crop)", fontsize=9)
     return _save(fig, path)
 
 
