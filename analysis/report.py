@@ -74,11 +74,15 @@ def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance
     captions = {
         "learning_curves": "Validation PSNR against epoch for every trial. Vertical lines: the "
                            "ASHA rungs, where trials were compared and the weaker stopped.",
-        "best_so_far": "Best PSNR found so far against the training samples all trials had "
-                       "consumed (left) and against wall-clock time (right).",
+        "best_so_far": "Best PSNR the search had found so far against the training samples its "
+                       "trials had consumed (left) and against wall-clock time (right). The "
+                       "reference run's validations (green) sit where the search stood when "
+                       "they came; they are no part of its best.",
         "parallel_coordinates": "Each line is one finished trial through its searched values "
-                                "(normalised per axis) to its PSNR.",
-        "psnr_vs_params": "PSNR against each searched parameter; errored trials as crosses.",
+                                "(normalised per axis) to its PSNR, coloured by that PSNR; the "
+                                "winner in black, the reference run dashed green.",
+        "psnr_vs_params": "PSNR against each searched parameter; errored trials as crosses, the "
+                          "reference run as a green diamond.",
     }
     for key in ("learning_curves", "best_so_far", "parallel_coordinates", "psnr_vs_params"):
         parts.append(_figure(made.get(key), captions[key]))
