@@ -15,7 +15,7 @@ from trainable.loop import Trainer, train_step
 from trainable.model import EarlyFusionESPCN
 from trainable.sampler import PatchSampler
 
-TINY = dict(epochs=4, epoch_samples=64, batch_size=8, validation_interval=1, use_amp=False,
+TINY = dict(epochs=3, epoch_samples=64, batch_size=8, validation_interval=1, use_amp=False,
             patch_size=8, num_threads=1, residual=True, optimizer="adam", weight_decay=0.0,
             device="cpu")
 FP16 = dict(use_amp=True, amp_dtype="float16")  # a loss scale per member, on the CPU too
@@ -309,7 +309,7 @@ def test_a_solo_checkpoint_continues_in_a_group_as_it_would_alone(tiny_train, ti
     rest = []
     solo.run(lambda r, _: rest.append(r))
     _assert_curves_match(fused, rest)
-    assert len(group.member_state(1)["history"]) == 4
+    assert len(group.member_state(1)["history"]) == 3
 
 
 def test_a_refilled_slot_starts_fresh_and_the_others_are_unaffected(tiny_train, tiny_val):

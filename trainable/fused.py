@@ -16,46 +16,36 @@ and what they are trained and scored on (data, ``crop_border``, device). Per mem
 ``epochs``. ``compile`` is refused (the group is its own fusion), and the group's own
 ``num_threads`` and ``cache_dir`` apply to every member.
 
-How, and why this way (measured in BENCHMARKS.md, "Fused trials (issue 16): CPU"):
+How, and why this way (figures in BENCHMARKS.md, "Fused trials (issue 16): CPU"):
 
 - **Model: grouped convolutions.** Member i's frames are channels ``[i*T, (i+1)*T)`` of one input;
-  all three convolutions use ``groups=N`` (conv1 too: members draw different patches);
-  ``pixel_shuffle`` then puts member i's output in channel i, and the residual's bicubic runs on
-  all members' centre frames at once. The alternative, the members' stacked parameters under
-  ``torch.func.vmap``, was measured beside it (``bench/fused_model.py``): same forward lowering,
-  but more operator calls and no faster on the CPU, so grouped convolutions stay.
-- **Parameters, gradients and optimizer state are flat buffers** (parameter-major: all members'
-  conv1 weights, then conv1 biases, ...). The model's weights are views of the parameter buffer,
-  ``torch.autograd.grad`` hands the gradients over and one ``_foreach_copy_`` puts them into the
-  gradient buffer, and the update is a fixed number of elementwise kernels whatever N: each
-  member's coefficients (lr, bias corrections, active flag, weight decay, momentum) are an
-  N-vector spread over the buffer by one ``index_select``.
-- **Adam and SGD** follow torch.optim's single-tensor formulas (weight decay added to the
-  gradient, as ``make_optimizer`` builds them); Adam's second moment is written as a ``lerp``
-  (one kernel less, equal up to rounding). Without a GradScaler the per-member bias corrections
-  are computed on the host in double precision exactly as torch.optim does; with one they live on
-  the device (a skipped step must not count, and the host does not know which steps skip).
-- **grad_clip per member**: each member's gradient norm is one ``index_add`` over the buffer.
-- **Precision: fp32, bf16 and fp16, each member with its own loss scale.** The members' loss
-  scales are the ``grad_outputs`` of the backward (no extra kernel), unscaling is part of the
-  per-member coefficients, a non-finite gradient in member i skips only member i's step (its
-  weights, moments and step count stay bitwise as they were), and each scale backs off or grows
-  as ``torch.amp.GradScaler`` does (same defaults). AMP is done by hand rather than by autocast,
-  with autocast's casts for this network: one copy of the whole parameter buffer into the low
-  precision per update instead of one cast per weight, and one cast of the gradients back.
-- **Patches: each member draws exactly what a solo Trainer with its seed draws** on the device
-  path (``trainable.sampler``: the same per-chunk generator seeds, the same numbers), but the
-  deterministic part of the draw is done once for all members: each member's random numbers
-  are kept for its current and next chunk, and the group gathers a window of batches for every
-  member in one vectorised gather, wherever each member is in its own stream (members that
-  joined later or resumed mid-way simply start their window elsewhere). A window is redrawn when
-  it is used up or a member's position no longer matches it (after it joins or idles).
-- **Isolation.** Nothing crosses members: the grouped convolutions, the per-member losses (the
-  backward of a sum of per-member means gives each member its own gradient) and every update
-  are per member. A member whose loss turns non-finite is caught at the same update counts as
-  a solo Trainer catches it, ends "diverged", and leaves the other members bitwise unchanged.
+  all three convolutions use ``groups=N`` (conv1 too: members draw different patches), and
+  ``pixel_shuffle`` puts member i's output in channel i. The alternative, the members' stacked
+  parameters under ``torch.func.vmap`` (PyTorch's ensembling recipe), was measured beside it
+  (``bench/fused_model.py``): vmap lowers to the same grouped convolutions plus reshapes, 93
+  operator calls per forward + backward against 22, and no faster on the CPU.
+- **Flat buffers** (``trainable.fused_update``): parameters, gradients and optimizer states are
+  each one buffer; the convolutions' weights are views of it, ``torch.autograd.grad`` hands the
+  gradients over (one ``_foreach_copy_`` into the buffer) and Adam/SGD with per-member
+  coefficients is a fixed number of elementwise kernels whatever N. fp16 gives each member its
+  own loss scale, as a GradScaler each: a non-finite gradient skips only that member's step.
+- **Mixed precision by hand**, with autocast's casts for this network: the parameter buffer is
+  copied into the low precision once per update (not one cast per weight), the residual's
+  bicubic (fp32) is added in the low precision, the loss is taken in fp32.
+- **Patches** (``trainable.fused_draw``): each member draws exactly what a solo Trainer with its
+  seed draws on the device path; the deterministic part of the draw, the float conversion and
+  the residual's bicubic are done once for a window of batches of all members.
+- **Losses**: each member's summed squared error stays in its own channel and the backward is
+  seeded per member with its loss weight (and its loss scale), so each member's gradient is the
+  one of its own mean loss, as in train_step, with no extra kernel for the mean.
+- **Isolation.** Nothing crosses members: the grouped convolutions, the per-member losses and
+  every update are per member. A member whose loss turns non-finite is caught at the same
+  update counts as a solo Trainer catches it (every 32 updates and at an interval's end), ends
+  "diverged", and leaves the other members bitwise unchanged. Members that have fewer updates
+  to their next validation than others (uneven intervals, another budget) idle, exactly
+  unchanged, until the group's interval ends.
 - **Validation** scores each member's weights with :func:`trainable.evaluate.score_model` in a
-  plain EarlyFusionESPCN, so its numbers are exactly those of those weights trained alone.
+  plain EarlyFusionESPCN: its numbers are exactly those of those weights, one member at a time.
 
 A member's checkpoint (:meth:`FusedTrainer.member_state`) is in Trainer format
 (:meth:`Trainer.state_dict`): a solo Trainer loads it, ``analysis``/``export`` read its ``"model"``
