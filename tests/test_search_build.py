@@ -112,7 +112,7 @@ def test_a_grid_is_its_points_listed(tmp_path):
     spec = load_text(tmp_path, "params:\n  batch_size: {grid: [8, 16]}\nsearch: {algorithm: grid}\n"
                                "trials: 2\n")
     searcher = make_searcher(spec, tmp_path)
-    assert param_space(spec) == {}
+    assert param_space(spec) == {"batch_size": None}  # where Ray writes each point
     assert searcher._points_to_evaluate == [{"batch_size": 8}, {"batch_size": 16}] * 2
 
 
@@ -343,9 +343,12 @@ def test_a_conditional_grid_runs_every_point_on_rays_generator(tmp_path):
         search: {algorithm: grid}
         """)
     searcher = make_searcher(spec, tmp_path)
-    assert isinstance(searcher, BasicVariantGenerator) and param_space(spec) == {}
-    assert [spec.trial_config(p).lr_schedule for p in searcher._points_to_evaluate] == [
-        "multistep", "multistep", "cosine"]
+    assert isinstance(searcher, BasicVariantGenerator)
+    assert param_space(spec) == {"lr_schedule": None, "lr_scheduler_gamma": None,
+                                 "lr_min_fraction": None}
+    points = [{**param_space(spec), **p} for p in searcher._points_to_evaluate]  # as Ray fills
+    assert [spec.trial_config(p).lr_schedule for p in points] == ["multistep", "multistep",
+                                                                  "cosine"]
 
 
 def test_the_defaults_inside_a_conditional_space_are_told_to_optuna_first(tmp_path):

@@ -260,3 +260,21 @@ def test_the_reference_runs_tensorboard_curves_overlay_the_trials(smoke_run):
     ref = load_run(smoke_run).trial("reference")
     assert ref["started_at"] == pytest.approx(started, abs=1.0)
     assert ref["time_s"] > 0 and ref["ended_at"] > ref["started_at"]
+
+
+def test_a_conditional_grid_runs_each_choice_with_its_own_points(ray_session, clip_root,
+                                                                  tmp_path):
+    space = tmp_path / "grid.yaml"
+    space.write_text(
+        "params:\n  lr_schedule:\n    grid:\n"
+        "      multistep: {lr_scheduler_gamma: {grid: [0.1, 0.5]}}\n"
+        "      cosine: {lr_min_fraction: {grid: [0.01]}}\n"
+        "config: {batch_size: 8, use_amp: false}\n"
+        "budget: {epochs: 1, epoch_samples: 128, validation_interval: 1}\n"
+        "scheduler: {type: fifo}\nsearch: {algorithm: grid}\ninclude_defaults: false\n")
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "grid",
+               "--data", str(clip_root)])
+    assert rc == 0
+    configs = sorted((c["lr_schedule"], c["lr_scheduler_gamma"], c["lr_min_fraction"])
+                     for c in (_results(t)[-1]["trial_config"] for t in _trial_dirs(tmp_path / "grid")))
+    assert configs == [("cosine", None, 0.01), ("multistep", 0.1, None), ("multistep", 0.5, None)]

@@ -64,6 +64,8 @@ class SearchSpec:
         """The full TrainConfig of a trial from its searched values (as Ray passes them)."""
         values = {k: _plain(v) for k, v in values.items()}
         expected = [p.name for p in self.active(values)]
+        # A grid's points fill every searched key; another choice's parameters stay None there.
+        values = {k: v for k, v in values.items() if k in expected or v is not None}
         unknown = sorted(set(values) - set(expected))
         missing = [n for n in expected if n not in values]
         if unknown or missing:

@@ -43,6 +43,10 @@ def param_space(spec: SearchSpec) -> dict[str, Any]:
     """Ray Tune domains of the searched parameters for PBT, which perturbs them itself; empty
     where Optuna samples (its define-by-run space replaces it) and for a grid (its points are
     listed, `grid_points`)."""
+    if spec.algorithm == "grid" and spec.scheduler != "pbt":
+        # Ray writes each listed point into these keys (it needs them present): a parameter of
+        # another choice's branch stays None, which `SearchSpec.trial_config` leaves out.
+        return {p.name: None for top in spec.params for p in top.walk()}
     if spec.scheduler != "pbt":
         return {}
     return {p.name: _domain(p) for p in spec.params}
