@@ -39,6 +39,9 @@ _STYLE = {  # outcome family -> (colour, line style, label)
     "no results": ("tab:gray", ":", "no results"),
 }
 _DPI = 110
+# One colour per choice of a conditional choice (no green: the reference; no red: bicubic).
+BRANCH_COLOURS = ("tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                  "tab:cyan")
 PANELS = ("LR (nearest)", "bicubic", "defaults", "winner", "ground truth")  # crop_comparison
 
 
@@ -244,11 +247,7 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
             ax.set_xlim(-0.5, len(dist.choices) - 0.5)
         elif is_log(dist):
             _log_axis(ax, float(dist.low), float(dist.high))
-        for family, (colour, _, label) in _STYLE.items():
-            mask = (trials["outcome"].map(_family) == family) & ~is_ref
-            if mask.any():
-                ax.scatter(x[mask], value[mask], s=16, color=colour, label=label,
-                           marker="x" if family == "error" else "o", alpha=0.8)
+        _scatter_trials(ax, x, value, run, ~is_ref)
         if is_ref.any():
             ax.scatter(x[is_ref], value[is_ref], s=40, marker="D", color="tab:green",
                        label="reference run (source defaults)", zorder=3)
@@ -268,6 +267,38 @@ def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: s
     _figure_legend(fig, list(axes[: len(names)]))
     fig.suptitle(f"{run.name}: PSNR against each searched parameter", fontsize=10)
     return _save(fig, path)
+
+
+def _scatter_trials(ax: Any, x: pd.Series, value: pd.Series, run: Run, among: pd.Series) -> None:
+    """The trials' points: coloured by outcome, or, in a run with a conditional choice (the
+    schedule family), one colour per choice, filled when the trial completed and hollow when it
+    stopped early (crosses for errors)."""
+    trials = run.trials
+    families = trials["outcome"].map(_family)
+    choice = next((p for p in run.record.params if p.branches), None)
+    if choice is None:
+        for family, (colour, _, label) in _STYLE.items():
+            mask = (families == family) & among
+            if mask.any():
+                ax.scatter(x[mask], value[mask], s=16, color=colour, label=label,
+                           marker="x" if family == "error" else "o", alpha=0.8)
+        return
+    column = trials[run.param_columns[choice.name]]
+    for k, option in enumerate(choice.choices):
+        colour = BRANCH_COLOURS[k % len(BRANCH_COLOURS)]
+        mine = (column == option) & among
+        for kind, mask in (("completed", mine & (families == "completed")),
+                           ("other", mine & ~families.isin(["completed", "error"])),
+                           ("error", mine & (families == "error"))):
+            if not mask.any():
+                continue
+            label = f"{choice.name} {option}" if kind == "completed" else (
+                f"{choice.name} {option}, stopped early or unfinished" if kind == "other"
+                else f"{choice.name} {option}, error (never ranked)")
+            style = ({"color": colour} if kind != "other"
+                     else {"facecolors": "none", "edgecolors": colour})
+            ax.scatter(x[mask], value[mask], s=18, label=label, alpha=0.85,
+                       marker="x" if kind == "error" else "o", **style)
 
 
 def param_positions(values: pd.Series, dist: BaseDistribution) -> pd.Series:

@@ -382,3 +382,30 @@ def test_a_conditional_runs_report_is_written(tmp_path: Path) -> None:
     run = load_run(fx.write_conditional_run(tmp_path))
     page = write_report(run, tmp_path / "report").read_text()
     assert "Among the trials with lr_schedule cosine" in page
+
+
+def test_a_conditional_run_colours_its_points_by_choice(tmp_path: Path) -> None:
+    from analysis import figures
+
+    run = load_run(fx.write_conditional_run(tmp_path))
+    drawn = figures.psnr_vs_params(run, importance.distributions(run), "best_psnr",
+                                   fx.trial_id(3), tmp_path / "p.png")
+    assert drawn is not None and drawn.stat().st_size > 0
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    labels: list[str] = []
+    real = Figure.legend
+
+    def keep(self, handles=None, labels_=None, *a, **k):  # what the legend names
+        labels.extend(labels_ or [])
+        return real(self, handles, labels_, *a, **k)
+
+    matplotlib.figure.Figure.legend = keep
+    try:
+        figures.psnr_vs_params(run, importance.distributions(run), "best_psnr", fx.trial_id(3),
+                               tmp_path / "q.png")
+    finally:
+        matplotlib.figure.Figure.legend = real
+    assert "lr_schedule multistep" in labels and "lr_schedule cosine" in labels
+    assert "completed" not in labels  # the colours are the families', not the outcomes'
