@@ -131,3 +131,22 @@ def test_end_of_search_summary_prints_edge_lines(tmp_path: Path,
     assert ("ranges that may be too narrow:\n  model_lr: the winner 0.0435 is at the top of "
             "[0.0001, 0.05]; the optimum may lie above it: widen the range\n"
             in capsys.readouterr().out)
+
+
+def test_end_of_search_summary_names_the_winners_branch_parameters(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis import record
+    from tune.space import load_space
+    from tune.summary import summarise as end_of_search
+
+    spec = load_space("schedules")
+    config = {"model_lr": 1e-3, "lr_schedule": "cosine", "lr_min_fraction": 0.02,
+              "warmup_fraction": 0.05}
+    metrics = {"trial_id": "t0", "best_psnr": 30.3, "best_epoch": 18, "max_epochs": 18,
+               "bicubic_psnr": 28.8}
+    grid = [SimpleNamespace(error=None, metrics=metrics, config=config, path=str(tmp_path))]
+    rec = record.RunRecord("run", (), None, None, spec.params, None,
+                           record.SchedulerPlan("asha"), None, "Y PSNR", None)
+    best = end_of_search(grid, spec, tmp_path / "run", rec)
+    assert best is not None and best.params == config
+    assert "  lr_min_fraction: 0.02\n" in capsys.readouterr().out

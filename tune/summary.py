@@ -24,7 +24,6 @@ def _best_psnr(metrics: dict[str, Any]) -> float:
 
 
 def summarise(grid: Any, spec: SearchSpec, run_dir: Path, rec: RunRecord) -> BestTrial | None:
-    searched = [p.name for p in spec.params]
     # A trial that ran out of memory before its first validation reports no best_epoch.
     ok = [r for r in grid if r.error is None and r.metrics and "best_epoch" in r.metrics]
     errored = sum(1 for r in grid if r.error is not None)
@@ -45,6 +44,7 @@ def summarise(grid: Any, spec: SearchSpec, run_dir: Path, rec: RunRecord) -> Bes
     print(f"best trial: {m['trial_id']}  PSNR {m['best_psnr']:.3f} dB at epoch {m['best_epoch']}"
           f" / {m['max_epochs']}  (bicubic {m['bicubic_psnr']:.3f} dB, "
           f"{m['best_psnr'] - m['bicubic_psnr']:+.3f} dB)")
+    searched = [p.name for p in spec.active(best.config)]  # a chosen branch's own too
     for name in searched:
         print(f"  {name}: {best.config[name]}")
     if defaults is not None:
