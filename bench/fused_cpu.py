@@ -51,20 +51,24 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, train, val)
         result = trainer.run()
         psnr = {0: result.psnr}
-        samples = result.samples
+        samples, train_rate = result.samples, result.samples_per_s
     else:
         from trainable.fused import FusedTrainer
 
         group = FusedTrainer(cfg, train, val, args.members)
         for i in range(args.members):
             group.add(i, cfg.replace(seed=i))
-        psnr = {}
+        psnr, rates = {}, {}
         while any(not group.done(i) for i in range(args.members)):
-            psnr.update({i: r.psnr for i, r in group.run_interval().items()})
+            results = group.run_interval()
+            psnr.update({i: r.psnr for i, r in results.items()})
+            rates.update({i: r.samples_per_s for i, r in results.items()})
+        train_rate = sum(rates.values())  # each member's rate over the group's shared time
         samples = sum(group.samples_seen(i) for i in range(args.members))
     seconds = time.perf_counter() - start
     print(f"{args.mode}: {samples} samples in {seconds:.1f} s (training and validation): "
-          f"{samples / seconds:.0f} samples/s, {threads} threads; val PSNR "
+          f"{samples / seconds:.0f} samples/s; training alone (last interval) {train_rate:.0f} "
+          f"samples/s; {threads} threads; val PSNR "
           + ", ".join(f"{v:.3f}" for v in psnr.values()))
     return 0
 
