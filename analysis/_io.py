@@ -14,7 +14,7 @@ from typing import Any
 from trainable.errors import InputError
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # A fresh name that `write` creates itself, so the file gets the usual permissions (umask),

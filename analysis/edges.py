@@ -71,8 +71,9 @@ def _line(r: ParamRange, winner_value: Any, sides: list[str | None], branch: str
     else:
         subject, single = winner, True
     where = "above" if side == "top" else "below"
+    low, high = r.bounds
     return (f"{r.name}: {subject} {'is' if single else 'are'} at the {side} of "
-            f"[{_num(r.low)}, {_num(r.high)}]; the optimum may lie {where} "
+            f"[{_num(low)}, {_num(high)}]; the optimum may lie {where} "
             f"{'it' if single else 'them'}: widen the range")
 
 
@@ -91,11 +92,12 @@ def _side(r: ParamRange, value: Any) -> str | None:
 
 def _position(r: ParamRange, v: float) -> float:
     """0 at ``low``, 1 at ``high``; values outside the range (a defaults trial) go past them."""
+    low, high = r.bounds
     if r.log:
         if v <= 0:
             return -math.inf
-        return (math.log(v) - math.log(r.low)) / (math.log(r.high) - math.log(r.low))
-    return (v - r.low) / (r.high - r.low)
+        return (math.log(v) - math.log(low)) / (math.log(high) - math.log(low))
+    return (v - low) / (high - low)
 
 
 def _numbers(value: Any) -> list[float] | None:
@@ -103,8 +105,8 @@ def _numbers(value: Any) -> list[float] | None:
     if isinstance(value, str | bytes):
         return None
     items = list(value) if hasattr(value, "__len__") else [value]
-    nums = [_number(v) for v in items]
-    return None if not nums or None in nums else nums  # type: ignore[return-value]
+    nums = [n for n in map(_number, items) if n is not None]
+    return nums if nums and len(nums) == len(items) else None
 
 
 def _number(value: Any) -> float | None:

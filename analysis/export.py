@@ -33,13 +33,8 @@ from typing import Any
 
 from analysis import _io
 from analysis.config_files import FORMATS, render
-from analysis.run_folder import (
-    CHECKPOINT_STATE,
-    EXPORT_SUBDIR,
-    CheckpointInfo,
-    RunFolderError,
-    pick_checkpoint,
-)
+from analysis.record import RunFolderError
+from analysis.run_folder import CHECKPOINT_STATE, EXPORT_SUBDIR, CheckpointInfo, pick_checkpoint
 from analysis.tables import Run, load_run
 from trainable.errors import InputError
 from trainable.names import inside, safe_name
@@ -96,9 +91,11 @@ def export_trial(run: Run, trial_id: str | None = None, fmt: str = "yaml", out: 
     weights = out.with_suffix(".pt") if state is not None else None
     if out.exists() and not force:
         raise InputError(f"{out}: already exists; pass --force to replace it")
-    write_weights = weights is not None and _must_write_weights(weights, state, force)
+    write_weights = False
+    if weights is not None and state is not None:
+        write_weights = _must_write_weights(weights, state, force)
     text = render(fmt, config, _provenance(run, row, scope, checkpoint, weights))
-    if write_weights:
+    if write_weights and weights is not None and state is not None:
         _io.write_atomic(weights, lambda tmp: _save_state(state, tmp))
     _io.write_text_atomic(out, text)
     for note in notes:

@@ -22,10 +22,10 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import CategoricalDistribution
 
 from analysis import _io, leaderboard
-from analysis.importance import Importance, is_log
+from analysis.importance import Distribution, Importance, is_log
 from analysis.leaderboard import counted, format_value
 from analysis.tables import Run
 
@@ -141,7 +141,7 @@ def best_so_far(run: Run, path: Path) -> Path:
     return _save(fig, path)
 
 
-def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_column: str,
+def parallel_coordinates(run: Run, dists: dict[str, Distribution], value_column: str,
                          winner: str, path: Path) -> Path | None:
     """One line per finished trial through its (normalised) searched values and its PSNR, its
     colour the PSNR (colour bar); the winner in black, the reference run dashed green."""
@@ -190,7 +190,7 @@ def parallel_coordinates(run: Run, dists: dict[str, BaseDistribution], value_col
         ax.annotate(f"bicubic {bicubic:.2f}", (xs[-1], b), xytext=(4, 2),
                     textcoords="offset points", fontsize=7, color="tab:red", ha="left",
                     va="bottom")
-    for x, ticks in zip(xs, labels, strict=True):
+    for x, ticks in zip(xs.tolist(), labels, strict=True):
         ax.axvline(x, color="black", lw=0.8)
         for y, text in ticks:  # on a pale box: lines end at the axis ends, where these sit
             ax.annotate(text, (x, y), xytext=(4, 0), textcoords="offset points", fontsize=7,
@@ -223,7 +223,7 @@ def importance_bars(imp: Importance, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def psnr_vs_params(run: Run, dists: dict[str, BaseDistribution], value_column: str, winner: str,
+def psnr_vs_params(run: Run, dists: dict[str, Distribution], value_column: str, winner: str,
                    path: Path) -> Path | None:
     """One scatter per searched parameter: its value against the trial's PSNR. A choice's values
     sit exactly on their ticks; the reference run is drawn apart, labelled; one legend for all
@@ -301,7 +301,7 @@ def _scatter_trials(ax: Any, x: pd.Series, value: pd.Series, run: Run, among: pd
                        marker="x" if kind == "error" else "o", **style)
 
 
-def param_positions(values: pd.Series, dist: BaseDistribution) -> pd.Series:
+def param_positions(values: pd.Series, dist: Distribution) -> pd.Series:
     """Where a parameter's values sit on its axis: a choice on its tick (the choice's index,
     exactly: no jitter that would read as a value between the choices), a number as itself."""
     if isinstance(dist, CategoricalDistribution):
@@ -427,7 +427,7 @@ def _psnr_limits(ax: Axes, psnr: pd.Series, run: Run) -> None:
                     xycoords="axes fraction", fontsize=7, color="tab:orange")
 
 
-def _normalise(values: pd.Series, dist: BaseDistribution,
+def _normalise(values: pd.Series, dist: Distribution,
                ) -> tuple[pd.Series, list[tuple[float, str]]]:
     """Map a parameter's values onto [0, 1] and return the tick labels for its axis."""
     if isinstance(dist, CategoricalDistribution):
@@ -438,7 +438,7 @@ def _normalise(values: pd.Series, dist: BaseDistribution,
     v = values.astype(float)
     lo, hi = float(dist.low), float(dist.high)
     if is_log(dist):
-        v, lo_t, hi_t = np.log10(v), math.log10(lo), math.log10(hi)
+        v, lo_t, hi_t = v.transform(np.log10), math.log10(lo), math.log10(hi)
     else:
         lo_t, hi_t = lo, hi
     norm = (v - lo_t) / (hi_t - lo_t) if hi_t > lo_t else v * 0 + 0.5

@@ -18,17 +18,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from analysis.record import ParamRange
 from analysis.tables import Run
 
 log = logging.getLogger(__name__)
+
+# The distributions the analysis builds: a number range, or a choice of values.
+Distribution = FloatDistribution | IntDistribution | CategoricalDistribution
 
 
 
@@ -40,9 +38,9 @@ class Importance:
     n_trials: int
 
 
-def distributions(run: Run) -> dict[str, BaseDistribution]:
+def distributions(run: Run) -> dict[str, Distribution]:
     """One Optuna distribution per scalar (`Run.scalar_columns`) that any trial has a value for."""
-    out: dict[str, BaseDistribution] = {}
+    out: dict[str, Distribution] = {}
     for name, col in run.scalar_columns.items():
         observed = [v for v in run.trials[col].tolist() if not _missing(v)]
         if not observed:
@@ -118,12 +116,12 @@ def branch_importances(run: Run, value_column: str = "best_psnr") -> dict[str, I
             for top in run.record.params for value, _ in top.branches}
 
 
-def is_log(dist: BaseDistribution) -> bool:
+def is_log(dist: Distribution) -> bool:
     return isinstance(dist, FloatDistribution | IntDistribution) and dist.log
 
 
 # --- private helpers -----------------------------------------------------------------------------
-def _from_range(p: ParamRange) -> BaseDistribution | None:
+def _from_range(p: ParamRange) -> Distribution | None:
     """The Optuna distribution of a recorded range; None for one the run did not record."""
     if p.kind in ("choice", "grid"):
         return _categorical(list(p.choices))
@@ -139,7 +137,7 @@ def _categorical(values: list[Any]) -> CategoricalDistribution:
     return CategoricalDistribution(list(dict.fromkeys(choices)))
 
 
-def _widen(dist: BaseDistribution, observed: list[Any]) -> BaseDistribution:
+def _widen(dist: Distribution, observed: list[Any]) -> Distribution:
     """Stretch the spec's distribution over values it does not contain (the defaults trial may lie
     outside the searched range), since Optuna rejects a trial outside its distribution."""
     if isinstance(dist, CategoricalDistribution):
@@ -156,7 +154,7 @@ def _widen(dist: BaseDistribution, observed: list[Any]) -> BaseDistribution:
     return FloatDistribution(low, high, log=log_scale)
 
 
-def _infer(name: str, observed: list[Any]) -> BaseDistribution:
+def _infer(name: str, observed: list[Any]) -> Distribution:
     if any(isinstance(v, bool | str) or not isinstance(v, int | float) for v in observed):
         return _categorical(sorted(set(map(_plain, observed)), key=str))
     nums = [float(v) for v in observed]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -186,7 +186,7 @@ def _scope_columns(scope: str) -> tuple[str, str, str, str]:
     return _SCOPE_COLUMNS[scope]
 
 
-def _is_frames(v: Any) -> bool:
+def _is_frames(v: Any) -> TypeGuard[Sequence[float]]:
     return isinstance(v, Sequence) and not isinstance(v, str)
 
 

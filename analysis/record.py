@@ -83,6 +83,13 @@ class ParamRange:
         return self.kind == "loguniform"
 
     @property
+    def bounds(self) -> tuple[float, float]:
+        """(``low``, ``high``) of a numeric or milestone range; ValueError for one without them."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"`{self.name}` is a {self.kind} range, which has no low and high")
+        return self.low, self.high
+
+    @property
     def numeric(self) -> bool:
         return self.kind in NUMERIC_KINDS
 
@@ -164,7 +171,7 @@ class ParamRange:
         if self.kind != "milestones":
             return {self.name: value}
         marks = milestone_list(value)
-        out = {}
+        out: dict[str, Any] = {}
         for name in self.scalar_names():
             part = name.rsplit("/", 1)[1]
             if marks is None:
@@ -377,10 +384,12 @@ def _from_v2(d: Mapping[str, Any]) -> RunRecord:
 
 
 def _from_v1(d: Mapping[str, Any]) -> RunRecord:
-    spec = d.get("spec") if isinstance(d.get("spec"), Mapping) else {}
-    ranges = spec.get("params") if isinstance(spec.get("params"), Mapping) else {}
-    searched = d.get("searched") if isinstance(d.get("searched"), list) else list(ranges)
-    budget = [d.get(k) for k in ("max_epochs", "epoch_samples", "validation_interval")]
+    spec = _mapping(d.get("spec"))
+    ranges = _mapping(spec.get("params"))
+    searched = d.get("searched")
+    if not isinstance(searched, list):
+        searched = list(ranges)
+    budget: list[Any] = [d.get(k) for k in ("max_epochs", "epoch_samples", "validation_interval")]
     space = d.get("space_document")
     return RunRecord(
         **_same_in_both(d),
@@ -396,7 +405,7 @@ def _from_v1(d: Mapping[str, Any]) -> RunRecord:
 
 def _same_in_both(d: Mapping[str, Any]) -> dict[str, Any]:
     """The fields schemas 1 and 2 keep under the same key in the same form."""
-    sched = d.get("scheduler") if isinstance(d.get("scheduler"), Mapping) else {}
+    sched = _mapping(d.get("scheduler"))
     return {
         "name": str(d.get("name") or ""),
         "command": tuple(str(c) for c in d.get("command") or ()),
@@ -414,6 +423,11 @@ def _same_in_both(d: Mapping[str, Any]) -> dict[str, Any]:
         "best_trial": _best(d.get("best_trial")),
         "overrides": dict(d.get("overrides") or {}),
     }
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    """``v`` where it is a mapping, else an empty one (an old record's section may be absent)."""
+    return v if isinstance(v, Mapping) else {}
 
 
 def _search(search: Any) -> SearchPlan | None:

@@ -95,7 +95,7 @@ def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance
     errored = run.trials[run.trials["error"].astype(bool)]
     if not errored.empty:
         parts.append("<h2>Errored trials (never ranked)</h2><ul>")
-        parts += [f"<li><code>{e(t.trial)}</code> ({e(t.dir)}): {e(str(t.error_summary))}</li>"
+        parts += [f"<li><code>{e(str(t.trial))}</code> ({e(str(t.dir))}): {e(str(t.error_summary))}</li>"
                   for t in errored.itertuples()]
         parts.append("</ul>")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -89,7 +89,8 @@ def plan(run: Run, trial_id: str | None = None, scope: str = "best"
         defaults_cfg = winner_cfg.source_defaults()
         source = ("TrainConfig defaults with the winner's " + ", ".join(RUN_SETTINGS)
                   + " (the run recorded no default_config)")
-    runtime = {"device": winner_cfg.device, "cache_dir": winner_cfg.cache_dir, "num_threads": 0}
+    runtime: dict[str, Any] = {"device": winner_cfg.device, "cache_dir": winner_cfg.cache_dir,
+                               "num_threads": 0}
     psnr_col = "best_psnr" if scope == "best" else "last_psnr"
     defaults_rows = run.trials[run.trials["is_defaults"]]
     d_row = defaults_rows.iloc[0] if not defaults_rows.empty else None
@@ -110,9 +111,11 @@ def fresh_seeds(run: Run, n: int) -> list[int]:
             used.add(int(json.loads(text).get("seed")))
     search = run.record.search
     for value in ((run.record.default_config or {}).get("seed"), search.seed if search else None):
-        with contextlib.suppress(ValueError, TypeError):
-            used.add(int(value))
-    seeds, s = [], SEED_BASE
+        if value is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                used.add(int(value))
+    seeds: list[int] = []
+    s = SEED_BASE
     while len(seeds) < n:
         if s not in used:
             seeds.append(s)
@@ -287,13 +290,13 @@ def _finite(v: Any) -> float | None:
 
 def _mean(values: list[float | None]) -> float | None:
     """The mean over seeds; None when any seed has no score (a diverged seed must not vanish)."""
-    return None if not values or any(v is None for v in values) else statistics.fmean(values)
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if values and len(known) == len(values) else None
 
 
 def _std(values: list[float | None]) -> float | None:
-    if len(values) < 2 or any(v is None for v in values):
-        return None
-    return statistics.stdev(values)
+    known = [v for v in values if v is not None]
+    return statistics.stdev(known) if len(values) >= 2 and len(known) == len(values) else None
 
 
 def _sub(a: float | None, b: float | None) -> float | None:

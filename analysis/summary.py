@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from analysis import edges, leaderboard
 from analysis.tables import Run
 
@@ -121,8 +123,11 @@ def _defaults(run: Run, ranked: Any, win: Any, scope: str) -> DefaultsComparison
         w_rows = res[(res["trial"] == win["trial"]) & (res["epoch"] <= epoch)]
         d_rows = run.results[run.results["trial"] == d["trial"]]
         if not w_rows.empty and not d_rows.empty:
-            pick = (lambda r: float(r["psnr"].max())) if scope == "best" else (
-                lambda r: float(r.sort_values("epoch")["psnr"].iloc[-1]))
+            def pick(rows: pd.DataFrame) -> float:
+                if scope == "best":
+                    return float(rows["psnr"].max())
+                return float(rows.sort_values("epoch")["psnr"].iloc[-1])
+
             equal = (epoch, pick(w_rows), pick(d_rows))
     return DefaultsComparison(
         trial=str(d["trial"]),

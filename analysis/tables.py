@@ -9,6 +9,7 @@ The per-trial outcome and the defaults trial are derived in ``analysis.outcomes`
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -157,7 +158,7 @@ def write_tables(run: Run, out_dir: str | Path) -> tuple[Path, Path]:
     for name, df in ((RESULTS_FILE, run.results), (TRIALS_FILE, run.trials)):
         table = pa.Table.from_pandas(df, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **schema_meta})
-        paths.append(_io.write_atomic(out_dir / name, lambda tmp, t=table: pq.write_table(t, tmp)))
+        paths.append(_io.write_atomic(out_dir / name, functools.partial(pq.write_table, table)))
     return paths[0], paths[1]
 
 

@@ -390,8 +390,8 @@ def _default_fits(p: ParamRange, base: TrainConfig) -> bool:
                 and all(p.low <= m <= p.high for m in value))
     if p.kind in ("choice", "grid"):
         return _identity(value) in {_identity(v) for v in p.choices}
-    assert p.low is not None and p.high is not None
-    return p.low <= value <= p.high
+    low, high = p.bounds
+    return bool(low <= value <= high)
 
 
 # --- values ---------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def suggest(trial: Any, p: ParamRange, tag: str = "") -> Any:
     if p.kind == "uniform":
         return trial.suggest_float(name, p.low, p.high)
     if p.kind == "randint":
-        return trial.suggest_int(name, int(p.low), int(p.high))
+        low, high = p.bounds
+        return trial.suggest_int(name, int(low), int(high))
     if p.kind == "choice":
         if all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
             return trial.suggest_categorical(name, list(p.choices))
