@@ -109,7 +109,7 @@ class TrainConfig:
             named = ", ".join(f"{k!r}{did_you_mean(k, known)}" for k in unknown)
             raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {named}; "
                               f"valid keys are: {', '.join(sorted(known))}")
-        coerced = {k: _coerce(k, v, known[k].type, where) for k, v in values.items()}
+        coerced = {k: _coerce(k, v, str(known[k].type), where) for k, v in values.items()}
         try:
             return cls(**_schedule_fields(coerced))
         except ConfigError as e:
@@ -167,8 +167,9 @@ class TrainConfig:
 
 
 def _coerce(key: str, value: Any, annotation: str, where: str) -> Any:
-    """Turn YAML/JSON values into the field's type, with messages that name the key."""
-    ann = str(annotation)
+    """Turn YAML/JSON values into the field's type (``annotation``, as text), with messages that
+    name the key."""
+    ann = annotation
     if value is None and "None" in ann:
         return None
     if ann.startswith("tuple"):

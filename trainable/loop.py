@@ -12,10 +12,10 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,8 @@ from trainable.model import EarlyFusionESPCN
 from trainable.sampler import PatchSampler
 
 if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
     from trainable.store import SplitData
 
 log = logging.getLogger(__name__)
@@ -99,19 +101,21 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter], device: torch.device
+                   ) -> torch.optim.Optimizer:
     """SGD or Adam as configured; fused kernels on CUDA (one launch for all parameters, and the
     GradScaler's inf check stays on the device instead of an ``.item()`` per step)."""
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = True if device.type == "cuda" else None  # None: torch's own choice, as not passing it
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.model_lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.Adam(params, lr=cfg.model_lr, weight_decay=cfg.weight_decay, **fused)
+                               weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=cfg.model_lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-               *, autocast: Callable[[], contextlib.AbstractContextManager], grad_clip: float
+               scaler: torch.amp.GradScaler, micro_batches: Sequence[tuple[torch.Tensor, ...]],
+               *, autocast: Callable[[], contextlib.AbstractContextManager[object]],
+               grad_clip: float
                ) -> torch.Tensor:
     """One optimizer update over ``k`` micro-batches: loss / k, backward through the scaler,
     unscale before clipping, step, update, zero_grad. Returns the mean loss (no host sync).
@@ -220,7 +224,7 @@ def resumed_status(state: dict[str, Any], cfg: TrainConfig) -> str:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, train: SplitData, val: SplitData, *,
-                 log_dir: str | os.PathLike | None = None) -> None:
+                 log_dir: str | os.PathLike[str] | None = None) -> None:
         if cfg.frames > train.max_frames:
             raise ConfigError(f"The value of `frames` is {cfg.frames}, but the data ({train.source}) "
                               f"has clips of only {train.max_frames} frames.")
@@ -255,7 +259,7 @@ class Trainer:
         self._writer = _summary_writer(log_dir)
 
     # --- the loop ---------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
 
@@ -315,14 +319,14 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 if events is not None:
-                    pair = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                    pair[0].record()
+                    events.append((torch.cuda.Event(enable_timing=True),
+                                   torch.cuda.Event(enable_timing=True)))
+                    events[-1][0].record()
                 t0 = time.perf_counter()
                 batches = [next(stream) for _ in range(k)]
                 data_time += time.perf_counter() - t0  # time the step waited for its data
                 if events is not None:
-                    pair[1].record()
-                    events.append(pair)
+                    events[-1][1].record()
                 loss_sum += train_step(self._step_model, self.optimizer, self.scaler, batches,
                                        autocast=self._autocast, grad_clip=cfg.grad_clip)
                 self.samples_seen += cfg.samples_per_update
@@ -392,14 +396,14 @@ class Trainer:
         self.best_epoch = int(state["best_epoch"])
         self.status = resumed_status(state, self.cfg)
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the full state to ``path`` atomically (temp file + rename)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         torch.save(self.state_dict(), tmp)
         os.replace(tmp, path)
 
-    def load(self, path: str | os.PathLike) -> None:
+    def load(self, path: str | os.PathLike[str]) -> None:
         # Onto the CPU first, whatever device wrote it: the RNG states must stay CPU tensors, and
         # load_state_dict moves weights and optimizer state to this trainer's device. Tensors,
         # plain containers and numbers only: the safe loader is enough.
@@ -409,10 +413,12 @@ class Trainer:
 def _compiled(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     # This 28k-parameter network is bound by kernel launches on a GPU: CUDA graphs replay the
     # whole step in one launch. Off CUDA there is no graph to capture, only kernel fusion.
-    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+    compiled = torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
+    # An OptimizedModule, a Module: torch.compile's annotations promise only a callable.
+    return cast(torch.nn.Module, compiled)
 
 
-def _summary_writer(log_dir: str | os.PathLike | None):
+def _summary_writer(log_dir: str | os.PathLike[str] | None) -> SummaryWriter | None:
     if log_dir is None:
         return None
     from torch.utils.tensorboard import SummaryWriter

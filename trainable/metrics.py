@@ -66,7 +66,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor
     a, b = _prepare(a, b, crop_border)
     if min(a.shape[-2:]) < 11:
         raise ValueError(f"SSIM needs frames of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
-    mu_a, mu_b, aa, bb, ab = _blur_valid(torch.stack([a, b, a * a, b * b, a * b]), _gaussian_taps())
+    mu_a, mu_b, aa, bb, ab = _blur_valid(torch.stack([a, b, a * a, b * b, a * b]),
+                                         _gaussian_taps()).unbind(0)
     var_a = aa - mu_a**2
     var_b = bb - mu_b**2
     cov = ab - mu_a * mu_b

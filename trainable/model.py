@@ -45,15 +45,17 @@ class EarlyFusionESPCN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 k = m.kernel_size[0]
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.out_channels * k * k)))
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         nn.init.normal_(self.sub_pixel.weight, 0.0, 0.001)
-        nn.init.zeros_(self.sub_pixel.bias)
+        if self.sub_pixel.bias is not None:
+            nn.init.zeros_(self.sub_pixel.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, h, w = x.shape
         if t != self.frames:
             raise ValueError(f"expected {self.frames} frames on dim 1, got {t}")
-        out = self.shuffle(self.sub_pixel(self.body(x)))
+        out: torch.Tensor = self.shuffle(self.sub_pixel(self.body(x)))
         if self.residual:
             centre = x[:, t // 2 : t // 2 + 1]
             out = out + upscale_bicubic(centre.float(), self.scale).to(out.dtype)

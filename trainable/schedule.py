@@ -41,16 +41,24 @@ POSITIONS = ("warmup_fraction", "lr_scheduler_milestones", "lr_cosine_end", "lr_
 
 
 class Schedule(Protocol):
-    """What the schedule reads of a TrainConfig."""
+    """What the schedule reads of a TrainConfig (read-only: a frozen dataclass matches it)."""
 
-    lr_schedule: str
-    warmup_fraction: float
-    lr_scheduler_milestones: tuple[float, ...] | None
-    lr_scheduler_gamma: float | None
-    lr_min_fraction: float | None
-    lr_cosine_end: float | None
-    lr_restart_period: float | None
-    lr_restart_mult: float | None
+    @property
+    def lr_schedule(self) -> str: ...
+    @property
+    def warmup_fraction(self) -> float: ...
+    @property
+    def lr_scheduler_milestones(self) -> tuple[float, ...] | None: ...
+    @property
+    def lr_scheduler_gamma(self) -> float | None: ...
+    @property
+    def lr_min_fraction(self) -> float | None: ...
+    @property
+    def lr_cosine_end(self) -> float | None: ...
+    @property
+    def lr_restart_period(self) -> float | None: ...
+    @property
+    def lr_restart_mult(self) -> float | None: ...
 
 
 def factor(c: Schedule, samples_seen: int, total_samples: int, samples_per_update: int) -> float:

@@ -71,7 +71,7 @@ class SplitData:
     @property
     def max_frames(self) -> int:
         """The largest ``frames`` window every clip can hold: the shortest clip length."""
-        return min(g.hr.shape[1] for g in self.groups)
+        return min(int(g.hr.shape[1]) for g in self.groups)
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -14,10 +14,10 @@ import logging
 import shlex
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -25,6 +25,10 @@ import yaml
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import convention, score_bicubic, score_model
+
+if TYPE_CHECKING:
+    from trainable.loop import Trainer, ValidationResult
+    from trainable.store import SplitData
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "command.txt").write_text(shlex.join(command) + "\n")
 
-    def split(name: str):
+    def split(name: str) -> SplitData:
         return open_split(cfg.data, name, scale=cfg.scale, data_lr=cfg.data_lr,
                           cache_dir=cfg.cache_dir)
 
@@ -112,7 +116,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     # open_split has logged the data's description once already.
     log.info("data: %d train clips, %d val clips", train_data.num_clips, val.num_clips)
     trainer = Trainer(cfg, train_data, val, log_dir=out / "tb")
-    if saved is not None:
+    if resume is not None and saved is not None:
         try:
             trainer.load_state_dict(saved)
         except Exception as e:  # noqa: BLE001 - a corrupt or foreign file is bad input, not a crash
@@ -125,7 +129,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
         _write_resumed_model(trainer, Path(resume), out / "model.pt")
         log.info("resumed from %s at epoch %d", resume, trainer.epoch)
 
-    def on_validation(result, tr: Trainer) -> None:
+    def on_validation(result: ValidationResult, tr: Trainer) -> None:
         tr.save(out / "checkpoint.pt")
         if result.status != "diverged" and result.best_epoch == result.epoch:
             torch.save(tr.model.state_dict(), out / "model.pt")
@@ -210,7 +214,7 @@ def _listed(milestones: tuple[float, ...] | None) -> list[float] | None:
     return None if milestones is None else list(milestones)
 
 
-def _write_resumed_model(trainer, checkpoint: Path, model_path: Path) -> None:
+def _write_resumed_model(trainer: Trainer, checkpoint: Path, model_path: Path) -> None:
     """model.pt holds the best validated weights so far, so a resume that finds no new best still
     writes (and scores) them: the earlier run's model.pt beside the checkpoint, or the
     checkpoint's own weights when its last validation was the best."""
@@ -228,7 +232,8 @@ def _write_resumed_model(trainer, checkpoint: Path, model_path: Path) -> None:
         torch.save(trainer.model.state_dict(), model_path)
 
 
-def _score(cfg: TrainConfig, trainer, out: Path, no_test: bool, split) -> dict[str, Any]:
+def _score(cfg: TrainConfig, trainer: Trainer, out: Path, no_test: bool,
+           split: Callable[[str], SplitData]) -> dict[str, Any]:
     """The best validated weights, as saved in model.pt, scored on val (and test)."""
     if trainer.status == "diverged" or not (out / "model.pt").exists():
         return {}

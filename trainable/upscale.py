@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from trainable.imaging import rgb_to_cbcr, rgb_to_y, upscale_bicubic, ycbcr_to_r
 from trainable.loop import resolve_device
 from trainable.metrics import to_uint8
 from trainable.model import EarlyFusionESPCN
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -171,7 +175,7 @@ def label_patch(text: str, frame_height: int) -> np.ndarray:
 
     size = max(10, frame_height // 24)
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = map(int, font.getbbox(text))  # whole pixels (the stubs: float)
     pad = max(2, size // 4)
     img = Image.new("RGBA", (right - left + 2 * pad, bottom - top + 2 * pad), (0, 0, 0, 153))
     ImageDraw.Draw(img).text((pad - left, pad - top), text, font=font, fill=(255, 255, 255, 255))
@@ -192,7 +196,7 @@ def stamp(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
 
 
 def compare_frame(bicubic: np.ndarray, network: np.ndarray,
-                  labels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  labels: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """The two halves side by side, each labelled in its top-left corner (`COMPARE_LABELS`)."""
     labels = labels or tuple(label_patch(t, bicubic.shape[0]) for t in COMPARE_LABELS)
     out = np.concatenate([bicubic, network], axis=1)
@@ -221,7 +225,7 @@ class Upscaler:
         self.model = model.to(device)
         self.device = device
         self.tile = tile
-        self._labels: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by frame height
+        self._labels: dict[int, tuple[np.ndarray, ...]] = {}  # by frame height
 
     def __call__(self, rgb: np.ndarray, window: list[np.ndarray], compare: bool) -> np.ndarray:
         s = self.model.scale
@@ -229,8 +233,8 @@ class Upscaler:
         lr = lr.float().div_(255.0)
         y = to_uint8(self._network(lr)[0, 0]).cpu().numpy()
         cbcr = torch.from_numpy(rgb_to_cbcr(rgb)).permute(2, 0, 1)[None].to(self.device)
-        cbcr_up = upscale_bicubic(cbcr.div(255.0), s).clamp_(0, 1).mul_(255.0)
-        cbcr_up = cbcr_up[0].permute(1, 2, 0).cpu().numpy()
+        cbcr_t = upscale_bicubic(cbcr.div(255.0), s).clamp_(0, 1).mul_(255.0)
+        cbcr_up = cbcr_t[0].permute(1, 2, 0).cpu().numpy()
         out = ycbcr_to_rgb(y, cbcr_up)
         if not compare:
             return out
@@ -383,13 +387,13 @@ def _output_kind(out: Path) -> str:
                      f"({', '.join(VIDEO_SUFFIXES)}) or a folder name without one for PNG frames")
 
 
-def _progress(total: int | None, desc: str):  # noqa: ANN202 - tqdm's type
+def _progress(total: int | None, desc: str) -> tqdm[Any]:
     from tqdm import tqdm  # installed with optuna, which this project requires
 
     return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
 
 
-def _counted(frames: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:  # noqa: ANN001
+def _counted(frames: Iterator[np.ndarray], bar: tqdm[Any]) -> Iterator[np.ndarray]:
     for f in frames:
         yield f
         bar.update(1)
@@ -400,7 +404,8 @@ def _write_video(out: Path, frames: Iterator[np.ndarray], rate: Fraction) -> Non
     video under OUT's name."""
     import av
 
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    # Literal: av's stubs then know the stream is a video stream.
+    codec: Literal["libx264", "mpeg4"] = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     out.parent.mkdir(parents=True, exist_ok=True)
     first = next(frames)  # the stream's size is fixed before its first frame
