@@ -80,7 +80,7 @@ class Checker:
         options = tuple(options)
         if value not in options:
             self.fail(key, value, f"must be one of: {', '.join(options)}")
-        return value
+        return str(value)
 
     def pair(self, key: str, value: Any) -> tuple[Any, Any]:
         if not isinstance(value, list | tuple) or len(value) != 2:

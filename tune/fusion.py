@@ -31,11 +31,12 @@ and Ray's retry (``max_failures``) brings it back from its last checkpoint into 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from analysis import run_folder
 from trainable.config import TrainConfig
@@ -137,7 +139,7 @@ class FusionEngine:
                 group = self.groups[key] = _Group(self._new_trainer(cfg))
             if sum(m.live for m in group.members) >= self.capacity:
                 return False
-            member = _Member(trial_id, cfg, _load(state))
+            member = _Member(trial_id, cfg, None if state is None else _load(state))
             group.members.append(member)
             self.trials[trial_id] = (group, member)
             self.cond.notify_all()
@@ -241,9 +243,9 @@ class FusionEngine:
         from trainable.store import open_split
 
         shape = cfg.replace(num_threads=self.num_threads)
-        split = {"scale": cfg.scale, "data_lr": cfg.data_lr, "cache_dir": cfg.cache_dir}
-        return FusedTrainer(shape, open_split(cfg.data, "train", **split),
-                            open_split(cfg.data, "val", **split), self.capacity)
+        split = functools.partial(open_split, cfg.data, scale=cfg.scale, data_lr=cfg.data_lr,
+                                  cache_dir=cfg.cache_dir)
+        return FusedTrainer(shape, split("train"), split("val"), self.capacity)
 
 
 def _dump(state: dict[str, Any]) -> bytes:
@@ -252,10 +254,9 @@ def _dump(state: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def _load(data: bytes | None) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+def _load(data: bytes) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return state
 
 
 def start_engines(spec: SearchSpec, run_name: str, gpus_in_cluster: float) -> list[str]:
@@ -303,14 +304,16 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
             info["resumed_from_epoch"] = after
     engine = _join(engines, trial_id, cfg, state)
     info["engine"] = engine
-    handle = ray.get_actor(engine, namespace=NAMESPACE)
+    handle = _engine(engine)
     try:
         while True:
+            result_dict: dict[str, Any]
+            member_state: bytes
             result_dict, member_state = ray.get(handle.next_result.remote(trial_id, after))
             result = ValidationResult(**{**result_dict, "psnr_frames":
                                          tuple(result_dict["psnr_frames"])})
             after = result.epoch
-            report_validation(result, cfg, lambda path, s=member_state: path.write_bytes(s))
+            report_validation(result, cfg, _writer(member_state))
             if result.status != "running":
                 break
     finally:
@@ -319,13 +322,26 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
         run_folder.append_placement(trial_dir, info)
 
 
+def _writer(data: bytes) -> Callable[[Path], None]:
+    """A ``save_state`` for `report_validation`: it writes ``data`` (a member's state)."""
+    def write(path: Path) -> None:
+        path.write_bytes(data)
+    return write
+
+
+def _engine(name: str) -> Any:
+    """A `FusionEngine` actor by name. Any, not Ray's ActorHandle: Ray 2.60 types every method of
+    one as Never, so a type checker would take the code after a call for unreachable and skip it."""
+    return ray.get_actor(name, namespace=NAMESPACE)
+
+
 def _join(engines: Sequence[str], trial_id: str, cfg: TrainConfig, state: bytes | None) -> str:
     """The first engine with room for this trial's shape; waits while every one is full (a
     member finishing or stopped frees a slot)."""
     deadline = time.monotonic() + 3 * LEASE_S
     while True:
         for name in engines:
-            handle = ray.get_actor(name, namespace=NAMESPACE)
+            handle = _engine(name)
             if ray.get(handle.join.remote(trial_id, cfg.to_dict(), state)):
                 return name
         if time.monotonic() > deadline:
@@ -341,15 +357,17 @@ class FusionCallback(Callback):
     def __init__(self, engines: Sequence[str]) -> None:
         self.engines = list(engines)
 
-    def _leave(self, trial: Any) -> None:
+    def _leave(self, trial: Trial) -> None:
         for name in self.engines:
             try:
-                ray.get_actor(name, namespace=NAMESPACE).leave.remote(trial.trial_id)
+                _engine(name).leave.remote(trial.trial_id)
             except ValueError:  # the engine is gone (the search is ending)
                 pass
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
         self._leave(trial)
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
         self._leave(trial)

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from tune._spec_types import SearchSpec
 
 
 def _fmt(v: Any) -> str:
@@ -23,8 +26,8 @@ def _fmt(v: Any) -> str:
 
 
 class ProgressPrinter(Callback):
-    def __init__(self, spec: Any, run_dir: str | None = None) -> None:
-        self.spec = spec  # a tune.space.SearchSpec: folds sampled values into the trial's config
+    def __init__(self, spec: SearchSpec, run_dir: str | None = None) -> None:
+        self.spec = spec  # folds sampled values into the trial's config
         self.max_epochs = spec.base.epochs
         self._last: dict[str, Mapping[str, Any]] = {}
         # The reference run beside the search (tune.reference) writes its own results there.
@@ -65,10 +68,12 @@ class ProgressPrinter(Callback):
         # sys.stdout looked up each time: the callback is pickled with the experiment state.
         print(line, file=sys.stdout, flush=True)
 
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
         self._print(f"[start]   {trial.trial_id}  {self._params(trial.config)}")
 
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
         self._last[trial.trial_id] = result
         psnr, gain = result.get("psnr", math.nan), result.get("gain_db", math.nan)
         running = sum(t.status == "RUNNING" for t in trials)
@@ -78,7 +83,8 @@ class ProgressPrinter(Callback):
                     f"({running} running, {done} done)")
         self._reference()
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
         last = self._last.get(trial.trial_id, {})
         status = last.get("status", "?")
         if status == "running":
@@ -89,5 +95,6 @@ class ProgressPrinter(Callback):
         self._print(f"[done]    {trial.trial_id}  {status}  best PSNR {best:.3f} dB  "
                     f"(best so far {self._best[0]:.3f} dB, {self._best[1]}{self._reference()})")
 
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
         self._print(f"[error]   {trial.trial_id}  see {trial.local_path}/error.txt")

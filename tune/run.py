@@ -275,7 +275,8 @@ def _start_ray(args: argparse.Namespace) -> bool:
         return False
     joins = bool(args.address or os.environ.get("RAY_ADDRESS"))
     # A local instance binds to loopback only; --address joins a cluster as it is set up.
-    local = {} if args.address else {"_node_ip_address": "127.0.0.1"}
+    # (`_node_ip_address` is private: ray.init takes it through its untyped **kwargs.)
+    local: dict[str, Any] = {} if args.address else {"_node_ip_address": "127.0.0.1"}
     try:
         ray.init(address=args.address, include_dashboard=args.dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=args.verbose,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import (
     ASHAScheduler,
@@ -59,11 +60,12 @@ def num_samples(spec: SearchSpec) -> int:
 
 def _domain(p: ParamRange) -> Any:
     if p.kind == "loguniform":
-        return tune.loguniform(p.low, p.high)
+        return tune.loguniform(*p.bounds)
     if p.kind == "uniform":
-        return tune.uniform(p.low, p.high)
+        return tune.uniform(*p.bounds)
     if p.kind == "randint":
-        return tune.randint(int(p.low), int(p.high) + 1)  # Ray's high is exclusive, ours inclusive
+        low, high = p.bounds
+        return tune.randint(int(low), int(high) + 1)  # Ray's high is exclusive, ours inclusive
     if p.kind == "choice":
         return tune.choice([_listed(c) for c in p.choices])
     if p.kind == "grid":
@@ -155,23 +157,25 @@ def make_searcher(spec: SearchSpec, study_dir: Path) -> Searcher | SearchAlgorit
         raise InputError(f"{journal} already exists: this folder holds an earlier Optuna study; "
                          "resume that run or start in a new folder")
     journal.parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal)))
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     if spec.algorithm == "optuna":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
             seed=spec.search_seed, n_startup_trials=spec.n_startup_trials)
     else:
         sampler = optuna.samplers.RandomSampler(seed=spec.search_seed)
+    space = SpaceSampler(spec)
     points = [searcher_point(spec, spec.default_values())] if spec.reference_inside else []
-    common = {"space": SpaceSampler(spec), "metric": METRIC, "mode": MODE, "sampler": sampler,
-              "storage": storage, "study_name": spec.path.stem,
-              "points_to_evaluate": points or None}
+    searcher: Searcher
     if ray_known():
-        searcher: Searcher = PruningOptunaSearch(**common, time_attr=TIME_ATTR,
-                                                 max_t=spec.base.epochs,
-                                                 run_dir=str(Path(study_dir).resolve()))
+        searcher = PruningOptunaSearch(space=space, metric=METRIC, mode=MODE, sampler=sampler,
+                                       storage=storage, study_name=spec.path.stem,
+                                       points_to_evaluate=points or None, time_attr=TIME_ATTR,
+                                       max_t=spec.base.epochs,
+                                       run_dir=str(Path(study_dir).resolve()))
     else:  # its private attributes are unverified there: Ray's own, stopped trials COMPLETE
-        searcher = OptunaSearch(**common)
+        searcher = OptunaSearch(space=space, metric=METRIC, mode=MODE, sampler=sampler,
+                                storage=storage, study_name=spec.path.stem,
+                                points_to_evaluate=points or None)
     return ConcurrencyLimiter(searcher, max_concurrent=cap) if cap else searcher
 
 

@@ -84,5 +84,6 @@ def _reference_metrics(results: list[Any], spec: SearchSpec, run_dir: Path
         return reference.latest(run_dir)
     for r in results:
         if spec.trial_config(r.config) == spec.base:
-            return r.metrics
+            metrics: dict[str, Any] = r.metrics
+            return metrics
     return None

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from ray.tune.experiment import Trial
 from ray.tune.logger import TBXLoggerCallback
 
 from analysis.record import ParamRange
@@ -45,7 +46,7 @@ class HParamsLogger(TBXLoggerCallback):
     """Ray's TensorBoard logger with the searched parameters in the user's form."""
 
     def __init__(self, params: tuple[ParamRange, ...]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Ray's __init__ has no annotations
         self._params = params
 
     def _try_log_hparams(self, trial: Any, result: dict[str, Any]) -> None:
@@ -82,7 +83,8 @@ class FolderLogger:
     def __init__(self, params: tuple[ParamRange, ...], folder: Path,
                  values: Mapping[str, Any]) -> None:
         self._logger = HParamsLogger(params)
-        self._trial = _FolderTrial(folder, values)
+        # Not a Ray trial: it has what the TBX logger reads of one (`_FolderTrial`).
+        self._trial = cast(Trial, _FolderTrial(folder, values))
         self._logger.log_trial_start(self._trial)
 
     def result(self, row: Mapping[str, Any]) -> None:

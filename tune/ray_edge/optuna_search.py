@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -55,6 +56,12 @@ class PruningOptunaSearch(OptunaSearch):
         self._run_dir = run_dir
         self._linked: set[str] = set()
 
+    @property
+    def _study(self) -> optuna.Study:
+        # Ray's study, set up before any trial runs. Ray assigns `_ot_study = None` in __init__
+        # without an annotation, so a type checker takes it for None for good.
+        return cast(optuna.Study, self._ot_study)
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
         if config is not None and trial_id in self._ot_trials:
@@ -72,7 +79,7 @@ class PruningOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         try:
             ot_trial.set_user_attr("trial_dir", folder.name)
-            run_folder.write_optuna_trial(folder, self._ot_study.study_name, ot_trial.number,
+            run_folder.write_optuna_trial(folder, self._study.study_name, ot_trial.number,
                                           trial_id)
         except Exception as exc:  # noqa: BLE001 - a missing link never fails the search
             log.warning("could not link Optuna trial #%d to %s: %s", ot_trial.number, folder, exc)
@@ -100,7 +107,7 @@ class PruningOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        if error or not self._report(trial_id, result):
+        if error or result is None or not self._report(trial_id, result):
             super().on_trial_complete(trial_id, result, error)
             return
         stopped = (int(result[self._time_attr]) < self._max_t
@@ -109,7 +116,7 @@ class PruningOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
             return
         try:  # Optuna takes the last intermediate value as a pruned trial's value
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            self._study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
         except Exception as exc:  # noqa: BLE001 - as Ray's own tell: never fail the search
             log.warning("Optuna refused trial %s as pruned: %s", trial_id, exc)
         self._completed_trials.add(trial_id)

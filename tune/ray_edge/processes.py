@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tune.ray_edge.version import known
@@ -26,11 +27,10 @@ def reap_node(node_id: str | None) -> list[int]:
     return reaper.reap(node_id) if node_id and known() else []
 
 
-def start_reaper(node_id: str | None):
+def start_reaper(node_id: str | None) -> subprocess.Popen[bytes] | None:
     """A watchdog that outlives this driver and stops what its Ray node leaves behind, even after
     kill -9. Returns the process (its stdin, held open by this driver, is the signal); None where
     there is nothing to watch."""
-    import subprocess
     import sys
 
     if not node_id or not known() or not Path("/proc").is_dir():

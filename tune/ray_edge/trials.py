@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analysis import run_folder
 from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_PREFIX, CHECKPOINT_STATE, RESULT_FILE
@@ -13,6 +13,9 @@ from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_PREFIX, CHECKPOINT_S
 # Trials reuse their actor (no process start per trial: ~3 s each on 2 cores). With reuse, a
 # trial's get_trial_dir() stays on the staging side: see `trial_folder`.
 REUSE_ACTORS = True
+
+if TYPE_CHECKING:
+    from ray.tune import CheckpointConfig
 
 
 def trial_dirname(trial: Any) -> str:
@@ -26,7 +29,7 @@ def trial_dirname(trial: Any) -> str:
     return run_folder.trial_dirname(int(number) if number.isdigit() else 0, trial.trial_id)
 
 
-def checkpoint_config(scheduler: str, metric: str, mode: str):
+def checkpoint_config(scheduler: str, metric: str, mode: str) -> CheckpointConfig:
     """Best by PSNR plus the latest (Ray always keeps the latest), so disks do not fill. PBT keeps
     every checkpoint: its exploit clones another trial's checkpoint of that moment, which the
     cap deleted as soon as that trial reported again ("does not exist on storage anymore", 2 of
