@@ -44,8 +44,10 @@ def ray_session(tmp_path_factory):
 
     ray = pytest.importorskip("ray")
     os.environ["ESPCN_TUNE_CACHE"] = str(tmp_path_factory.mktemp("frame-cache"))
-    ctx = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-                   configure_logging=False, log_to_driver=False)
+    # address="local": never the last `ray start` cluster recorded in /tmp/ray (the multi-node
+    # test's Cluster records one, and a killed run of it would leave that record behind).
+    ctx = ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+                   _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
     yield ctx.address_info["address"]
     ray.shutdown()
 

@@ -56,6 +56,28 @@ def test_unreachable_address_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "\n" not in text and "--address 10.0.0.9:6379" in text and "--ray-token-file" in text
 
 
+def test_a_stale_ray_start_record_is_not_joined(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    """Without --address, a new local Ray: never the last `ray start` cluster that Ray recorded
+    in its temp dir (a dead one made CI wait minutes on its GCS and then fail)."""
+    import ray
+    from ray._private import services
+
+    (tmp_path / "ray_current_cluster").write_text("192.0.2.2:36539")  # a cluster long gone
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Ray's own resolver: address None follows the record, "local" does not.
+    assert services.canonicalize_bootstrap_address(None, str(tmp_path)) == "192.0.2.2:36539"
+    assert services.canonicalize_bootstrap_address("local", str(tmp_path)) is None
+    seen: list[object] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda address=None, **_: seen.append(address))
+    assert run._start_ray(_args()) is True  # started here: this driver's own Ray
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")  # the user's own choice stands
+    assert run._start_ray(_args()) is False
+    assert run._start_ray(_args(address="auto")) is False
+    assert seen == ["local", None, "auto"]
+
+
 def test_resume_rebuilds_the_space_from_the_run_record_not_the_file(tmp_path):
     """An edited or moved space file does not change what a resumed run trains."""
     import yaml
