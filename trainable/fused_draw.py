@@ -91,30 +91,33 @@ class MemberStreams:
 
     def state_dict(self, slot: int) -> dict[str, Any]:
         """The member's sampler state, as its solo PatchSampler (device path) writes it."""
-        return {"kind": "torch-chunks", "seed": int(self.seeds[slot]),
-                "drawn": int(self.drawn[slot])}
+        seed = self.seeds[slot]
+        if seed is None:
+            raise ValueError(f"The value of `slot` is {slot}, but it holds no member.")
+        return {"kind": "torch-chunks", "seed": int(seed), "drawn": int(self.drawn[slot])}
 
     def next_batches(self, active: list[int], k: int, horizon: int) -> list[Batch]:
         """The next ``k`` micro-batches of every member; only ``active`` members' streams
         advance (the others' rows are computed and ignored). A new window covers at most
         ``horizon`` batches (what is left to train before the next validation)."""
-        if (self._window is None or self._row + k > len(self._window)
+        window = self._window
+        if (window is None or self._row + k > len(window)
                 or any(self.drawn[i] != self._base[i] + self._row for i in active)):
-            self._draw_window(min(self.window, max(horizon, k)))
-        rows = self._window[self._row:self._row + k]
+            window = self._draw_window(min(self.window, max(horizon, k)))
+        rows = window[self._row:self._row + k]
         self._row += k
         self.drawn[active] += k
         return rows
 
-    def _draw_window(self, w: int) -> None:
+    def _draw_window(self, w: int) -> list[Batch]:
         n, b, c, r = self.n, self.b, self.chunk, self.slots
         start = self.drawn * b  # each member's first sample of the window
-        for i in range(n):
-            if self.seeds[i] is None:
+        for i, seed in enumerate(self.seeds):
+            if seed is None:
                 continue  # an empty slot gathers sample 0, unflipped, and nothing reads it
             for chunk in range(start[i] // c, (start[i] + w * b - 1) // c + 1):
                 if self.held[i, chunk % r] != chunk:
-                    self.gather.generator.manual_seed(_chunk_seed(self.seeds[i], chunk))
+                    self.gather.generator.manual_seed(_chunk_seed(seed, chunk))
                     self.gather.draw(c, out=self._ring[i][chunk % r])
                     self.held[i, chunk % r] = chunk
         # Sample j of member i in the window (sample-major, member-minor: the order of a
@@ -132,18 +135,17 @@ class MemberStreams:
         t, p, s = self.frames, self.patch, self.scale
         lr = torch.div(lr.to(self.device).view(w * b, n * t, p, p), 255.0)
         target = torch.div(hr.to(self.device).view(w * b, n, p * s, p * s), 255.0)
-        bicubic = None
+        nothing: tuple[torch.Tensor | None, ...] = (None,) * w
+        bicubic_rows = nothing  # the residual's bicubic per batch, where the batch carries it
         if self.residual:  # all members' centre frames at once
             bicubic = upscale_bicubic(lr[:, t // 2::t], s)
             if self.lowp is None:
                 target = target.sub_(bicubic)
-                bicubic = None
             else:
-                bicubic = bicubic.to(self.lowp).view(w, b, n, p * s, p * s).unbind(0)
+                bicubic_rows = bicubic.to(self.lowp).view(w, b, n, p * s, p * s).unbind(0)
         x = lr if self.lowp is None else lr.to(self.lowp)
-        nothing = (None,) * w
         parts = [x.view(w, b, n * t, p, p).unbind(0), target.view(w, b, n, p * s, p * s).unbind(0),
-                 bicubic or nothing]
+                 bicubic_rows]
         if mask:
             m = mask[0].to(self.device).view(w, b, n, p, 1, p, 1).float()
             weight = m.sum((1, 3, 4, 5, 6), keepdim=True).mul_(s * s).clamp_(min=1.0).reciprocal_()
@@ -153,3 +155,4 @@ class MemberStreams:
         self._window = [Batch(*row) for row in zip(*parts, strict=True)]
         self._base = self.drawn.copy()
         self._row = 0
+        return self._window

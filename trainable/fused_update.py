@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ class FlatUpdate:
         else:
             self._steps_host[slot] = steps
 
-    def scaler_state(self, slot: int) -> dict:
+    def scaler_state(self, slot: int) -> dict[str, Any]:
         """The slot's GradScaler.state_dict() ({} without a scaler, as a disabled one saves)."""
         if not self.scaled:
             return {}
@@ -131,7 +132,7 @@ class FlatUpdate:
                 "backoff_factor": BACKOFF, "growth_interval": GROWTH_INTERVAL,
                 "_growth_tracker": int(self.tracker[slot])}
 
-    def load_scaler(self, slot: int, state: dict) -> None:
+    def load_scaler(self, slot: int, state: dict[str, Any]) -> None:
         # As checkpoint.load_scaler: a state saved without fp16 ({}) starts fresh.
         if self.scaled and state:
             self.scale[slot] = float(state["scale"])
@@ -265,10 +266,12 @@ class _Staging:
     def send(self, values: np.ndarray, dest: torch.Tensor) -> None:
         i = self._next
         self._next = (i + 1) % len(self._host)
-        if self._events[i] is not None:
-            self._events[i].synchronize()
+        pending = self._events[i]
+        if pending is not None:
+            pending.synchronize()
         self._numpy[i][...] = values
         dest.copy_(self._host[i], non_blocking=dest.device.type == "cuda")
         if dest.device.type == "cuda":
-            self._events[i] = torch.cuda.Event()
-            self._events[i].record()
+            copied = torch.cuda.Event()
+            copied.record()
+            self._events[i] = copied
