@@ -65,11 +65,27 @@ _IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
-    """Load an optimizer state saved on any device, keeping this optimizer's own kernel choice."""
+    """Load an optimizer state saved on any device, keeping this optimizer's own kernel choice.
+
+    A tensor LR (``cuda_graph``) stays the same tensor, given the saved value: load_state_dict
+    would put the checkpoint's number (or its own tensor) in its place, and the StepGraph writes
+    the live one. A fused or capturable optimizer gets its step counts as float32 on the
+    parameters' device, as torch keeps them for those kernels (load_state_dict decides by the
+    *saved* groups' flags, so a CPU checkpoint left them CPU tensors)."""
     keep = [{k: g[k] for k in _IMPLEMENTATION_KEYS if k in g} for g in optimizer.param_groups]
+    lrs = [g["lr"] for g in optimizer.param_groups]
     optimizer.load_state_dict(dict(state))  # moves its state to the parameters' device
-    for group, own in zip(optimizer.param_groups, keep, strict=True):
+    for group, own, lr in zip(optimizer.param_groups, keep, lrs, strict=True):
         group.update(own)
+        if isinstance(lr, torch.Tensor):
+            with torch.no_grad():
+                lr.fill_(float(group["lr"]))
+            group["lr"] = lr
+        if group.get("fused") or group.get("capturable"):
+            for p in group["params"]:
+                step = optimizer.state.get(p, {}).get("step")
+                if isinstance(step, torch.Tensor):
+                    optimizer.state[p]["step"] = step.to(dtype=torch.float32, device=p.device)
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

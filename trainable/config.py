@@ -30,7 +30,7 @@ OPTIMIZERS = ("sgd", "adam")
 # it is scored and how the hardware runs it (not how it learns).
 RUN_SETTINGS = ("data", "data_lr", "frames", "scale", "epochs", "epoch_samples",
                 "validation_interval", "crop_border", "seed", "device", "num_threads", "cache_dir",
-                "use_amp", "amp_dtype", "compile")
+                "use_amp", "amp_dtype", "compile", "cuda_graph")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -71,6 +71,9 @@ class TrainConfig:
     use_amp: bool = True
     amp_dtype: str = "auto"  # auto: fp16 + GradScaler on CUDA (bf16 is opt-in until measured), bf16 on CPU
     compile: bool = False  # torch.compile the training step's model (CUDA graphs on CUDA)
+    # The whole step (patch draw, forward, backward, optimizer) replayed as a CUDA graph
+    # (trainable.graphed); CUDA and the device gather only. Off until measured on a card.
+    cuda_graph: bool = False
     # --- budget and evaluation --------------------------------------------------------------
     epochs: int = 100  # the whole budget, in epochs of `epoch_samples` training samples
     epoch_samples: int = 4096
@@ -278,6 +281,11 @@ def _validate(c: TrainConfig) -> None:
            c.gradient_accumulation_steps, "must be >= 1")
     _check(c.amp_dtype in AMP_DTYPES, "amp_dtype", c.amp_dtype, f"must be one of {AMP_DTYPES}")
     _check(isinstance(c.compile, bool), "compile", c.compile, "must be true or false")
+    _check(isinstance(c.cuda_graph, bool), "cuda_graph", c.cuda_graph, "must be true or false")
+    _check(not (c.cuda_graph and c.compile), "cuda_graph", c.cuda_graph,
+           "`compile` is true too: choose one (compile: false to capture the whole step)")
+    _check(not (c.cuda_graph and c.device == "cpu"), "cuda_graph", c.cuda_graph,
+           "`device` is 'cpu': a CUDA graph needs a CUDA device (set cuda_graph: false)")
     _check(c.epochs >= 1, "epochs", c.epochs, "must be >= 1")
     _check(c.early_stop_patience >= 0, "early_stop_patience", c.early_stop_patience,
            "must be >= 0 (0 switches early stopping off)")

@@ -57,20 +57,24 @@ Plain PyTorch, no Ray. Not thread-safe: drive one group from one thread.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+from trainable import graphed
 from trainable.checkpoint import plain_keys
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import Scores, score_bicubic, score_model
 from trainable.fused_draw import WINDOW_HR_PIXELS, Batch, MemberStreams
+from trainable.fused_graph import FusedStepGraph
 from trainable.fused_update import FlatUpdate, MemberStep
 from trainable.loop import (
     _DIVERGENCE_CHECK_EVERY,
@@ -104,8 +108,9 @@ MEMBER_FIELDS = tuple(f for f in (
     "lr_min_fraction", "lr_cosine_end", "lr_restart_period", "lr_restart_mult", "momentum",
     "weight_decay", "grad_clip", "seed", "epochs", "early_stop_patience")
     if f in {f.name for f in dataclasses.fields(TrainConfig)})
-# ...and what the group's own configuration sets for all (``compile`` must be off).
-GROUP_FIELDS = ("num_threads", "cache_dir", "compile")
+# ...and what the group's own configuration sets for all (``compile`` must be off;
+# ``cuda_graph`` replays the group's update as one CUDA graph, trainable.fused_graph).
+GROUP_FIELDS = ("num_threads", "cache_dir", "compile", "cuda_graph")
 
 # EarlyFusionESPCN's parameters, in its parameters() order (the optimizer state's indices).
 _KEYS = ("body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias", "sub_pixel.weight",
@@ -159,6 +164,7 @@ class FusedTrainer:
         self.train_data, self.val_data = train, val
         self._key = self.shape_key(shape)
         self.device = resolve_device(shape.device)
+        graphed.check_device(shape, self.device)
         if shape.num_threads:
             torch.set_num_threads(shape.num_threads)
         dev, n = self.device, capacity
@@ -204,6 +210,8 @@ class FusedTrainer:
         self._members: list[_Member | None] = [None] * n
         self._eval_model = EarlyFusionESPCN(shape.frames, shape.scale, shape.residual).to(dev)
         self._bicubic: Scores | None = None
+        self._graph = (FusedStepGraph(self, capture=graphed._CAPTURE) if shape.cuda_graph
+                       else None)
 
     # --- the shape ------------------------------------------------------------------------------
     @staticmethod
@@ -294,10 +302,11 @@ class FusedTrainer:
         self._streams.release(slot)
 
     def _member(self, slot: int) -> _Member:
-        if not 0 <= slot < self.capacity or self._members[slot] is None:
+        member = self._members[slot] if 0 <= slot < self.capacity else None
+        if member is None:
             raise ConfigError(f"The value of `slot` is {slot}, but it holds no member "
                               f"(members: {sorted(self.members)}).")
-        return self._members[slot]
+        return member
 
     # --- views of the flat buffers ----------------------------------------------------------------
     def _fused_view(self, buf: torch.Tensor, s: _Segment) -> torch.Tensor:
@@ -319,7 +328,8 @@ class FusedTrainer:
             return {}
         targets = {}
         for i in running:
-            cfg, m = self._members[i].cfg, self._members[i]
+            m = self._member(i)
+            cfg = m.cfg
             epoch = m.samples_seen // cfg.epoch_samples
             next_epoch = min((epoch // cfg.validation_interval + 1) * cfg.validation_interval,
                              cfg.epochs)
@@ -328,16 +338,16 @@ class FusedTrainer:
         stats = self._train(targets)
         results = {}
         for i in running:
-            m = self._members[i]
+            m = self._member(i)
             with torch.no_grad():
                 for s in self._segments:
                     self._eval_model.get_parameter(s.key).copy_(self._member_view(self._flat, s, i))
             result = conclude_interval(
                 m.cfg, stats[i], samples_seen=m.samples_seen, status=m.status,
                 best=(m.best_psnr, m.best_epoch), bicubic=self.bicubic_scores(),
-                score=lambda cfg=m.cfg: score_model(self._eval_model, self.val_data,
-                                                    frames=cfg.frames, crop_border=cfg.crop_border,
-                                                    device=self.device))
+                score=functools.partial(score_model, self._eval_model, self.val_data,
+                                        frames=m.cfg.frames, crop_border=m.cfg.crop_border,
+                                        device=self.device))
             m.status, m.best_psnr, m.best_epoch = result.status, result.best_psnr, result.best_epoch
             m.history.append(result.to_dict())
             log_result(result)
@@ -384,9 +394,12 @@ class FusedTrainer:
             data_time += time.perf_counter() - t0
             if events is not None:
                 events[-1][1].record()
-            self._update(batches, active)
+            if self._graph is not None:
+                self._graph.update(batches, active)
+            else:
+                self._update(batches, active)
             for i in active:
-                m = self._members[i]
+                m = self._member(i)
                 m.samples_seen += m.cfg.samples_per_update
                 done[i] += 1
             if (t + 1) % _DIVERGENCE_CHECK_EVERY == 0:  # where a solo Trainer looks too
@@ -443,10 +456,20 @@ class FusedTrainer:
     def _update(self, batches: list[Batch], active: list[int]) -> None:
         """One optimizer update of every member over ``k`` micro-batches; members not in
         ``active`` (idle, diverged, empty slots) are left exactly as they are."""
+        self._prepare(active)
+        self._apply_update(batches)
+
+    def _prepare(self, active: list[int]) -> None:
+        """The host's part of an update: each stepping member's rows, one copy to the device."""
         opt = self._opt
         opt.prepare([MemberStep(i, m.cfg.lr_at(m.samples_seen), m.cfg.weight_decay,
                                 m.cfg.momentum, m.cfg.grad_clip)
-                     for i, m in ((i, self._members[i]) for i in active)])
+                     for i, m in ((i, self._member(i)) for i in active)])
+
+    def _apply_update(self, batches: Sequence[Batch]) -> None:
+        """The device's part of an update, from `_prepare`'s rows: a fixed set of kernels
+        whatever N, which trainable.fused_graph captures."""
+        opt = self._opt
         if self._lowp is not None:
             with torch.no_grad():
                 self._weights.copy_(self._flat)

@@ -8,6 +8,7 @@ into ``tune.report`` and :meth:`Trainer.save` into a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from trainable.checkpoint import load_optimizer, load_scaler, model_state, plain
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import Scores, score_bicubic, score_model
+from trainable.graphed import StepGraph, check_device
 from trainable.model import EarlyFusionESPCN
 from trainable.sampler import PatchSampler
 
@@ -101,26 +103,35 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter], device: torch.device
-                   ) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter], device: torch.device,
+                   *, lr_tensor: bool = False) -> torch.optim.Optimizer:
     """SGD or Adam as configured; fused kernels on CUDA (one launch for all parameters, and the
-    GradScaler's inf check stays on the device instead of an ``.item()`` per step)."""
-    fused = True if device.type == "cuda" else None  # None: torch's own choice, as not passing it
+    GradScaler's inf check stays on the device instead of an ``.item()`` per step).
+
+    ``lr_tensor`` (``cuda_graph``): the LR a 0-dim float32 tensor on ``device``, written in place
+    (trainable.graphed), fused kernels on any device and Adam ``capturable`` on CUDA, as a
+    captured step needs them."""
+    fused = True if device.type == "cuda" or lr_tensor else None  # None: torch's own choice
+    lr: float | torch.Tensor = cfg.model_lr
+    if lr_tensor:
+        lr = torch.tensor(cfg.model_lr, dtype=torch.float32, device=device)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.model_lr, momentum=cfg.momentum,
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.Adam(params, lr=cfg.model_lr, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused,
+                            capturable=lr_tensor and device.type == "cuda")
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, micro_batches: Sequence[tuple[torch.Tensor, ...]],
                *, autocast: Callable[[], contextlib.AbstractContextManager[object]],
-               grad_clip: float
+               grad_clip: float, zero_grad: bool = True
                ) -> torch.Tensor:
     """One optimizer update over ``k`` micro-batches: loss / k, backward through the scaler,
     unscale before clipping, step, update, zero_grad. Returns the mean loss (no host sync).
     A micro-batch ``(lr, hr, mask)`` counts the loss only where ``mask`` is 1 (the sampler's
-    ``loss_border``)."""
+    ``loss_border``). ``zero_grad=False`` leaves the gradients where they are (a captured step's
+    live at fixed addresses; trainable.graphed)."""
     k = len(micro_batches)
     losses = []
     for lr, hr, *mask in micro_batches:
@@ -143,7 +154,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
     return total
 
 
@@ -231,11 +243,13 @@ class Trainer:
         self.cfg = cfg
         self.train_data, self.val_data = train, val
         self.device = resolve_device(cfg.device)
+        check_device(cfg, self.device)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual).to(self.device)
-        self.optimizer = make_optimizer(cfg, self.model.parameters(), self.device)
+        self.optimizer = make_optimizer(cfg, self.model.parameters(), self.device,
+                                        lr_tensor=cfg.cuda_graph)
         # The training step runs the compiled module; evaluation and checkpoints use the plain
         # one (whole frames would recompile, and a compiled state_dict has prefixed keys).
         self._step_model = _compiled(self.model, self.device) if cfg.compile else self.model
@@ -250,6 +264,9 @@ class Trainer:
                                            enabled=cfg.use_amp and dtype == torch.float16)
         self.sampler = PatchSampler(train, frames=cfg.frames, patch_size=cfg.patch_size,
                                     seed=cfg.seed, device=self.device, loss_border=cfg.loss_border)
+        if cfg.cuda_graph:
+            self.sampler.device_gather()  # a DataError now if the split stays on the CPU
+        self._graphed: StepGraph | None = None  # cuda_graph: built at the first update
         self.samples_seen = 0
         self.history: list[dict[str, Any]] = []
         self.best_psnr = -math.inf
@@ -300,6 +317,8 @@ class Trainer:
         """Optimizer updates until ``target_samples`` training samples have been seen (or the
         loss stops being finite). No validation: the benchmark times this alone."""
         cfg = self.cfg
+        if cfg.cuda_graph:
+            return self._train_graphed(target_samples)
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         updates = 0
@@ -347,6 +366,35 @@ class Trainer:
         return IntervalStats(loss=mean_loss, updates=updates, seconds=elapsed,
                              data_seconds=data_time, diverged=diverged)
 
+    def _train_graphed(self, target_samples: int) -> IntervalStats:
+        """:meth:`train_until` with ``cuda_graph``: the same updates, each a StepGraph replay."""
+        cfg = self.cfg
+        self.model.train()
+        if self._graphed is None:
+            # A captured step must not cache autocast's casts (make_graphed_callables' rule);
+            # the same numbers either way. Nothing here refers back to the Trainer, so dropping
+            # it frees the graphs' memory at once.
+            autocast = functools.partial(torch.autocast, self.device.type,
+                                         dtype=self.amp_dtype or torch.float32,
+                                         enabled=self.amp_dtype is not None, cache_enabled=False)
+            step = functools.partial(train_step, self.model, self.optimizer, self.scaler,
+                                     autocast=autocast, grad_clip=cfg.grad_clip, zero_grad=False)
+            self._graphed = StepGraph(cfg, self.sampler, self.model, self.optimizer, self.scaler,
+                                      step)
+        n_updates = max(0, -(-(target_samples - self.samples_seen) // cfg.samples_per_update))
+        start = time.perf_counter()
+        updates, diverged, data_time = self._graphed.train(n_updates, self.samples_seen,
+                                                           _DIVERGENCE_CHECK_EVERY)
+        self.samples_seen += updates * cfg.samples_per_update
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        mean_loss = (self._graphed.loss_sum / max(updates, 1)).item()
+        diverged = diverged or not math.isfinite(mean_loss) or not all(
+            torch.isfinite(p).all() for p in self.model.parameters())
+        return IntervalStats(loss=mean_loss, updates=updates, seconds=elapsed,
+                             data_seconds=data_time, diverged=diverged)
+
     def _validate(self, stats: IntervalStats) -> ValidationResult:
         cfg = self.cfg
         result = conclude_interval(
@@ -379,12 +427,14 @@ class Trainer:
         """Everything a resume needs; see trainable/checkpoint.py for what travels between
         devices and AMP settings."""
         return checkpoint_state(
-            self.cfg, model=model_state(self.model), optimizer=self.optimizer.state_dict(),
+            self.cfg, model=model_state(self.model), optimizer=_plain_lr(self.optimizer.state_dict()),
             scaler=self.scaler.state_dict(), sampler=self.sampler.state_dict(),
             rng=rng_state(self.device), samples_seen=self.samples_seen, history=self.history,
             best_psnr=self.best_psnr, best_epoch=self.best_epoch, status=self.status)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # The optimizer's load replaces its state tensors: a captured step would read stale ones.
+        self._graphed = None
         self.model.load_state_dict(plain_keys(state["model"]))
         load_optimizer(self.optimizer, state["optimizer"])
         load_scaler(self.scaler, state["scaler"])
@@ -408,6 +458,15 @@ class Trainer:
         # load_state_dict moves weights and optimizer state to this trainer's device. Tensors,
         # plain containers and numbers only: the safe loader is enough.
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _plain_lr(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state dict with a tensor LR (``cuda_graph``) saved as the float every other
+    checkpoint holds (the LR is a function of progress anyway; a load keeps the live tensor)."""
+    for group in state["param_groups"]:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = float(group["lr"])
+    return state
 
 
 def _compiled(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

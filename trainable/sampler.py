@@ -27,11 +27,12 @@ import logging
 import queue
 import threading
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from trainable.errors import DataError
 
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from trainable.store import SplitData
 
 log = logging.getLogger(__name__)
+
+# The patch geometry helpers work on numpy arrays (the CPU path) and torch tensors alike.
+_Array = TypeVar("_Array", np.ndarray, torch.Tensor)
 
 # Batches drawn ahead of the training step when sampling from the CPU cache.
 _PREFETCH = 2
@@ -76,7 +80,7 @@ class PatchSampler:
         self._storage = storage
         # (t, h, w) per group; the pixels themselves as flat arrays for one-index gathers.
         self._lr_shapes = [g.lr.shape[1:] for g in data.groups]
-        self._aranges: dict[int, Any] = {}
+        self._aranges: dict[int, np.ndarray] = {}
         self._centres = [np.asarray(g.centres, dtype=np.int64) for g in data.groups]
         for g in data.groups:
             h, w = g.lr.shape[-2:]
@@ -103,13 +107,32 @@ class PatchSampler:
         """True when batches are gathered on a GPU (their cost is GPU time, not host time)."""
         return self._device_gather is not None and self._storage.type != "cpu"
 
+    def device_gather(self) -> _DeviceGather:
+        """The device path's gather (trainable.graphed draws its chunks through it); a
+        DataError on the CPU path, which cannot be captured in a CUDA graph."""
+        if self._device_gather is None:
+            raise DataError("the training split is sampled on the CPU (it is too large to upload "
+                            "to the card): only the device gather can run in a CUDA graph")
+        return self._device_gather
+
+    def device_position(self) -> tuple[int, int]:
+        """(seed, batches drawn) of the device path's stream: what its checkpoint holds."""
+        return self._seed, self._drawn
+
+    def advance(self, batches: int) -> None:
+        """Count ``batches`` of this stream drawn elsewhere (by trainable.graphed's static copy
+        of the device path), so that the position, and the checkpoint, follow."""
+        self._drawn += batches
+        self._chunk = None
+
     def sample(self, batch_size: int) -> tuple[torch.Tensor, ...]:
         """-> LR ``(B, frames, p, p)`` and HR centre ``(B, 1, p*s, p*s)``, float in [0, 1]; with a
         ``loss_border``, also the HR loss mask ``(B, 1, p*s, p*s)`` (1 where the loss counts)."""
         if self._device_gather is not None:
-            lr, hr, *mask = self._from_chunk(batch_size)
-            out = (lr.to(self.device).float().div_(255.0), hr.to(self.device).float().div_(255.0))
-            return out + tuple(self._hr_mask(m.to(self.device)) for m in mask)
+            lr_u8, hr_u8, *mask_u8 = self._from_chunk(self._device_gather, batch_size)
+            out = (lr_u8.to(self.device).float().div_(255.0),
+                   hr_u8.to(self.device).float().div_(255.0))
+            return out + tuple(self._hr_mask(m.to(self.device)) for m in mask_u8)
         target = self._rng.integers(0, self._bounds[-1], size=batch_size)
         group = np.searchsorted(self._bounds, target, side="right")
         flips = self._rng.integers(0, 2, size=(batch_size, 3))  # vertical, horizontal, transpose
@@ -139,9 +162,10 @@ class PatchSampler:
             if self.border:
                 masks.append(_loss_mask(self._arange(self.patch), y0, x0, h, w, self.border,
                                         fv, fh, tr))
-        lrs, hrs = [torch.from_numpy(a) for a in lrs], [torch.from_numpy(a) for a in hrs]
-        lr = torch.cat(lrs).to(self.device, non_blocking=True).float().div_(255.0)
-        hr = torch.cat(hrs).to(self.device, non_blocking=True).float().div_(255.0)
+        lr = torch.cat([torch.from_numpy(a) for a in lrs]).to(self.device, non_blocking=True)
+        lr = lr.float().div_(255.0)
+        hr = torch.cat([torch.from_numpy(a) for a in hrs]).to(self.device, non_blocking=True)
+        hr = hr.float().div_(255.0)
         if not self.border:
             return lr, hr
         mask = torch.from_numpy(np.concatenate(masks)).to(self.device, non_blocking=True)
@@ -151,11 +175,10 @@ class PatchSampler:
         """Batches per device chunk at ``batch_size``."""
         return chunk_batches(self.patch, self.scale, batch_size)
 
-    def _from_chunk(self, batch_size: int) -> list[torch.Tensor]:
+    def _from_chunk(self, gather: _DeviceGather, batch_size: int) -> list[torch.Tensor]:
         per = self.chunk_batches(batch_size)
         index, at = divmod(self._drawn, per)
         if self._chunk is None or self._chunk[:2] != (batch_size, index):
-            gather = self._device_gather
             gather.generator.manual_seed(_chunk_seed(self._seed, index))
             self._chunk = (batch_size, index, gather.sample(per * batch_size))
         self._drawn += 1
@@ -166,7 +189,8 @@ class PatchSampler:
         sc = self.scale
         return mask.repeat_interleave(sc, 1).repeat_interleave(sc, 2)[:, None].float()
 
-    def batches(self, count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def batches(self, count: int, batch_size: int
+                ) -> Generator[tuple[torch.Tensor, ...], None, None]:
         """``count`` batches, exactly as ``count`` calls of :meth:`sample` would give them.
 
         From the CPU cache they are drawn one or two ahead on a background thread (numpy and
@@ -178,7 +202,7 @@ class PatchSampler:
             for _ in range(count):
                 yield self.sample(batch_size)
             return
-        q: queue.Queue = queue.Queue(maxsize=_PREFETCH)
+        q: queue.Queue[tuple[torch.Tensor, ...] | BaseException] = queue.Queue(maxsize=_PREFETCH)
         stop = threading.Event()
 
         def produce() -> None:
@@ -208,7 +232,7 @@ class PatchSampler:
             stop.set()
             worker.join()
 
-    def _arange(self, size: int):
+    def _arange(self, size: int) -> np.ndarray:
         if size not in self._aranges:
             self._aranges[size] = np.arange(size)
         return self._aranges[size]
@@ -244,7 +268,7 @@ class _DeviceGather:
         self.lr = _one_buffer([g.lr for g in data.groups], storage)
         self.hr = _one_buffer([g.hr for g in data.groups], storage)
 
-        def table(values) -> torch.Tensor:
+        def table(values: ArrayLike) -> torch.Tensor:
             return torch.tensor(np.asarray(values, dtype=np.int64), device=storage)
 
         self.total = int(counts.sum())
@@ -373,7 +397,8 @@ def _seed_from(state: Any) -> int:
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "little") >> 1
 
 
-def _loss_mask(ar, y0, x0, h, w, border, flip_v, flip_h, transpose):
+def _loss_mask(ar: _Array, y0: _Array, x0: _Array, h: int | _Array, w: int | _Array, border: int,
+               flip_v: _Array, flip_h: _Array, transpose: _Array) -> _Array:
     """Where the loss counts in each LR patch ``(B, p, p)``, under the same flips as the pixels.
 
     A patch side that lies inside the frame gives up ``border`` pixels: there the network's zero
@@ -381,24 +406,25 @@ def _loss_mask(ar, y0, x0, h, w, border, flip_v, flip_h, transpose):
     that lies on the frame's own edge keeps them: the whole frame has that edge too, so those
     outputs are what inference computes, and leaving them out would leave the frame's border
     pixels untrained (measured: -0.33 dB when every side gave up 4 pixels)."""
-    np_like = isinstance(y0, np.ndarray)
-    where = np.where if np_like else torch.where
     size = ar.shape[0]
 
-    def keep(start, length, flip):
+    def keep(start: _Array, length: int | _Array, flip: _Array) -> _Array:
         first = (start == 0)[:, None]  # the patch's first row (or column) is the frame's
         last = (start == length - size)[:, None]
         ok = ((ar >= border) | first) & ((ar < size - border) | last)
-        return where(flip[:, None] != 0, ok[:, ::-1] if np_like else ok.flip(1), ok)
+        return _where(flip[:, None] != 0, _flip_columns(ok), ok)
 
     rows = keep(y0, h, flip_v)
     cols = keep(x0, w, flip_h)
     tr = transpose[:, None] != 0
-    first, second = where(tr, cols, rows), where(tr, rows, cols)
-    return first[:, :, None] & second[:, None, :]
+    first, second = _where(tr, cols, rows), _where(tr, rows, cols)
+    mask: _Array = first[:, :, None] & second[:, None, :]
+    return mask
 
 
-def _flipped_offsets(ar, ar_flipped, y0, x0, flip_v, flip_h, transpose, width):
+def _flipped_offsets(ar: torch.Tensor, ar_flipped: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor,
+                     flip_v: torch.Tensor, flip_h: torch.Tensor, transpose: torch.Tensor,
+                     width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_dihedral_offsets` for torch, in fewer operator calls: every per-sample argument
     an (n, 1) column, the flips bools, the reversed arange given (the same numbers)."""
     rows = (y0 + torch.where(flip_v, ar_flipped, ar)) * width
@@ -406,16 +432,28 @@ def _flipped_offsets(ar, ar_flipped, y0, x0, flip_v, flip_h, transpose, width):
     return torch.where(transpose, cols, rows), torch.where(transpose, rows, cols)
 
 
-def _dihedral_offsets(ar, y0, x0, flip_v, flip_h, transpose, width):
+def _dihedral_offsets(ar: _Array, y0: _Array, x0: _Array, flip_v: _Array, flip_h: _Array,
+                      transpose: _Array, width: int | _Array) -> tuple[_Array, _Array]:
     """Flat-index parts ``(B, size)`` of a crop at (y0, x0) under one of the 8 flips/rotations:
     pixel (i, j) of sample b is ``first[b, i] + second[b, j]`` in a row-major frame of ``width``
     (numpy or torch alike). The same flags at LR and HR scale give pixel-aligned patches."""
-    where = np.where if isinstance(y0, np.ndarray) else torch.where
     size = ar.shape[0]
-    rows = (y0[:, None] + where(flip_v[:, None] != 0, size - 1 - ar, ar)) * width
-    cols = x0[:, None] + where(flip_h[:, None] != 0, size - 1 - ar, ar)
+    rows = (y0[:, None] + _where(flip_v[:, None] != 0, size - 1 - ar, ar)) * width
+    cols = x0[:, None] + _where(flip_h[:, None] != 0, size - 1 - ar, ar)
     tr = transpose[:, None] != 0  # a transpose swaps which output axis walks rows
-    return where(tr, cols, rows), where(tr, rows, cols)
+    return _where(tr, cols, rows), _where(tr, rows, cols)
+
+
+def _where(condition: _Array, a: _Array, b: _Array) -> _Array:
+    """``np.where`` or ``torch.where``, whichever kind the arguments are."""
+    if isinstance(condition, torch.Tensor):
+        return torch.where(condition, a, b)
+    return np.where(condition, a, b)
+
+
+def _flip_columns(x: _Array) -> _Array:
+    """``x`` with its second axis reversed (a numpy view, a torch copy)."""
+    return x.flip(1) if isinstance(x, torch.Tensor) else x[:, ::-1]
 
 
 def _storage_device(data: SplitData, device: torch.device) -> torch.device:

@@ -92,7 +92,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     this call). Raises InputError (ConfigError, DataError) on bad input, before writing anything
     where the input alone shows it.
     """
-    from trainable.loop import Trainer
+    from trainable.graphed import check_device
+    from trainable.loop import Trainer, resolve_device
     from trainable.store import open_split
 
     out = Path(out)
@@ -102,6 +103,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
         cfg = _resumable_config(cfg, saved, str(resume), allow_budget_change)
     elif allow_budget_change:
         raise ConfigError("--allow-budget-change only applies with --resume")
+    check_device(cfg, resolve_device(cfg.device))  # before anything is written
     if command is None:
         command = _equivalent_command(out, resume, allow_budget_change, no_test)
     out.mkdir(parents=True, exist_ok=True)

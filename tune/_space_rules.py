@@ -52,7 +52,7 @@ _OWNED_ELSEWHERE = {"epochs": "budget.epochs", "epoch_samples": "budget.epoch_sa
 _NOT_SEARCHABLE = {
     **{k: "it is the budget (ASHA's max_t and time unit); set it in `budget`" for k in _BUDGET_KEYS},
     **{k: "it says where or how a trial runs, not how it learns"
-       for k in ("data", "data_lr", "cache_dir", "device", "num_threads")},
+       for k in ("data", "data_lr", "cache_dir", "device", "num_threads", "cuda_graph")},
     "early_stop_patience": _PATIENCE,
 }
 _MAX_CORNERS = 4096  # cross-field check of every combination of extreme values, if this small
@@ -112,6 +112,9 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
         check.fail("resources", {"cpus": cpus, "gpus": gpus},
                    "a trial must ask for some CPU or GPU, or Ray would start them all at once")
     fuse = check.integer("resources.fuse", resources.get("fuse", DEFAULT_FUSE), 1)
+    if base.cuda_graph and gpus == 0:
+        check.error("`config.cuda_graph` cannot be true with `resources.gpus` 0: a CUDA graph "
+                    "needs a card: give the trials one (`resources.gpus`) or set cuda_graph: false")
     trials = check.integer("trials", doc.get(
         "trials", DEFAULT_GRID_PASSES if algorithm == "grid" else DEFAULT_TRIALS), 1)
     if fuse > 1:
