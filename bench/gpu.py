@@ -12,23 +12,30 @@ In order, until ``--budget-s`` is spent (what does not fit is listed as skipped)
    deterministic algorithms);
 2. steps/s, data-time share and peak CUDA memory at batch 16, 32 and 64 across fp32, fp16 and
    bf16, compile off;
-3. aggregate samples/s with 1, 2, 4 and 8 trials packed on one card (``--gpus-per-trial 1/N``)
+3. the whole step as a CUDA graph (``cuda_graph: true``, trainable/graphed.py): steps/s of one
+   trial at batch 16 per precision, beside step 2's eager rows;
+4. fused trials (trainable/fused.py): aggregate training samples/s of a group of 8, 32 and 64
+   members at batch 16 in fp16 and bf16, eager and as one CUDA graph per group (the second
+   interval's rate: the first carries start-up and capture), with peak memory;
+5. aggregate samples/s with 1, 2, 4 and 8 trials packed on one card (``--gpus-per-trial 1/N``)
    through the real ``python -m tune.run`` on a short grid space: the sum over trials of each
    trial's median training samples/s (validation excluded), all trials running at once;
-4. compile on, AMP at batch 16 first, as far as the budget allows (compiling costs tens of
+6. compile on, AMP at batch 16 first, as far as the budget allows (compiling costs tens of
    seconds per configuration, and the goals above do not depend on it).
 
 It prints one table and writes the figures as JSON (``--out``, rewritten after each figure); a
 part that raises is listed as failed and the rest still run. It exits 1 when the smoke run is not
 bit-exact or any part failed. ``--quick`` shrinks every part to a few seconds; on the CPU it
-skips what needs a GPU (fp16/bf16, compile, fractional packing) and says so in the table, and
-runs one CPU trial through ``tune.run`` only with ``--pack`` (starting Ray costs most of a minute
-here).
+skips what needs a GPU (fp16/bf16, compile, fractional packing, capture) and says so in the
+table; it runs the graph and fused parts small and without capture (``graphed._CAPTURE =
+False``: the same static-buffer code, eagerly), and one CPU trial through ``tune.run`` only with
+``--pack`` (starting Ray costs most of a minute here).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +54,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from train_step import measure  # noqa: E402
 from tune_overhead import run_search  # noqa: E402
 
+from trainable import graphed  # noqa: E402
+from trainable import sampler as sampler_module  # noqa: E402
 from trainable.config import TrainConfig  # noqa: E402
+from trainable.fused import FusedTrainer  # noqa: E402
 from trainable.loop import Trainer  # noqa: E402
 from trainable.store import open_split  # noqa: E402
 
@@ -94,22 +105,58 @@ def smoke(data, device: str, steps: int, batch: int, amp: str, tmp: Path) -> dic
             "bit_exact": diff == 0.0, "scaler_enabled": straight.scaler.is_enabled()}
 
 
-def throughput(data, device: str, batch: int, amp: str, compiled: bool, seconds: float
-               ) -> dict[str, Any]:
+def throughput(data, device: str, batch: int, amp: str, compiled: bool, seconds: float,
+               graph: bool = False) -> dict[str, Any]:
     train, val = data
-    cfg = TrainConfig(data="unused", batch_size=batch, epochs=1000, device=device, num_threads=1,
-                      compile=compiled, **AMP[amp])
+    cfg = TrainConfig(data="unused", batch_size=batch, epochs=1000, device=_named(device, graph),
+                      num_threads=1, compile=compiled, cuda_graph=graph, **AMP[amp])
     trainer = Trainer(cfg, train, val)
     cuda = trainer.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(trainer.device)
     steps_per_s, data_share = measure(trainer, seconds)
     peak = torch.cuda.max_memory_allocated(trainer.device) / 2**20 if cuda else None
-    del trainer
+    step = trainer._graphed
+    row = {"batch": batch, "amp": amp, "compile": compiled, "steps_per_s": steps_per_s,
+           "samples_per_s": steps_per_s * batch, "data_share": data_share, "peak_mib": peak}
+    if graph:  # whether the updates really were replays (not the uncaptured CPU check)
+        row["captured"] = bool(step is not None and step.captured)
+        row["eager_updates"] = step.eager_updates if step is not None else None
+    del trainer, step
     if cuda:
         torch.cuda.empty_cache()
-    return {"batch": batch, "amp": amp, "compile": compiled, "steps_per_s": steps_per_s,
-            "samples_per_s": steps_per_s * batch, "data_share": data_share, "peak_mib": peak}
+    return row
+
+
+def fused(data, device: str, members: int, amp: str, graph: bool, epoch_samples: int
+          ) -> dict[str, Any]:
+    """A group of ``members`` at batch 16, each its own LR and seed: two intervals of
+    ``epoch_samples`` per member; the second's training rate (validation excluded), summed."""
+    train, val = data
+    cfg = TrainConfig(data="unused", batch_size=16, epochs=2, epoch_samples=epoch_samples,
+                      validation_interval=1, device=_named(device, graph), num_threads=1,
+                      cuda_graph=graph, **AMP[amp])
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    group = FusedTrainer(cfg, train, val, members)
+    for i in range(members):
+        group.add(i, cfg.replace(seed=i, model_lr=round(1e-3 * 0.97**i, 8)))
+    start = time.perf_counter()
+    group.run_interval()  # start-up, the draw's first window, the capture
+    first_s = time.perf_counter() - start
+    rate = sum(r.samples_per_s for r in group.run_interval().values())
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    row: dict[str, Any] = {
+        "members": members, "amp": amp, "graph": graph, "aggregate_samples_per_s": rate,
+        "per_member_samples_per_s": rate / members, "first_interval_s": first_s,
+        "peak_mib": peak, "finished": sum(group.done(i) for i in range(members))}
+    if group._graph is not None:
+        row["replays"], row["eager_updates"] = group._graph.replays, group._graph.eager_updates
+    del group
+    if cuda:
+        torch.cuda.empty_cache()
+    return row
 
 
 def packing(n: int, cuda: bool, data: str, epochs: int, epoch_samples: int, tmp: Path
@@ -174,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         report["throughput"], report["packing"] = [], []
+        report["graph"], report["fused"] = [], []
         report["smoke"] = attempt("smoke", smoke, data, args.device, 20 if args.quick else 200,
                                   8 if args.quick else 16, "fp16" if cuda else "fp32", tmp_path)
         done("smoke", report["smoke"] or {})
@@ -197,6 +245,32 @@ def main(argv: list[str] | None = None) -> int:
         for b in batches:
             for a in amps:
                 step(b, a, False, 10.0)
+
+        if not cuda:
+            skipped.append("capture: needs CUDA; the graph and fused parts ran their code "
+                           "uncaptured, as a check")
+        with _uncaptured(not cuda):
+            for a in amps:
+                what = f"graph batch 16 {a}"
+                if budget.left() < 15.0:
+                    skipped.append(f"{what}: time budget")
+                elif row := attempt(what, throughput, data, args.device, 16, a, False, seconds,
+                                    True):
+                    report["graph"].append(row)
+                    done("graph", row)
+            sizes = [8, 32, 64] if cuda else [2]
+            fused_amps = ["fp16", "bf16"] if cuda else ["fp32"]
+            # Per member: 2 x 6,400 samples (400 updates an interval); 2 x 64 on the CPU.
+            per = 64 if args.quick or not cuda else 6400
+            for n in sizes:
+                for a in fused_amps:
+                    for g in (False, True):
+                        what = f"fused {n} {a} graph {'on' if g else 'off'}"
+                        if budget.left() < 30.0:
+                            skipped.append(f"{what}: time budget")
+                        elif row := attempt(what, fused, data, args.device, n, a, g, per):
+                            report["fused"].append(row)
+                            done("fused", row)
 
         counts = [1, 2, 4, 8] if cuda else [1] if args.pack else []
         if not cuda:
@@ -225,6 +299,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report["smoke"] and report["smoke"]["bit_exact"] and not failed else 1
 
 
+def _named(device: str, graph: bool) -> str:
+    # A config refuses cuda_graph with `device: cpu`; uncaptured on a CPU machine, "auto" is it.
+    return "auto" if graph and device == "cpu" else device
+
+
+@contextlib.contextmanager
+def _uncaptured(on: bool) -> Iterator[None]:
+    """Off CUDA: trainable.graphed's code without capture, on the device gather's torch path
+    (what a CPU can check of it; tests/test_graph.py does the same)."""
+    before = graphed._CAPTURE, sampler_module._GATHER
+    if on:
+        graphed._CAPTURE, sampler_module._GATHER = False, "torch"
+    try:
+        yield
+    finally:
+        graphed._CAPTURE, sampler_module._GATHER = before
+
+
 def _table(r: dict[str, Any]) -> str:
     s = r["smoke"] or {"steps": 0, "amp": "-", "max_abs_param_diff": float("nan"), "bit_exact": False}
     smoke_setting = f"{s['steps']} {s['amp']} steps, resume"
@@ -239,6 +331,16 @@ def _table(r: dict[str, Any]) -> str:
         peak = f"{t['peak_mib']:.0f}" if t["peak_mib"] is not None else "n/a"
         lines.append(f"{'step':<10} {setting:<26} {t['steps_per_s']:>9.1f} "
                      f"{t['samples_per_s']:>10.0f} {100 * t['data_share']:>5.1f}% {peak:>9}")
+    for t in r.get("graph", []):
+        setting = f"b{t['batch']} {t['amp']} " + ("captured" if t["captured"] else "uncaptured")
+        peak = f"{t['peak_mib']:.0f}" if t["peak_mib"] is not None else "n/a"
+        lines.append(f"{'graph':<10} {setting:<26} {t['steps_per_s']:>9.1f} "
+                     f"{t['samples_per_s']:>10.0f} {100 * t['data_share']:>5.1f}% {peak:>9}")
+    for f in r.get("fused", []):
+        setting = f"{f['members']} x b16 {f['amp']} graph {'on' if f['graph'] else 'off'}"
+        peak = f"{f['peak_mib']:.0f}" if f["peak_mib"] is not None else "n/a"
+        lines.append(f"{'fused':<10} {setting:<26} {'':>9} {f['aggregate_samples_per_s']:>10.0f} "
+                     f"{'':>6} {peak:>9}  {f['per_member_samples_per_s']:.0f}/member")
     base = next((p["aggregate_samples_per_s"] for p in r["packing"] if p["trials"] == 1), None)
     for p in r["packing"]:
         gain = f"x{p['aggregate_samples_per_s'] / base:.2f}" if base else ""

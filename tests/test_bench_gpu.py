@@ -26,10 +26,17 @@ def test_quick_cpu_mode_runs_the_smoke_and_a_step_and_names_what_it_skipped(clip
     assert [(t["batch"], t["amp"], t["compile"]) for t in report["throughput"]] == [(16, "fp32", False)]
     assert report["throughput"][0]["steps_per_s"] > 0 and report["throughput"][0]["peak_mib"] is None
     assert report["packing"] == []
+    # The graph and fused parts ran their code, uncaptured: every update eager, none a replay.
+    [graph] = report["graph"]
+    assert (graph["amp"], graph["captured"]) == ("fp32", False) and graph["eager_updates"] > 0
+    assert [(f["members"], f["graph"]) for f in report["fused"]] == [(2, False), (2, True)]
+    assert all(f["finished"] == 2 and f["aggregate_samples_per_s"] > 0 for f in report["fused"])
+    assert report["fused"][1]["replays"] == 0 and report["fused"][1]["eager_updates"] > 0
     assert any("compile" in s for s in report["skipped"])
     assert any("packing" in s for s in report["skipped"])
     table = capsys.readouterr().out
     assert "bit-exact" in table and "skipped: compile" in table
+    assert "b16 fp32 uncaptured" in table and "2 x b16 fp32 graph on" in table
 
 
 @pytest.mark.slow
