@@ -47,7 +47,7 @@ def ray_session(tmp_path_factory):
     # address="local": never the last `ray start` cluster recorded in /tmp/ray (the multi-node
     # test's Cluster records one, and a killed run of it would leave that record behind).
     ctx = ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
-                   _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False)
+                   configure_logging=False, log_to_driver=False)
     yield ctx.address_info["address"]
     ray.shutdown()
 

@@ -274,9 +274,6 @@ def _start_ray(args: argparse.Namespace) -> bool:
     if ray.is_initialized():  # a caller's own Ray (the tests' session)
         return False
     joins = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    # A local instance binds to loopback only; --address joins a cluster as it is set up.
-    # (`_node_ip_address` is private: ray.init takes it through its untyped **kwargs.)
-    local: dict[str, Any] = {} if args.address else {"_node_ip_address": "127.0.0.1"}
     # Without --address or RAY_ADDRESS, "local": ray.init(address=None) would join the last
     # `ray start` cluster recorded in /tmp/ray/ray_current_cluster, even a dead one (it then
     # waits minutes on its GCS), and this driver would take that cluster for its own. Joining
@@ -285,7 +282,7 @@ def _start_ray(args: argparse.Namespace) -> bool:
     try:
         ray.init(address=address, include_dashboard=args.dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=args.verbose,
-                 configure_logging=args.verbose, **local)
+                 configure_logging=args.verbose)
     except (ConnectionError, ValueError) as e:
         if not args.address:
             raise
