@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,14 @@ def test_a_fused_search_is_one_trial_per_configuration_to_ray(ray_session, clip_
     # Trials of the group ran at the same time (one engine, three slots).
     overlaps = sum(1 for a in spans for b in spans if a < b and b[0] < a[1])
     assert overlaps >= 2
+    # The search's end ends its engine: the session's Ray gets its CPU back (a later search in
+    # this session once waited for it: its half-GPU trials ran two at a time, not four).
+    import ray
+
+    from tune.fusion import NAMESPACE
+
+    deadline = time.monotonic() + 30
+    while "fusion-fused-0" in {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                               if a["namespace"] == NAMESPACE}:
+        assert time.monotonic() < deadline, "the engine outlived its search"
+        time.sleep(0.2)

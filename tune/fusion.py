@@ -281,6 +281,14 @@ def start_engines(spec: SearchSpec, run_name: str, gpus_in_cluster: float) -> li
 _ENGINES: list[Any] = []  # the handles that keep this driver's engines alive
 
 
+def stop_engines() -> None:
+    """End this driver's engines when its search ends, so that their card and CPU go back to Ray
+    at once (a driver that outlives its search, as a test session or a notebook does, would
+    otherwise hold them; the next search's trials then waited for resources they could not get)."""
+    while _ENGINES:
+        ray.kill(_ENGINES.pop())
+
+
 # --- a trial: the thin client ----------------------------------------------------------------------
 def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[str],
                run_dir: str | None = None) -> None:

@@ -209,6 +209,10 @@ def _search(tuner: Any, spec: SearchSpec, run_dir: Path, rec: record.RunRecord,
         interrupted = True
     finally:
         sigint.restore()
+        if spec.fuse > 1:
+            from tune import fusion
+
+            fusion.stop_engines()
     if interrupted:
         print(f"\ninterrupted; resume with:\n  {resume_cmd}", file=sys.stderr)
         return 130
