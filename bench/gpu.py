@@ -15,9 +15,9 @@ In order, until ``--budget-s`` is spent (what does not fit is listed as skipped)
 3. the whole step as a CUDA graph (``cuda_graph: true``, trainable/graphed.py): steps/s of one
    trial at batch 16 per precision, beside step 2's eager rows;
 4. fused trials (trainable/fused.py): aggregate training samples/s of a group of 8, 32 and 64
-   members at batch 16 in fp16 and bf16, eager and as one CUDA graph per group (the second
+   members at batch 16: fp16 eager, fp16 and bf16 as one CUDA graph per group (the second
    interval's rate: the first carries start-up and capture), with peak memory;
-5. aggregate samples/s with 1, 2, 4 and 8 trials packed on one card (``--gpus-per-trial 1/N``)
+5. aggregate samples/s with 1, 8 and 16 trials packed on one card (``--gpus-per-trial 1/N``)
    through the real ``python -m tune.run`` on a short grid space: the sum over trials of each
    trial's median training samples/s (validation excluded), all trials running at once;
 6. compile on, AMP at batch 16 first, as far as the budget allows (compiling costs tens of
@@ -259,22 +259,22 @@ def main(argv: list[str] | None = None) -> int:
                     report["graph"].append(row)
                     done("graph", row)
             sizes = [8, 32, 64] if cuda else [2]
-            fused_amps = ["fp16", "bf16"] if cuda else ["fp32"]
+            kinds = ([("fp16", False), ("fp16", True), ("bf16", True)] if cuda
+                     else [("fp32", False), ("fp32", True)])
             # Per member: 2 x 6,400 samples (400 updates an interval); 2 x 64 on the CPU.
             per = 64 if args.quick or not cuda else 6400
             for n in sizes:
-                for a in fused_amps:
-                    for g in (False, True):
-                        what = f"fused {n} {a} graph {'on' if g else 'off'}"
-                        if budget.left() < 30.0:
-                            skipped.append(f"{what}: time budget")
-                        elif row := attempt(what, fused, data, args.device, n, a, g, per):
-                            report["fused"].append(row)
-                            done("fused", row)
+                for a, g in kinds:
+                    what = f"fused {n} {a} graph {'on' if g else 'off'}"
+                    if budget.left() < 30.0:
+                        skipped.append(f"{what}: time budget")
+                    elif row := attempt(what, fused, data, args.device, n, a, g, per):
+                        report["fused"].append(row)
+                        done("fused", row)
 
-        counts = [1, 2, 4, 8] if cuda else [1] if args.pack else []
+        counts = [1, 8, 16] if cuda else [1] if args.pack else []
         if not cuda:
-            skipped.append("packing 2/4/8 trials per card: needs a GPU" + (
+            skipped.append("packing 8/16 trials per card: needs a GPU" + (
                 " (1 trial ran on the CPU)" if args.pack else "; 1 on the CPU with --pack"))
         for n in counts:
             if budget.left() < 30.0:
