@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -74,20 +74,8 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
     kind = check.choice("scheduler.type", sched.get("type", DEFAULT_SCHEDULER), SCHEDULERS)
     check.only_keys("scheduler", sched, ("type", *_SCHEDULER_KEYS[kind]),
                     context=f"with type {kind}")
-    if kind == "pbt" and algorithm == "optuna":
-        check.error("`scheduler.type` pbt cannot run with `search.algorithm` optuna: Ray's "
-                    "PopulationBasedTraining refuses searchers (it mutates the space itself); "
-                    "set `search.algorithm: random`")
     if kind == "pbt":
-        for p in params:
-            if p.branches:
-                check.error(f"`params.{p.name}.{p.kind}` cannot carry per-choice parameters under "
-                            "`scheduler.type` pbt: PBT perturbs values, not which parameters "
-                            "exist; use `scheduler.type` asha")
-            if p.kind == "milestones":
-                check.error(f"`params.{p.name}.milestones` cannot be searched under "
-                            "`scheduler.type` pbt: PBT perturbs single values, not a list; give "
-                            "the milestone lists to choose between as a `choice`")
+        _check_pbt(check, algorithm, params)
 
     include_defaults = check.boolean(
         "include_defaults", doc.get("include_defaults", algorithm != "grid"))
@@ -101,20 +89,7 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
     reference_inside = include_defaults and base == base.source_defaults() and all(
         _default_fits(p, base) for p in params)
 
-    resources = check.mapping("resources", doc.get("resources"))
-    check.only_keys("resources", resources, ("cpus", "gpus", "fuse"))
-    cpus = _non_negative(check, "resources.cpus", resources.get("cpus", DEFAULT_CPUS))
-    gpus = _non_negative(check, "resources.gpus", resources.get("gpus", DEFAULT_GPUS))
-    if gpus > 1 and not gpus.is_integer():
-        check.fail("resources.gpus", gpus, "must be a whole number when above 1 (Ray shares "
-                   "a GPU between trials only in fractions below 1)")
-    if cpus == 0 and gpus == 0:
-        check.fail("resources", {"cpus": cpus, "gpus": gpus},
-                   "a trial must ask for some CPU or GPU, or Ray would start them all at once")
-    fuse = check.integer("resources.fuse", resources.get("fuse", DEFAULT_FUSE), 1)
-    if base.cuda_graph and gpus == 0:
-        check.error("`config.cuda_graph` cannot be true with `resources.gpus` 0: a CUDA graph "
-                    "needs a card: give the trials one (`resources.gpus`) or set cuda_graph: false")
+    cpus, gpus, fuse = _resources(check, doc, base)
     trials = check.integer("trials", doc.get(
         "trials", DEFAULT_GRID_PASSES if algorithm == "grid" else DEFAULT_TRIALS), 1)
     if fuse > 1:
@@ -136,6 +111,43 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- sections -------------------------------------------------------------------------------------
+def _check_pbt(check: Checker, algorithm: str, params: Sequence[ParamRange]) -> None:
+    """What Ray's PopulationBasedTraining cannot search."""
+    if algorithm == "optuna":
+        check.error("`scheduler.type` pbt cannot run with `search.algorithm` optuna: Ray's "
+                    "PopulationBasedTraining refuses searchers (it mutates the space itself); "
+                    "set `search.algorithm: random`")
+    for p in params:
+        if p.branches:
+            check.error(f"`params.{p.name}.{p.kind}` cannot carry per-choice parameters under "
+                        "`scheduler.type` pbt: PBT perturbs values, not which parameters "
+                        "exist; use `scheduler.type` asha")
+        if p.kind == "milestones":
+            check.error(f"`params.{p.name}.milestones` cannot be searched under "
+                        "`scheduler.type` pbt: PBT perturbs single values, not a list; give "
+                        "the milestone lists to choose between as a `choice`")
+
+
+def _resources(check: Checker, doc: Mapping[str, Any], base: TrainConfig
+               ) -> tuple[float, float, int]:
+    """`resources:` -> (cpus, gpus, fuse) of each trial."""
+    resources = check.mapping("resources", doc.get("resources"))
+    check.only_keys("resources", resources, ("cpus", "gpus", "fuse"))
+    cpus = _non_negative(check, "resources.cpus", resources.get("cpus", DEFAULT_CPUS))
+    gpus = _non_negative(check, "resources.gpus", resources.get("gpus", DEFAULT_GPUS))
+    if gpus > 1 and not gpus.is_integer():
+        check.fail("resources.gpus", gpus, "must be a whole number when above 1 (Ray shares "
+                   "a GPU between trials only in fractions below 1)")
+    if cpus == 0 and gpus == 0:
+        check.fail("resources", {"cpus": cpus, "gpus": gpus},
+                   "a trial must ask for some CPU or GPU, or Ray would start them all at once")
+    fuse = check.integer("resources.fuse", resources.get("fuse", DEFAULT_FUSE), 1)
+    if base.cuda_graph and gpus == 0:
+        check.error("`config.cuda_graph` cannot be true with `resources.gpus` 0: a CUDA graph "
+                    "needs a card: give the trials one (`resources.gpus`) or set cuda_graph: false")
+    return cpus, gpus, fuse
+
+
 def _check_fusion(check: Checker, fuse: int, scheduler: str, gpus: float, cpus: float,
                   trials: int, base: TrainConfig) -> None:
     """Fused trials (`tune.fusion`): which searches they fit."""
