@@ -59,8 +59,7 @@ def open_test_split(config: dict[str, Any]) -> SplitData:
     from trainable.store import open_split
 
     cfg = TrainConfig.from_dict(config, where="the winner's config")
-    return open_split(cfg.data, "test", scale=cfg.scale, data_lr=cfg.data_lr,
-                      cache_dir=cfg.cache_dir)
+    return open_split(cfg.data_spec, "test")
 
 
 def draw(run: Run, winner: str, path: Path, scope: str = "best",

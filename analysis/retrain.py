@@ -208,7 +208,7 @@ def _check_data(cfg: TrainConfig) -> None:
     from trainable.store import open_split
 
     for split in ("train", "val", "test"):
-        open_split(cfg.data, split, scale=cfg.scale, data_lr=cfg.data_lr, cache_dir=cfg.cache_dir)
+        open_split(cfg.data_spec, split)
 
 
 def _train_one(cfg: TrainConfig, run_dir: Path, force: bool) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch CPU threads (default: 2 fused, 1 solo)")
     args = p.parse_args(argv)
 
-    from trainable.config import TrainConfig
+    from trainable.config import DataSpec, TrainConfig
     from trainable.store import open_split
 
     threads = args.threads or (2 if args.mode == "fused" else 1)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                       use_amp=False, epochs=args.epochs, epoch_samples=args.epoch_samples,
                       validation_interval=args.epochs, num_threads=threads, device="cpu",
                       seed=args.seed)
-    train, val = open_split("builtin", "train", scale=4), open_split("builtin", "val", scale=4)
+    train, val = open_split(DataSpec(), "train"), open_split(DataSpec(), "val")
     start = time.perf_counter()
     if args.mode == "solo":
         from trainable.loop import Trainer

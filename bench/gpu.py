@@ -57,7 +57,7 @@ from tune_overhead import run_search  # noqa: E402
 
 from trainable import graphed  # noqa: E402
 from trainable import sampler as sampler_module  # noqa: E402
-from trainable.config import TrainConfig  # noqa: E402
+from trainable.config import DataSpec, TrainConfig  # noqa: E402
 from trainable.fused import FusedTrainer  # noqa: E402
 from trainable.loop import Trainer  # noqa: E402
 from trainable.store import open_split  # noqa: E402
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device == "cuda"
     budget = _Budget(args.budget_s)
     data_arg = args.data if args.data == "builtin" else str(Path(args.data).resolve())
-    data = (open_split(data_arg, "train", scale=4), open_split(data_arg, "val", scale=4))
+    data = (open_split(DataSpec(data_arg), "train"), open_split(DataSpec(data_arg), "val"))
     skipped: list[str] = []
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",

@@ -45,14 +45,14 @@ def _train(name: str, values: dict[str, Any]) -> dict[str, Any]:
     values = {"num_threads": 1, "use_amp": False, **values}
     values.setdefault("validation_interval", values.get("epochs", TrainConfig.epochs))
     cfg = TrainConfig.from_dict(values, where=name)
-    train, val = (open_split(cfg.data, s, scale=cfg.scale) for s in ("train", "val"))
+    train, val = (open_split(cfg.data_spec, s) for s in ("train", "val"))
     start = time.perf_counter()
     trainer = Trainer(cfg, train, val)
     last = trainer.run()
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {"name": name, "status": trainer.status, "seconds": round(seconds, 1),
                            "samples": trainer.samples_seen, "loss": last.loss if last else None}
-    for split, data in (("val", val), ("test", open_split(cfg.data, "test", scale=cfg.scale))):
+    for split, data in (("val", val), ("test", open_split(cfg.data_spec, "test"))):
         m = score_model(trainer.model, data, frames=cfg.frames, crop_border=cfg.crop_border,
                         device=trainer.device)
         b = score_bicubic(data, frames=cfg.frames, crop_border=cfg.crop_border,

@@ -35,7 +35,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainable import sampler as sampler_module  # noqa: E402
-from trainable.config import TrainConfig  # noqa: E402
+from trainable.config import (
+    DataSpec,  # noqa: E402
+    TrainConfig,  # noqa: E402
+)
 from trainable.fused import FusedTrainer  # noqa: E402
 from trainable.loop import Trainer, train_step  # noqa: E402
 from trainable.store import open_split  # noqa: E402
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sampler_module._GATHER = "torch"  # the device path, on the CPU too
     data_arg = args.data if args.data == "builtin" else str(Path(args.data).resolve())
-    data = (open_split(data_arg, "train", scale=4), open_split(data_arg, "val", scale=4))
+    data = (open_split(DataSpec(data_arg), "train"), open_split(DataSpec(data_arg), "val"))
     if not args.no_solo:
         print(f"{'batch':>5} {'amp':>5} {'chunk':>6} {'draw ops':>9} {'update ops':>11} {'total':>6}")
         for b in args.batch:

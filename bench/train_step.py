@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from trainable.config import TrainConfig
+from trainable.config import DataSpec, TrainConfig
 from trainable.loop import Trainer
 from trainable.store import open_split
 
@@ -42,8 +42,8 @@ def main() -> None:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     amps = {"on": [True], "off": [False], "both": [False, True]}[args.amp]
-    train = open_split("builtin", "train", scale=4)
-    val = open_split("builtin", "val", scale=4)
+    train = open_split(DataSpec(), "train")
+    val = open_split(DataSpec(), "val")
     trainers = {}
     for bs in args.batch:
         for amp in amps:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trainable.config import TrainConfig
+from trainable.config import DataSpec, TrainConfig
 from trainable.loop import Trainer
 from trainable.store import open_split
 
@@ -38,7 +38,7 @@ max_concurrent: 1
 def bare(epochs: int) -> list[float]:
     cfg = TrainConfig(batch_size=16, use_amp=False, epochs=epochs, epoch_samples=4096,
                       validation_interval=1, num_threads=1)
-    trainer = Trainer(cfg, open_split("builtin", "train", scale=4), open_split("builtin", "val", scale=4))
+    trainer = Trainer(cfg, open_split(DataSpec(), "train"), open_split(DataSpec(), "val"))
     results: list[float] = []
     trainer.run(lambda r, _: results.append(r.samples_per_s))
     return results

@@ -156,8 +156,7 @@ def test_exported_yaml_and_weights_train_and_reproduce_the_score(
     best_ckpt = max(find_checkpoints(smoke_run / winner["dir"]), key=lambda c: c.psnr)
     kept = load_state_file(best_ckpt.path / "trainer.pt")["model"]
     assert all(torch.equal(state[k], kept[k].cpu()) for k in kept)
-    val = open_split(cfg.data, "val", scale=cfg.scale, data_lr=cfg.data_lr,
-                     cache_dir=cfg.cache_dir)
+    val = open_split(cfg.data_spec, "val")
     score = score_model(model, val, frames=cfg.frames, crop_border=cfg.crop_border,
                         device=torch.device("cpu"))
     assert math.isclose(score.psnr, winner["best_psnr"], abs_tol=1e-3)

@@ -207,8 +207,7 @@ def _independent_test_psnr(cfg: TrainConfig, predict) -> float:
 
     from trainable.store import open_split
 
-    data = open_split(cfg.data, "test", scale=cfg.scale, data_lr=cfg.data_lr,
-                      cache_dir=cfg.cache_dir)
+    data = open_split(cfg.data_spec, "test")
     values = []
     for g in data.groups:
         lr, hr = np.asarray(g.lr), np.asarray(g.hr)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.test_imaging import assert_matches_matlab
 from trainable import sources
+from trainable.config import DataSpec
 from trainable.errors import DataError
 from trainable.imaging import downscale, rgb_to_y
 from trainable.sources import split_counts, split_slice, vimeo_val_split
@@ -48,8 +49,8 @@ TEST = ["00003/0001", "00003/0002"]
 
 
 def _open(root: Path | str, split: str, tmp_path: Path, **kw):
-    return open_split(str(root), split, scale=kw.pop("scale", 4), cache_dir=tmp_path / "cache",
-                      **kw)
+    return open_split(DataSpec(str(root), scale=kw.pop("scale", 4), cache_dir=tmp_path / "cache",
+                      **kw), split)
 
 
 def test_vimeo_septuplet(tmp_path: Path) -> None:
@@ -153,7 +154,7 @@ def test_bad_roots(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="split 'dev'"):
         _open(tmp_path / "noseq", "dev", tmp_path)
     with pytest.raises(DataError, match="data_lr is only supported"):
-        open_split("builtin", "val", scale=4, data_lr=str(tmp_path), cache_dir=tmp_path / "c")
+        open_split(DataSpec("builtin", scale=4, data_lr=str(tmp_path), cache_dir=tmp_path / "c"), "val")
 
 
 def _clips(root: Path, spec: dict[str, tuple[int, int, int]]) -> None:

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from trainable import sources, store
+from trainable.config import DataSpec, TrainConfig
+from trainable.errors import DataError
 from trainable.imaging import downscale, upscale_bicubic
 from trainable.store import SplitData, cache_root, open_split
 
@@ -41,9 +43,9 @@ def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_second_open_maps_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _vimeo(tmp_path / "v", NAMES)
-    first = open_split(str(root), "train", scale=4, cache_dir=tmp_path / "cache")
+    first = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), "train")
     _no_decoding(monkeypatch)
-    again = open_split(str(root), "train", scale=4, cache_dir=tmp_path / "cache")
+    again = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), "train")
     assert isinstance(again, SplitData) and again.source == first.source
     for a, b in zip(first.groups, again.groups, strict=True):
         assert isinstance(b.hr, np.memmap) and isinstance(b.lr, np.memmap)
@@ -62,12 +64,12 @@ def test_key_follows_list_scale_and_split(tmp_path: Path) -> None:
     def n_cached() -> int:
         return sum(p.is_dir() for p in cache.iterdir())
 
-    assert open_split(str(root), "train", scale=4, cache_dir=cache).num_clips == 2
-    open_split(str(root), "train", scale=2, cache_dir=cache)
-    open_split(str(root), "val", scale=4, cache_dir=cache)
+    assert open_split(DataSpec(str(root), scale=4, cache_dir=cache), "train").num_clips == 2
+    open_split(DataSpec(str(root), scale=2, cache_dir=cache), "train")
+    open_split(DataSpec(str(root), scale=4, cache_dir=cache), "val")
     assert n_cached() == 3
     (root / "sep_trainlist.txt").write_text("00001/0001\n00002/0001\n")  # an edited list
-    assert open_split(str(root), "train", scale=4, cache_dir=cache).num_clips == 1
+    assert open_split(DataSpec(str(root), scale=4, cache_dir=cache), "train").num_clips == 1
     assert n_cached() == 4
 
 
@@ -78,14 +80,14 @@ def test_a_cache_with_the_old_border_is_rebuilt(tmp_path: Path,
     root = _vimeo(tmp_path / "v", NAMES)
     cache = tmp_path / "cache"
     monkeypatch.setattr(store, "FORMAT_VERSION", 2)
-    old = open_split(str(root), "test", scale=4, cache_dir=cache)
+    old = open_split(DataSpec(str(root), scale=4, cache_dir=cache), "test")
     (old_folder,) = [p for p in cache.iterdir() if p.is_dir()]
     stale = np.lib.format.open_memmap(old_folder / "g0_lr.npy", mode="r+")
     stale[:] = 0  # stands for the old LR: anything the current downscale does not make
     stale.flush()
     del stale, old
     monkeypatch.undo()
-    new = open_split(str(root), "test", scale=4, cache_dir=cache)
+    new = open_split(DataSpec(str(root), scale=4, cache_dir=cache), "test")
     assert sum(p.is_dir() for p in cache.iterdir()) == 2  # built afresh beside the old one
     (g,) = new.groups
     np.testing.assert_array_equal(g.lr, downscale(np.array(g.hr), 4))
@@ -101,13 +103,13 @@ def test_the_description_is_logged_once_per_process(tmp_path: Path,
     root = _vimeo(tmp_path / "v", NAMES)
     with caplog.at_level("INFO", logger="trainable"):
         for split in ("train", "val", "test", "train", "val"):  # three builds, then the cache
-            data = open_split(str(root), split, scale=4, cache_dir=tmp_path / "cache")
+            data = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), split)
     said = [r.getMessage() for r in caplog.records if data.source in r.getMessage()]
     assert said == [f"data: {data.source}"]
     assert sum("Decoding the" in r.getMessage() for r in caplog.records) == 3  # builds still said
     # Another source (here the same tree at another scale) is described in its turn.
     with caplog.at_level("INFO", logger="trainable"):
-        other = open_split(str(root), "test", scale=2, cache_dir=tmp_path / "cache")
+        other = open_split(DataSpec(str(root), scale=2, cache_dir=tmp_path / "cache"), "test")
     assert [r.getMessage() for r in caplog.records].count(f"data: {other.source}") == 1
 
 
@@ -124,7 +126,7 @@ def test_concurrent_builders_decode_once(tmp_path: Path, monkeypatch: pytest.Mon
     results: list[SplitData] = []
 
     def worker() -> None:
-        results.append(open_split(str(root), "train", scale=4, cache_dir=tmp_path / "cache"))
+        results.append(open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), "train"))
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
@@ -146,12 +148,12 @@ def test_cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def builtin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("builtin-cache")
-    open_split("builtin", "val", scale=4, cache_dir=cache)  # about 1.5 s: decodes once
+    open_split(DataSpec("builtin", scale=4, cache_dir=cache), "val")  # about 1.5 s: decodes once
     return cache
 
 
 def test_builtin_val(builtin_cache: Path) -> None:
-    d = open_split("builtin", "val", scale=4, cache_dir=builtin_cache)
+    d = open_split(DataSpec("builtin", scale=4, cache_dir=builtin_cache), "val")
     videos = [{n.split("/")[0] for n in g.names} for g in d.groups]
     assert videos == [{"bigbuckbunny"}, {"bikes"}, {"carphone_pristine"}]
     assert [g.hr.shape for g in d.groups] == [(3, 7, 720, 1280), (5, 7, 272, 640),
@@ -183,4 +185,16 @@ def test_builtin_splits_share_no_clip(builtin_cache: Path,
         assert index["test"][0] - index["val"][-1] == 2
     assert source.centres("train", 7) == tuple(range(7))
     _no_decoding(monkeypatch)  # the fixture cached the val split
-    assert open_split("builtin", "val", scale=4, cache_dir=builtin_cache).num_clips == 11
+    assert open_split(DataSpec("builtin", scale=4, cache_dir=builtin_cache), "val").num_clips == 11
+
+
+@pytest.mark.parametrize("scale", [0, -4, 2.0, True, "4"])
+def test_a_data_spec_refuses_a_scale_that_is_not_a_positive_integer(scale) -> None:
+    with pytest.raises(DataError, match=f"scale must be a positive integer, got {scale!r}"):
+        DataSpec("builtin", scale)
+
+
+def test_a_config_names_its_data_in_one_value(tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(tmp_path), data_lr=str(tmp_path / "lr"), scale=3,
+                      cache_dir=str(tmp_path / "cache"))
+    assert cfg.data_spec == DataSpec(str(tmp_path), 3, str(tmp_path / "lr"), str(tmp_path / "cache"))

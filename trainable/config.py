@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from trainable import schedule
-from trainable.errors import ConfigError, did_you_mean
+from trainable.errors import ConfigError, DataError, did_you_mean
 
 OPTIMIZERS = ("sgd", "adam")
 # What a comparison at equal budget holds fixed: where and on what a run trains, for how long, how
@@ -33,6 +34,23 @@ RUN_SETTINGS = ("data", "data_lr", "frames", "scale", "epochs", "epoch_samples",
                 "use_amp", "amp_dtype", "compile", "cuda_graph")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which frames a run reads, as one value from the config to `trainable.store.open_split`:
+    the data (``"builtin"``, a Vimeo90K root or a folder of clip folders), its optional
+    pre-downscaled LR tree, the scale, and where the decoded-frame cache lives (None:
+    ``$ESPCN_TUNE_CACHE`` or ``~/.cache/espcn-tune``)."""
+
+    data: str = "builtin"
+    scale: int = 4
+    data_lr: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
+            raise DataError(f"scale must be a positive integer, got {self.scale!r}")
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,11 @@ class TrainConfig:
         return TrainConfig.from_dict({**TrainConfig().to_dict(), **run}, where="source defaults")
 
     # --- derived quantities ---------------------------------------------------------------------
+    @property
+    def data_spec(self) -> DataSpec:
+        """The frames this run reads (`trainable.store.open_split`)."""
+        return DataSpec(self.data, self.scale, self.data_lr, self.cache_dir)
+
     @property
     def total_samples(self) -> int:
         return self.epochs * self.epoch_samples

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from trainable.config import DataSpec
 from trainable.errors import DataError
 from trainable.sources import ClipSpec, Source, check_split, log_once, open_source
 
@@ -80,19 +81,17 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def open_split(data: str, split: str, *, scale: int, data_lr: str | None = None,
-               cache_dir: str | os.PathLike[str] | None = None) -> SplitData:
-    """Decode once into a memory-mapped uint8 cache, then map it (zero copy; shared by every
-    process on the machine)."""
+def open_split(spec: DataSpec, split: str) -> SplitData:
+    """The ``split`` of the frames ``spec`` names: decoded once into a memory-mapped uint8 cache,
+    then mapped (zero copy; shared by every process on the machine)."""
     check_split(split)
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise DataError(f"scale must be a positive integer, got {scale!r}")
-    source = open_source(data, scale=scale, data_lr=data_lr)
+    scale, data_lr = spec.scale, spec.data_lr
+    source = open_source(spec.data, scale=scale, data_lr=data_lr)
     # The description is long (~150 characters) and the same for every split: said once per
     # process, by the first open of the source, not by every build and caller (issue 20).
     log_once(log, f"data: {source.description}")
     key = _cache_key(source, split, scale, data_lr)
-    root = cache_root(cache_dir)
+    root = cache_root(spec.cache_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -111,8 +111,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     (out / "command.txt").write_text(shlex.join(command) + "\n")
 
     def split(name: str) -> SplitData:
-        return open_split(cfg.data, name, scale=cfg.scale, data_lr=cfg.data_lr,
-                          cache_dir=cfg.cache_dir)
+        return open_split(cfg.data_spec, name)
 
     train_data, val = split("train"), split("val")
     # open_split has logged the data's description once already.

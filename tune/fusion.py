@@ -31,7 +31,6 @@ and Ray's retry (``max_failures``) brings it back from its last checkpoint into 
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import threading
@@ -243,9 +242,8 @@ class FusionEngine:
         from trainable.store import open_split
 
         shape = cfg.replace(num_threads=self.num_threads)
-        split = functools.partial(open_split, cfg.data, scale=cfg.scale, data_lr=cfg.data_lr,
-                                  cache_dir=cfg.cache_dir)
-        return FusedTrainer(shape, split("train"), split("val"), self.capacity)
+        return FusedTrainer(shape, open_split(cfg.data_spec, "train"),
+                            open_split(cfg.data_spec, "val"), self.capacity)
 
 
 def _dump(state: dict[str, Any]) -> bytes:

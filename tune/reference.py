@@ -79,10 +79,8 @@ def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (
     searched = {p.name: values[p.name] for p in params}
     run_folder.write_trial_config(folder, values)
     run_folder.write_params(folder, searched)
-    train = open_split(cfg.data, "train", scale=cfg.scale, data_lr=cfg.data_lr,
-                       cache_dir=cfg.cache_dir)
-    val = open_split(cfg.data, "val", scale=cfg.scale, data_lr=cfg.data_lr,
-                     cache_dir=cfg.cache_dir)
+    train = open_split(cfg.data_spec, "train")
+    val = open_split(cfg.data_spec, "val")
     trainer = Trainer(cfg, train, val)
     state = folder / _CHECKPOINT / _STATE
     if state.is_file():

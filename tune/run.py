@@ -388,8 +388,7 @@ def _prepare_data(spec: SearchSpec) -> None:
 
     cfg = spec.base
     for split in ("train", "val"):
-        data = open_split(cfg.data, split, scale=cfg.scale, data_lr=cfg.data_lr,
-                          cache_dir=cfg.cache_dir)
+        data = open_split(cfg.data_spec, split)
         log.info("data %s: %d clips, %d target frames", split, data.num_clips, data.num_targets)
 
 

@@ -53,10 +53,8 @@ def run_trial(params: dict[str, Any], *, spec: SearchSpec, cpus: float,
     info = placement()
     info["gpu_memory_fraction"] = cap_gpu_memory(spec.gpus_per_trial)
 
-    train = open_split(cfg.data, "train", scale=cfg.scale, data_lr=cfg.data_lr,
-                       cache_dir=cfg.cache_dir)
-    val = open_split(cfg.data, "val", scale=cfg.scale, data_lr=cfg.data_lr,
-                     cache_dir=cfg.cache_dir)
+    train = open_split(cfg.data_spec, "train")
+    val = open_split(cfg.data_spec, "val")
     try:
         trainer = Trainer(cfg, train, val)
         checkpoint = tune.get_checkpoint()
