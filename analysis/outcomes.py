@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.record import SchedulerPlan
+from analysis.result_row import ResultRow
 from analysis.run_folder import TrialFolder
 
 _FINAL_STATUSES = ("completed", "diverged", "infeasible")
@@ -26,24 +27,23 @@ _FINAL_STATUSES = ("completed", "diverged", "infeasible")
 
 def outcome(
     folder: TrialFolder,
-    last: dict[str, Any] | None,
-    max_epochs: Any,
+    last: ResultRow | None,
+    max_epochs: int | None,
     sched: SchedulerPlan,
     finished: bool,
 ) -> str:
     if folder.error_text is not None:
         return "error"
     # The very last line decides first: an infeasible trial's report is not a validation.
-    final = str(folder.results[-1].get("status") or "") if folder.results else ""
+    final = folder.results[-1].status if folder.results else ""
     if final in _FINAL_STATUSES:
         return final
     if last is None:
         return "no results" if finished else "running/interrupted"
-    status = str(last.get("status") or "")
-    if status in _FINAL_STATUSES:
-        return status
-    epoch = int(last["epoch"])
-    if max_epochs is None or epoch >= int(max_epochs):
+    if last.status in _FINAL_STATUSES:
+        return last.status
+    epoch = last.epoch
+    if max_epochs is None or epoch >= max_epochs:
         return "completed"
     if not finished:
         return "running/interrupted"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.record import RunFolderError
+from analysis.result_row import ResultRow, rows
 from trainable.errors import InputError
 from trainable.names import safe_name
 
@@ -77,10 +78,10 @@ class TrialFolder:
     path: Path
     trial_id: str
     params: dict[str, Any]
-    results: list[dict[str, Any]]  # parsed result.json lines, in file order
+    results: list[ResultRow]  # result.json's rows, in file order
     error_text: str | None  # content of error.txt, None when the trial did not error
     config: dict[str, Any] | None = None  # trial_config.json, if the trial wrote one
-    skipped_lines: int = 0  # unparseable result.json lines (a run killed mid-write)
+    skipped_lines: int = 0  # unreadable result.json lines (a run killed mid-write)
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     optuna_number: int | None = None  # the trial's number in the Optuna study (optuna #2)
 
@@ -96,10 +97,11 @@ def find_trial_dirs(run_dir: Path) -> list[Path]:
 
 
 def read_trial(path: Path) -> TrialFolder:
-    results, skipped = _read_json_lines(path / RESULT_FILE)
+    lines, skipped = _read_json_lines(path / RESULT_FILE)
+    results = rows(lines)
     params = _read_object(path / PARAMS_FILE)
     config = _read_object(path / TRIAL_CONFIG_FILE) or None
-    trial_id = next((str(r["trial_id"]) for r in results if r.get("trial_id")), None)
+    trial_id = next((r.trial_id for r in results if r.trial_id), None)
     if trial_id is not None:
         try:  # it names export files: an id like ../x would write outside the run folder
             safe_name(trial_id, "`trial_id`")
@@ -163,16 +165,16 @@ def append_placement(folder: Path, info: Mapping[str, Any]) -> None:
         f.write(json.dumps(dict(info)) + "\n")
 
 
-def write_results(folder: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_results(folder: Path, results: Sequence[ResultRow]) -> None:
     """The whole ``result.json`` of a folder no Ray trial wrote (the reference run), atomically."""
     tmp = folder / (RESULT_FILE + ".tmp")
-    tmp.write_text("".join(json.dumps(dict(r)) + "\n" for r in rows), encoding="utf-8")
+    tmp.write_text("".join(json.dumps(r.to_json()) + "\n" for r in results), encoding="utf-8")
     os.replace(tmp, folder / RESULT_FILE)
 
 
-def read_results(folder: Path) -> list[dict[str, Any]]:
-    """``result.json``'s readable lines, in file order."""
-    return _read_json_lines(folder / RESULT_FILE)[0]
+def read_results(folder: Path) -> list[ResultRow]:
+    """``result.json``'s rows, in file order."""
+    return rows(_read_json_lines(folder / RESULT_FILE)[0])
 
 
 def write_optuna_trial(folder: Path, study: str, number: int, ray_trial_id: str) -> None:

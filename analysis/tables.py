@@ -23,21 +23,17 @@ import pandas as pd
 from analysis import _io, record
 from analysis.outcomes import mark_defaults, outcome
 from analysis.record import ParamRange, RunFolderError, RunRecord
+from analysis.result_row import ResultRow
 from analysis.run_folder import REFERENCE_DIR, TrialFolder, find_trial_dirs, read_trial
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"
-# result.json key -> results-table column
-_RESULT_KEYS = {
-    "epoch": "epoch", "samples": "samples", "psnr": "psnr", "ssim": "ssim", "loss": "loss",
-    "lr": "lr", "time_total_s": "time", "status": "status", "gain_db": "gain_db",
-    "bicubic_psnr": "bicubic_psnr", "bicubic_ssim": "bicubic_ssim",
-    "samples_per_s": "samples_per_s", "data_time_share": "data_time_share",
-    "timestamp": "timestamp",
-}
 FRAMES = "psnr_frames"  # per-target-frame PSNR of a validation, the same frames for every trial
+RESULT_COLUMNS = ("trial", "epoch", "samples", "psnr", "ssim", "loss", "lr", "time", "status",
+                  "gain_db", "bicubic_psnr", "bicubic_ssim", "samples_per_s", "data_time_share",
+                  "timestamp", FRAMES)
 TRIAL_COLUMNS = (
     "trial", "dir", "optuna_trial", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
     "last_ssim", "last_gain_db", "epochs_trained", "samples_trained", "bicubic_psnr",
@@ -126,7 +122,7 @@ def load_run(run_dir: str | Path) -> Run:
         reports = _dedupe_epochs(folder.results)
         rows.extend(_result_row(folder.trial_id, r) for r in reports)
         trial_rows.append(_trial_row(folder, reports, rec, searched, ranges, columns))
-    results = pd.DataFrame(rows, columns=["trial", *_RESULT_KEYS.values(), FRAMES])
+    results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     results = results.astype({"trial": "string", "status": "string"})
     for col in ("epoch", "samples"):
         results[col] = results[col].astype("Int64")
@@ -181,15 +177,11 @@ def _names_in(folders: list[TrialFolder]) -> list[str]:
     return list(names)
 
 
-def _dedupe_epochs(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _dedupe_epochs(results: list[ResultRow]) -> list[ResultRow]:
     """Validation reports in epoch order; a repeated epoch (a resumed trial, Ray's final duplicate
     result) keeps its last report. An ``infeasible`` report (out of memory: worst-case numbers at
     the full budget, zero samples) is no validation and stays out."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for r in results:
-        if r.get("epoch") is None or "psnr" not in r or r.get("status") == "infeasible":
-            continue
-        by_epoch[int(r["epoch"])] = r
+    by_epoch = {r.epoch: r for r in results if r.is_validation}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -202,27 +194,24 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def _result_row(trial_id: str, r: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"trial": trial_id}
-    for key, col in _RESULT_KEYS.items():
-        v = r.get(key)
-        row[col] = (None if v is None else str(v)) if col == "status" else _num(v)
-    if math.isnan(row["gain_db"]):
-        row["gain_db"] = row["psnr"] - row["bicubic_psnr"]
-    row[FRAMES] = _frames(r)
-    return row
+def _result_row(trial_id: str, r: ResultRow) -> dict[str, Any]:
+    return {"trial": trial_id, "epoch": r.epoch, "samples": r.samples, "psnr": r.psnr,
+            "ssim": r.ssim, "loss": r.loss, "lr": r.lr, "time": _num(r.time_total_s),
+            "status": r.status or None, "gain_db": _gain(r), "bicubic_psnr": r.bicubic_psnr,
+            "bicubic_ssim": r.bicubic_ssim, "samples_per_s": r.samples_per_s,
+            "data_time_share": r.data_time_share, "timestamp": _num(r.timestamp),
+            FRAMES: _frames(r)}
 
 
 def _trial_row(
     folder: TrialFolder,
-    reports: list[dict[str, Any]],
+    reports: list[ResultRow],
     rec: RunRecord,
     searched: list[str],
     ranges: dict[str, ParamRange],
     columns: dict[str, str],
 ) -> dict[str, Any]:
-    config = next((r["trial_config"] for r in reports if isinstance(r.get("trial_config"), dict)),
-                  folder.config)
+    config = next((r.trial_config for r in reports if r.trial_config is not None), folder.config)
     # optuna_trial: the trial's number in the Optuna study (optuna-dashboard's #), where it has one.
     row: dict[str, Any] = {"trial": folder.trial_id, "dir": folder.path.name,
                            "optuna_trial": folder.optuna_number}
@@ -240,51 +229,54 @@ def _trial_row(
                 if scalar != name:
                     row[columns[scalar]] = v
     row["config"] = json.dumps(config, sort_keys=True) if config is not None else None
-    scored = [r for r in reports if math.isfinite(_num(r.get("psnr")))]
-    best = max(scored, key=lambda r: (_num(r["psnr"]), -int(r["epoch"])), default=None)
+    scored = [r for r in reports if math.isfinite(r.psnr)]
+    best = max(scored, key=lambda r: (r.psnr, -r.epoch), default=None)
     last = reports[-1] if reports else None
     for prefix, r in (("best", best), ("last", last)):
-        row[f"{prefix}_psnr"] = _num(r.get("psnr")) if r else math.nan
-        row[f"{prefix}_ssim"] = _num(r.get("ssim")) if r else math.nan
-        gain = _num(r.get("gain_db")) if r else math.nan
-        if r and math.isnan(gain):
-            gain = _num(r.get("psnr")) - _num(r.get("bicubic_psnr"))
-        row["gain_db" if prefix == "best" else "last_gain_db"] = gain
+        row[f"{prefix}_psnr"] = r.psnr if r else math.nan
+        row[f"{prefix}_ssim"] = r.ssim if r else math.nan
+        row["gain_db" if prefix == "best" else "last_gain_db"] = _gain(r) if r else math.nan
         row[f"{prefix}_{FRAMES}"] = _frames(r) if r else None
-    row["best_epoch"] = int(best["epoch"]) if best else None
-    row["epochs_trained"] = int(last["epoch"]) if last else 0
-    samples = _num(last.get("samples")) if last else math.nan
-    row["samples_trained"] = int(samples) if math.isfinite(samples) else 0
-    row["bicubic_psnr"] = _num(last.get("bicubic_psnr")) if last else math.nan
-    row["bicubic_ssim"] = _num(last.get("bicubic_ssim")) if last else math.nan
-    max_epochs = ((rec.budget.epochs if rec.budget else None) or (last or {}).get("max_epochs")
-                  or (config or {}).get("epochs"))
+    row["best_epoch"] = best.epoch if best else None
+    row["epochs_trained"] = last.epoch if last else 0
+    row["samples_trained"] = last.samples if last else 0
+    row["bicubic_psnr"] = last.bicubic_psnr if last else math.nan
+    row["bicubic_ssim"] = last.bicubic_ssim if last else math.nan
+    max_epochs = ((rec.budget.epochs if rec.budget else None) or (last.max_epochs if last else None)
+                  or _config_epochs(config))
     row["outcome"] = outcome(folder, last, max_epochs, rec.scheduler, rec.finished is not None)
     row["is_defaults"] = False
     row["is_reference"] = folder.path.name == REFERENCE_DIR  # beside the search, never sampled
     row["error"] = folder.error_text is not None
     row["error_summary"] = _error_summary(folder.error_text)
-    row["reason"] = next((str(r["reason"]) for r in reversed(folder.results) if r.get("reason")),
+    row["reason"] = next((r.reason for r in reversed(folder.results) if r.reason),
                          None)  # why a trial was infeasible (the out-of-memory message)
     row["n_reports"] = len(reports)
     row["has_checkpoint"] = bool(folder.checkpoints)
-    row["time_s"] = _num(last.get("time_total_s")) if last else math.nan
+    row["time_s"] = _num(last.time_total_s) if last else math.nan
     # Ray's `timestamp` is POSIX seconds at report time; the first report minus its elapsed time
     # is the trial's start.
-    first = reports[0] if reports else {}
-    first_t = _num(first.get("time_total_s"))
-    row["started_at"] = _num(first.get("timestamp")) - (first_t if math.isfinite(first_t) else 0.0)
-    row["ended_at"] = _num(last.get("timestamp")) if last else math.nan
+    first = reports[0] if reports else None
+    first_t = _num(first.time_total_s) if first else math.nan
+    row["started_at"] = ((_num(first.timestamp) if first else math.nan)
+                         - (first_t if math.isfinite(first_t) else 0.0))
+    row["ended_at"] = _num(last.timestamp) if last else math.nan
     return row
 
 
-def _frames(r: dict[str, Any]) -> list[float] | None:
+def _gain(r: ResultRow) -> float:
+    """The row's gain over bicubic; from its PSNRs where it has none (older runs)."""
+    return r.gain_db if math.isfinite(r.gain_db) else r.psnr - r.bicubic_psnr
+
+
+def _frames(r: ResultRow) -> list[float] | None:
     """A report's per-frame PSNRs; None where it has none (older runs) or they are not numbers."""
-    v = r.get(FRAMES)
-    if not isinstance(v, list) or not v:
-        return None
-    nums = [_num(x) for x in v]
-    return None if not all(math.isfinite(x) for x in nums) else nums
+    return list(r.psnr_frames) or None
+
+
+def _config_epochs(config: dict[str, Any] | None) -> int | None:
+    epochs = (config or {}).get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def _param_value(v: Any) -> Any:

@@ -265,7 +265,7 @@ def write_reference(run_dir: Path, psnrs: list[float] | None = None, *,
                     start: float = T0) -> Path:
     """The reference run's folder as `tune.reference` writes it (the same writers): the source
     document's defaults beside the search, its result.json stamped as Ray stamps a trial's."""
-    from analysis import run_folder
+    from analysis import result_row, run_folder
 
     folder = run_dir / run_folder.REFERENCE_DIR
     folder.mkdir(parents=True)
@@ -286,7 +286,7 @@ def write_reference(run_dir: Path, psnrs: list[float] | None = None, *,
             "trial_id": run_folder.REFERENCE_DIR, "trial_config": config,
             "training_iteration": epoch, "timestamp": start + 7.0 * epoch,
             "time_total_s": 7.0 * epoch})
-    run_folder.write_results(folder, rows)
+    run_folder.write_results(folder, result_row.rows(rows))
     write_checkpoint(folder / "checkpoint_latest", len(rows), rows[-1]["psnr"], config, seed=7)
     return folder
 

@@ -116,8 +116,8 @@ def test_end_of_search_summary_prints_edge_lines(tmp_path: Path,
     spec = load_space(space)
 
     def result(i: int, lr: float, psnr: float) -> SimpleNamespace:
-        metrics = {"trial_id": f"t{i}", "best_psnr": psnr, "best_epoch": 2, "max_epochs": 2,
-                   "bicubic_psnr": 30.0}
+        metrics = {"trial_id": f"t{i}", "epoch": 2, "best_psnr": psnr, "best_epoch": 2,
+                   "max_epochs": 2, "bicubic_psnr": 30.0}
         return SimpleNamespace(error=None, metrics=metrics, config={"model_lr": lr},
                                path=str(tmp_path / f"t{i}"))
 
@@ -142,8 +142,8 @@ def test_end_of_search_summary_names_the_winners_branch_parameters(
     spec = load_space("schedules")
     config = {"model_lr": 1e-3, "lr_schedule": "cosine", "lr_min_fraction": 0.02,
               "warmup_fraction": 0.05}
-    metrics = {"trial_id": "t0", "best_psnr": 30.3, "best_epoch": 18, "max_epochs": 18,
-               "bicubic_psnr": 28.8}
+    metrics = {"trial_id": "t0", "epoch": 18, "best_psnr": 30.3, "best_epoch": 18,
+               "max_epochs": 18, "bicubic_psnr": 28.8}
     grid = [SimpleNamespace(error=None, metrics=metrics, config=config, path=str(tmp_path))]
     rec = record.RunRecord("run", (), None, None, spec.params, None,
                            record.SchedulerPlan("asha"), None, "Y PSNR", None)

@@ -13,6 +13,7 @@ import pytest
 
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
+from trainable.result import ValidationResult
 from tune import fusion
 
 BASE = dict(data="unused", epochs=4, epoch_samples=64, batch_size=8, validation_interval=1,
@@ -38,8 +39,6 @@ class FakeGroup:
         del self.slots[slot]
 
     def run_interval(self) -> dict[int, Any]:
-        from trainable.loop import ValidationResult
-
         self.intervals += 1
         if self.fail_at == self.intervals:
             raise RuntimeError("boom")
@@ -79,13 +78,13 @@ def _cfg(lr: float, **over: Any) -> dict[str, Any]:
     return TrainConfig.from_dict({**BASE, "model_lr": lr, **over}).to_dict()
 
 
-def _ask(eng, trial: str, after: int, timeout: float = 10.0) -> dict:
+def _ask(eng, trial: str, after: int, timeout: float = 10.0) -> ValidationResult:
     return _ask_all(eng, {trial: after}, timeout)[trial]
 
 
-def _ask_all(eng, asks: dict[str, int], timeout: float = 10.0) -> dict[str, dict]:
+def _ask_all(eng, asks: dict[str, int], timeout: float = 10.0) -> dict[str, ValidationResult]:
     """Every trial asks at once, as the trials of a search do."""
-    out: dict[str, dict] = {}
+    out: dict[str, ValidationResult] = {}
 
     def call(trial: str, after: int) -> None:
         out[trial] = eng.next_result(trial, after)[0]
@@ -102,13 +101,13 @@ def _ask_all(eng, asks: dict[str, int], timeout: float = 10.0) -> dict[str, dict
 def test_members_train_together_one_interval_at_a_time(engine) -> None:
     assert engine.join("a", _cfg(1e-3), None) and engine.join("b", _cfg(2e-3), None)
     first = _ask_all(engine, {"a": 0, "b": 0})
-    assert first["a"]["epoch"] == first["b"]["epoch"] == 1
+    assert first["a"].epoch == first["b"].epoch == 1
     # The next interval waits until both have asked for what follows their result.
     group = engine.groups_made[0]
     with pytest.raises(AssertionError, match="no result"):
         _ask(engine, "a", 1, timeout=0.5)
     assert group.intervals == 1
-    assert _ask(engine, "b", 1)["epoch"] == 2 and _ask(engine, "a", 1)["epoch"] == 2
+    assert _ask(engine, "b", 1).epoch == 2 and _ask(engine, "a", 1).epoch == 2
     assert group.trained[:2] == [[0, 1], [0, 1]]
 
 
@@ -120,7 +119,7 @@ def test_a_full_group_refuses_and_a_stopped_member_frees_its_slot(engine) -> Non
     engine.leave("b")  # ASHA stopped it: the driver says so, the trial never asks again
     assert engine.join("c", _cfg(3e-3), None)
     got = _ask_all(engine, {"c": 0, "a": 1})
-    assert got["c"]["epoch"] == 1 and got["a"]["epoch"] == 2  # c starts at its own epoch 0
+    assert got["c"].epoch == 1 and got["a"].epoch == 2  # c starts at its own epoch 0
     assert [sorted(m) for m in (s["members"] for s in engine.stats())] == [["a", "c"]]
 
 
@@ -129,7 +128,7 @@ def test_a_trial_of_another_shape_gets_a_group_of_its_own(engine) -> None:
     engine.join("big", _cfg(1e-3, batch_size=16), None)
     assert len(engine.stats()) == 2
     got = _ask_all(engine, {"big": 0, "a": 0})
-    assert got["big"]["epoch"] == got["a"]["epoch"] == 1
+    assert got["big"].epoch == got["a"].epoch == 1
 
 
 def test_a_resumed_member_continues_from_its_checkpoint(engine) -> None:
@@ -140,7 +139,7 @@ def test_a_resumed_member_continues_from_its_checkpoint(engine) -> None:
     buf = io.BytesIO()
     torch.save({"samples_seen": 2 * 64}, buf)
     engine.join("r", _cfg(1e-3), buf.getvalue())
-    assert _ask(engine, "r", 2)["epoch"] == 3
+    assert _ask(engine, "r", 2).epoch == 3
 
 
 def test_a_member_that_stops_asking_is_dropped_after_its_lease(engine, monkeypatch) -> None:
@@ -148,7 +147,7 @@ def test_a_member_that_stops_asking_is_dropped_after_its_lease(engine, monkeypat
     engine.join("a", _cfg(1e-3), None)
     engine.join("gone", _cfg(2e-3), None)
     _ask_all(engine, {"a": 0, "gone": 0})
-    assert _ask(engine, "a", 1)["epoch"] == 2  # without the lease it would wait for "gone"
+    assert _ask(engine, "a", 1).epoch == 2  # without the lease it would wait for "gone"
 
 
 def test_a_failed_step_errors_every_member_and_a_retry_starts_a_new_group(engine) -> None:
@@ -158,15 +157,15 @@ def test_a_failed_step_errors_every_member_and_a_retry_starts_a_new_group(engine
         engine.next_result("a", 0)
     engine.fail_at = None
     assert engine.join("a", _cfg(1e-3), None)  # Ray's retry
-    assert _ask(engine, "a", 0)["epoch"] == 1 and len(engine.groups_made) == 2
+    assert _ask(engine, "a", 0).epoch == 1 and len(engine.groups_made) == 2
 
 
 def test_a_completed_member_gets_its_last_result_and_its_slot_is_freed(engine) -> None:
     engine.join("a", _cfg(1e-3, epochs=1), None)
-    assert _ask(engine, "a", 0)["status"] == "completed"
+    assert _ask(engine, "a", 0).status == "completed"
     assert engine.join("b", _cfg(2e-3), None) and engine.join("c", _cfg(3e-3), None)
     got = _ask_all(engine, {"b": 0, "c": 0})
-    assert got["b"]["epoch"] == got["c"]["epoch"] == 1
+    assert got["b"].epoch == got["c"].epoch == 1
 
 
 # --- the space rules -----------------------------------------------------------------------------

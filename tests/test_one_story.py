@@ -39,7 +39,7 @@ def test_the_reference_runs_psnr_is_given_at_the_epoch_it_was_reached_everywhere
 
     winner = SimpleNamespace(error=None, path=str(ref_run / "t0"), config={
         "model_lr": 0.02, "lr_scheduler_milestones": [0.5, 0.8]}, metrics={
-        "trial_id": fx.trial_id(0), "best_psnr": 26.8, "best_epoch": 4, "max_epochs": 4,
+        "trial_id": fx.trial_id(0), "epoch": 4, "best_psnr": 26.8, "best_epoch": 4, "max_epochs": 4,
         "bicubic_psnr": fx.BICUBIC_PSNR})
     rec = record.read(ref_run)
     capsys.readouterr()

@@ -79,7 +79,6 @@ from trainable.fused_update import FlatUpdate, MemberStep
 from trainable.loop import (
     _DIVERGENCE_CHECK_EVERY,
     IntervalStats,
-    ValidationResult,
     amp_dtype,
     checkpoint_state,
     conclude_interval,
@@ -89,6 +88,7 @@ from trainable.loop import (
     resumed_status,
 )
 from trainable.model import EarlyFusionESPCN
+from trainable.result import ValidationResult
 from trainable.sampler import chunk_position
 
 if TYPE_CHECKING:

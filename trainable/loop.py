@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -27,6 +27,7 @@ from trainable.errors import ConfigError
 from trainable.evaluate import Scores, score_bicubic, score_model
 from trainable.graphed import StepGraph, check_device
 from trainable.model import EarlyFusionESPCN
+from trainable.result import ValidationResult
 from trainable.sampler import PatchSampler
 
 if TYPE_CHECKING:
@@ -47,36 +48,6 @@ class IntervalStats:
     seconds: float
     data_seconds: float  # of which sampling patches
     diverged: bool
-
-
-@dataclass(frozen=True)
-class ValidationResult:
-    """What the loop hands to its callback after each validation (and what Tune reports)."""
-
-    epoch: int  # epochs completed
-    samples: int  # training samples seen
-    max_epochs: int
-    psnr: float
-    ssim: float
-    bicubic_psnr: float
-    bicubic_ssim: float
-    gain_db: float  # psnr - bicubic_psnr
-    best_psnr: float
-    best_epoch: int
-    loss: float  # mean training loss since the previous validation
-    lr: float
-    samples_per_s: float
-    steps_per_s: float  # optimizer updates per second
-    data_time_share: float  # share of the interval's wall time spent sampling patches
-    status: str  # "running" | "completed" | "diverged" | "stopped_early" (early_stop_patience)
-    # PSNR of each validation target frame, in the split's fixed order (empty when diverged):
-    # lets analysis compare two trials frame by frame and call near-equal ones a tie.
-    psnr_frames: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["psnr_frames"] = list(self.psnr_frames)
-        return d
 
 
 def resolve_device(name: str, what: str = "`device`") -> torch.device:

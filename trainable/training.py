@@ -27,7 +27,8 @@ from trainable.errors import ConfigError
 from trainable.evaluate import convention, score_bicubic, score_model
 
 if TYPE_CHECKING:
-    from trainable.loop import Trainer, ValidationResult
+    from trainable.loop import Trainer
+    from trainable.result import ValidationResult
     from trainable.store import SplitData
 
 log = logging.getLogger(__name__)

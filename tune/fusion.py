@@ -49,7 +49,7 @@ from ray.tune.experiment import Trial
 
 from analysis import run_folder
 from trainable.config import TrainConfig
-from trainable.loop import ValidationResult
+from trainable.result import ValidationResult
 from tune._spec_types import SearchSpec
 from tune.ray_edge import trials as ray_trials
 
@@ -71,7 +71,7 @@ class _Member:
     cfg: TrainConfig
     state: dict[str, Any] | None  # the checkpoint it starts from, until it is admitted
     slot: int | None = None
-    results: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+    results: list[tuple[ValidationResult, bytes]] = field(default_factory=list)
     wants: int = -1  # the epoch after which it asked for its next result
     asked_at: float = field(default_factory=time.monotonic)
     error: str | None = None
@@ -80,12 +80,12 @@ class _Member:
     @property
     def final(self) -> bool:
         """Its last result ended it (completed, diverged, stopped early)."""
-        return bool(self.results) and self.results[-1][0]["status"] != "running"
+        return bool(self.results) and self.results[-1][0].status != "running"
 
     @property
     def asked(self) -> bool:
         """It asked for what comes after its last result (a new member: nothing yet to ask)."""
-        return not self.results or self.wants >= self.results[-1][0]["epoch"]
+        return not self.results or self.wants >= self.results[-1][0].epoch
 
     @property
     def live(self) -> bool:
@@ -144,7 +144,7 @@ class FusionEngine:
             self.cond.notify_all()
             return True
 
-    def next_result(self, trial_id: str, after_epoch: int) -> tuple[dict[str, Any], bytes]:
+    def next_result(self, trial_id: str, after_epoch: int) -> tuple[ValidationResult, bytes]:
         """The trial's first validation after ``after_epoch`` and its checkpoint, waiting for
         them; asking is also what lets its group train on."""
         with self.cond:
@@ -156,7 +156,7 @@ class FusionEngine:
             while True:
                 if member.error:
                     raise RuntimeError(member.error)
-                fresh = [r for r in member.results if r[0]["epoch"] > after_epoch]
+                fresh = [r for r in member.results if r[0].epoch > after_epoch]
                 if fresh:
                     return fresh[0]
                 if member.leaving:
@@ -205,7 +205,7 @@ class FusionEngine:
                     for m in group.members:
                         m.error = error
                 for slot, result in results.items():
-                    by_slot[slot].results.append((result.to_dict(), states[slot]))
+                    by_slot[slot].results.append((result, states[slot]))
                 self.cond.notify_all()
 
     def _tidy(self, group: _Group) -> None:
@@ -313,11 +313,9 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
     handle = _engine(engine)
     try:
         while True:
-            result_dict: dict[str, Any]
+            result: ValidationResult
             member_state: bytes
-            result_dict, member_state = ray.get(handle.next_result.remote(trial_id, after))
-            result = ValidationResult(**{**result_dict, "psnr_frames":
-                                         tuple(result_dict["psnr_frames"])})
+            result, member_state = ray.get(handle.next_result.remote(trial_id, after))
             after = result.epoch
             report_validation(result, cfg, _writer(member_state))
             if result.status != "running":

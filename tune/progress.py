@@ -14,6 +14,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from analysis.result_row import ResultRow
 from tune._spec_types import SearchSpec
 
 
@@ -29,7 +30,7 @@ class ProgressPrinter(Callback):
     def __init__(self, spec: SearchSpec, run_dir: str | None = None) -> None:
         self.spec = spec  # folds sampled values into the trial's config
         self.max_epochs = spec.base.epochs
-        self._last: dict[str, Mapping[str, Any]] = {}
+        self._last: dict[str, ResultRow] = {}
         # The reference run beside the search (tune.reference) writes its own results there.
         self._reference_dir = (run_dir if run_dir and spec.include_defaults
                                and not spec.reference_inside else None)
@@ -46,15 +47,13 @@ class ProgressPrinter(Callback):
         from tune.reference import latest
 
         r = latest(Path(self._reference_dir))
-        if not r:
+        if r is None:
             return ""
-        if r.get("epoch", 0) > self._reference_epoch:
-            self._reference_epoch = r["epoch"]
-            self._print(f"[epoch {r['epoch']:>3}/{self.max_epochs}] reference (source defaults)  "
-                        f"PSNR {r.get('psnr', math.nan):7.3f} dB  gain "
-                        f"{r.get('gain_db', math.nan):+.3f} dB  {r.get('status', '')}")
-        return (f" | reference {r.get('best_psnr', math.nan):.3f} dB at epoch "
-                f"{r.get('best_epoch', r.get('epoch'))}")
+        if r.epoch > self._reference_epoch:
+            self._reference_epoch = r.epoch
+            self._print(f"[epoch {r.epoch:>3}/{self.max_epochs}] reference (source defaults)  "
+                        f"PSNR {r.psnr:7.3f} dB  gain {r.gain_db:+.3f} dB  {r.status}")
+        return f" | reference {r.best_psnr:.3f} dB at epoch {r.best_epoch}"
 
     def _params(self, sampled: Mapping[str, Any]) -> str:
         try:
@@ -74,23 +73,25 @@ class ProgressPrinter(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
                         result: dict[str, Any], **info: Any) -> None:
-        self._last[trial.trial_id] = result
-        psnr, gain = result.get("psnr", math.nan), result.get("gain_db", math.nan)
+        row = ResultRow.from_json(result)
+        if row is None:
+            return
+        self._last[trial.trial_id] = row
         running = sum(t.status == "RUNNING" for t in trials)
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        self._print(f"[epoch {result.get('epoch', 0):>3}/{self.max_epochs}] {trial.trial_id}  "
-                    f"PSNR {psnr:7.3f} dB  gain {gain:+.3f} dB  {result.get('status', '')}  "
+        self._print(f"[epoch {row.epoch:>3}/{self.max_epochs}] {trial.trial_id}  "
+                    f"PSNR {row.psnr:7.3f} dB  gain {row.gain_db:+.3f} dB  {row.status}  "
                     f"({running} running, {done} done)")
         self._reference()
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
                           **info: Any) -> None:
-        last = self._last.get(trial.trial_id, {})
-        status = last.get("status", "?")
-        if status == "running":
-            status = f"stopped early at epoch {last.get('epoch')}"
-        best = last.get("best_psnr", math.nan)
-        if isinstance(best, float | int) and best > self._best[0]:
+        last = self._last.get(trial.trial_id)
+        status = last.status if last else "?"
+        if last and status == "running":
+            status = f"stopped early at epoch {last.epoch}"
+        best = last.best_psnr if last else math.nan
+        if best > self._best[0]:
             self._best = (best, trial.trial_id)
         self._print(f"[done]    {trial.trial_id}  {status}  best PSNR {best:.3f} dB  "
                     f"(best so far {self._best[0]:.3f} dB, {self._best[1]}{self._reference()})")

@@ -21,6 +21,7 @@ and HParams) and its latest training state in ``checkpoint_latest/`` (``trainer.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -28,12 +29,17 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from analysis import run_folder
+from analysis import result_row, run_folder
 from analysis.record import ParamRange
+from analysis.result_row import ResultRow
 from analysis.run_folder import REFERENCE_DIR
 from trainable.config import TrainConfig
+from trainable.result import ValidationResult
+
+if TYPE_CHECKING:
+    from trainable.loop import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +58,10 @@ def reference_dir(run_dir: Path) -> Path:
 
 def is_finished(run_dir: Path) -> bool:
     rows = run_folder.read_results(reference_dir(run_dir))
-    return bool(rows) and rows[-1].get("status") in ("completed", "diverged")
+    return bool(rows) and rows[-1].status in ("completed", "diverged")
 
 
-def latest(run_dir: Path) -> dict[str, Any] | None:
+def latest(run_dir: Path) -> ResultRow | None:
     """The reference's newest result line, or None before its first validation."""
     rows = run_folder.read_results(reference_dir(run_dir))
     return rows[-1] if rows else None
@@ -64,8 +70,10 @@ def latest(run_dir: Path) -> dict[str, Any] | None:
 def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (),
                     gpus: float = 0.0) -> dict[str, Any] | None:
     """Train ``cfg`` to the end of its budget in ``out``, continuing from the state a killed search
-    left there. Returns the last result line. Runs inside a Ray task (no Tune session) with one
-    trial's resources; ``gpus`` below 1 caps its CUDA memory at that share, as a trial's.
+    left there. Returns its last result row, as result.json holds it (what the Ray task hands
+    back; Ray 2.60's typing of ``.remote`` takes a dataclass return for another arity). Runs
+    inside a Ray task (no Tune session) with one trial's resources; ``gpus`` below 1 caps its
+    CUDA memory at that share, as a trial's.
     ``params`` are the search's parameters: their values here go to params.json and HParams."""
     from trainable.loop import Trainer
     from trainable.store import open_split
@@ -92,7 +100,7 @@ def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (
     # Its curves beside the trials' in `tensorboard --logdir RUN_DIR`, under the trials' tags.
     tensorboard = FolderLogger(tuple(params), folder, searched)
 
-    def on_validation(result: Any, tr: Trainer) -> None:
+    def on_validation(result: ValidationResult, tr: Trainer) -> None:
         # The state first, then the results rewritten from the state's own history: a kill
         # between the two leaves a state whose history the next start writes out again.
         stamps.add(result.epoch)
@@ -107,7 +115,8 @@ def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (
         tensorboard.end()
         trainer.close()
         run_folder.append_placement(folder, {**info, "finished": time.time()})
-    return trainer.history[-1] if trainer.history else None
+    rows = run_folder.read_results(folder)
+    return rows[-1].to_json() if rows else None
 
 
 class _Stamps:
@@ -115,9 +124,8 @@ class _Stamps:
     training (``time_total_s``), as Ray stamps a trial's results; kept across a resume from the
     result.json written before it."""
 
-    def __init__(self, rows: list[dict[str, Any]], start: float | None = None) -> None:
-        self.by_epoch = {int(r["epoch"]): (r.get("timestamp"), r.get("time_total_s"))
-                         for r in rows if isinstance(r.get("epoch"), int)}
+    def __init__(self, rows: list[ResultRow], start: float | None = None) -> None:
+        self.by_epoch = {r.epoch: (r.timestamp, r.time_total_s) for r in rows}
         done = [t for _, t in self.by_epoch.values() if isinstance(t, int | float)]
         self.before = max(done, default=0.0)  # seconds trained before this start
         self.start = time.time() if start is None else start
@@ -127,7 +135,7 @@ class _Stamps:
         self.by_epoch[epoch] = (now, round(self.before + now - self.start, 3))
 
 
-def _save_state(trainer: Any, result: Any, folder: Path) -> None:
+def _save_state(trainer: Trainer, result: ValidationResult, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=folder))
     trainer.save(tmp / _STATE)
     run_folder.write_checkpoint_meta(tmp, result.epoch, result.psnr, result.ssim)
@@ -141,12 +149,14 @@ def _save_state(trainer: Any, result: Any, folder: Path) -> None:
 
 
 def _write_results(folder: Path, history: list[dict[str, Any]], cfg: TrainConfig,
-                   stamps: _Stamps) -> list[dict[str, Any]]:
-    """The whole result.json from the history; returns its rows."""
+                   stamps: _Stamps) -> list[ResultRow]:
+    """The whole result.json from the trainer's history (its validations, as its checkpoint
+    holds them); returns its rows, stamped as Ray stamps a trial's."""
     rows = []
-    for i, row in enumerate(history, 1):
-        stamp, total = stamps.by_epoch.get(int(row["epoch"]), (None, None))
-        rows.append({**row, "trial_id": REFERENCE_ID, "trial_config": cfg.to_dict(),
-                     "training_iteration": i, "timestamp": stamp, "time_total_s": total})
+    for i, row in enumerate(result_row.rows(history), 1):
+        stamp, total = stamps.by_epoch.get(row.epoch, (None, None))
+        rows.append(dataclasses.replace(row, trial_id=REFERENCE_ID, trial_config=cfg.to_dict(),
+                                        training_iteration=i, timestamp=stamp,
+                                        time_total_s=total))
     run_folder.write_results(folder, rows)
     return rows

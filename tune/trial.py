@@ -13,7 +13,7 @@ on that actor were lost; measured).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import tempfile
 import time
@@ -26,9 +26,11 @@ import torch
 from ray import tune
 
 from analysis import run_folder
+from analysis.result_row import ResultRow
 from analysis.run_folder import CHECKPOINT_STATE
 from trainable.config import TrainConfig
-from trainable.loop import Trainer, ValidationResult
+from trainable.loop import Trainer
+from trainable.result import ValidationResult
 from trainable.store import open_split
 from tune._spec_types import SearchSpec
 from tune.ray_edge import trials as ray_trials
@@ -67,7 +69,8 @@ def run_trial(params: dict[str, Any], *, spec: SearchSpec, cpus: float,
     except torch.OutOfMemoryError as e:
         # Ray's fractional GPUs are bookkeeping only; cap_gpu_memory makes the share a limit, so
         # a trial that does not fit in it ends as infeasible and the search goes on.
-        tune.report({**_worst(cfg), "status": "infeasible", "reason": str(e).split("\n")[0]})
+        tune.report(ResultRow.infeasible(cfg.to_dict(), str(e).split("\n")[0], psnr=WORST_PSNR,
+                                         ssim=WORST_SSIM).to_json())
     finally:
         # Where and when each run of this trial happened: shows GPU packing and node placement.
         info["finished"] = time.time()
@@ -97,27 +100,20 @@ def placement() -> dict[str, Any]:
             "cuda_device_name": torch.cuda.get_device_name(0) if cuda else None}
 
 
-def _worst(cfg: TrainConfig) -> dict[str, Any]:
-    return {"epoch": cfg.epochs, "samples": 0, "max_epochs": cfg.epochs, "psnr": WORST_PSNR,
-            "ssim": WORST_SSIM, "best_psnr": WORST_PSNR, "trial_config": cfg.to_dict()}
-
-
 def report_validation(result: ValidationResult, cfg: TrainConfig,
                       save_state: Callable[[Path], None]) -> None:
     """One ``tune.report`` of a validation, with a checkpoint that ``save_state(path)`` writes
     (a Trainer's full state, whoever trained it: a solo trial or a fused group's member)."""
-    metrics = result.to_dict()
-    metrics["trial_config"] = cfg.to_dict()
+    row = ResultRow.of(result, trial_config=cfg.to_dict())
     if result.status == "diverged":
         # A finite worst case; the loop ends after this report, so does the trial.
-        metrics.update(psnr=WORST_PSNR, ssim=WORST_SSIM, gain_db=WORST_PSNR - result.bicubic_psnr,
-                       best_psnr=max(result.best_psnr, WORST_PSNR))
-        if not math.isfinite(metrics["loss"]):
-            metrics["loss"] = None
-        tune.report(metrics)
+        row = dataclasses.replace(row, psnr=WORST_PSNR, ssim=WORST_SSIM,
+                                  gain_db=WORST_PSNR - result.bicubic_psnr,
+                                  best_psnr=max(result.best_psnr, WORST_PSNR))
+        tune.report(row.to_json())
         return
     with tempfile.TemporaryDirectory() as d:
         save_state(Path(d) / CHECKPOINT_STATE)
         run_folder.write_checkpoint_meta(Path(d), result.epoch, result.psnr, result.ssim,
                                          cfg.to_dict())
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        tune.report(row.to_json(), checkpoint=tune.Checkpoint.from_directory(d))

@@ -23,6 +23,7 @@ from ray.tune.experiment import Trial
 from ray.tune.logger import TBXLoggerCallback
 
 from analysis.record import ParamRange
+from analysis.result_row import ResultRow
 
 log = logging.getLogger("tune")
 
@@ -87,9 +88,9 @@ class FolderLogger:
         self._trial = cast(Trial, _FolderTrial(folder, values))
         self._logger.log_trial_start(self._trial)
 
-    def result(self, row: Mapping[str, Any]) -> None:
+    def result(self, row: ResultRow) -> None:
         """One validation, as Ray logs a trial's report (step: its ``training_iteration``)."""
-        self._logger.log_trial_result(int(row["training_iteration"]), self._trial, dict(row))
+        self._logger.log_trial_result(row.training_iteration or 0, self._trial, row.to_json())
 
     def end(self) -> None:
         """The HParams with the last result's scalars, then close the file (as at a trial's

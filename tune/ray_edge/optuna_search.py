@@ -32,11 +32,12 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis import run_folder
+from analysis.result_row import INFEASIBLE, ResultRow
 
 log = logging.getLogger("tune")
 
 # A trial that ended itself with one of these statuses is a bad configuration, not a stopped one.
-_ENDED_BY_ITSELF = ("diverged", "infeasible")
+_ENDED_BY_ITSELF = ("diverged", INFEASIBLE)
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -110,8 +111,9 @@ class PruningOptunaSearch(OptunaSearch):
         if error or result is None or not self._report(trial_id, result):
             super().on_trial_complete(trial_id, result, error)
             return
+        row = ResultRow.from_json(result)
         stopped = (int(result[self._time_attr]) < self._max_t
-                   and result.get("status") not in _ENDED_BY_ITSELF)
+                   and (row is None or row.status not in _ENDED_BY_ITSELF))
         if not stopped:
             super().on_trial_complete(trial_id, result, error)
             return

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis import run_folder
-from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_PREFIX, CHECKPOINT_STATE, RESULT_FILE
+from analysis.run_folder import CHECKPOINT_META, CHECKPOINT_PREFIX, CHECKPOINT_STATE
 
 # Trials reuse their actor (no process start per trial: ~3 s each on 2 cores). With reuse, a
 # trial's get_trial_dir() stays on the staging side: see `trial_folder`.
@@ -62,20 +62,6 @@ def _checkpoint_epoch(directory: Path) -> int | None:
         return None
 
 
-def _recorded_epochs(result_file: Path) -> list[int]:
-    epochs = []
-    try:
-        lines = result_file.read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            epochs.append(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError, TypeError):
-            break  # a line being written
-    return epochs
-
-
 def resume_checkpoint(given: Path | None, trial_dir: Path) -> Path | None:
     """The training state a (re)started trial loads: Ray's checkpoint, or a newer one in the run
     folder whose epoch the trial's result.json already records.
@@ -91,7 +77,7 @@ def resume_checkpoint(given: Path | None, trial_dir: Path) -> Path | None:
     if given is not None:
         epoch = _checkpoint_epoch(given)
         ours = (epoch if epoch is not None else -1, given / CHECKPOINT_STATE)
-    recorded = _recorded_epochs(trial_dir / RESULT_FILE)
+    recorded = [r.epoch for r in run_folder.read_results(trial_dir)]
     if recorded:
         for d in trial_dir.glob(f"{CHECKPOINT_PREFIX}*"):
             epoch = _checkpoint_epoch(d)
