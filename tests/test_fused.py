@@ -25,12 +25,6 @@ MEMBERS = [dict(seed=0, model_lr=1e-3, lr_scheduler_milestones=(0.5,)),
            dict(seed=2, model_lr=5e-4, lr_scheduler_milestones=(0.6,))]
 
 
-@pytest.fixture(autouse=True)
-def device_gather(monkeypatch):
-    # Solo Trainers draw on the device path (as on a GPU), which a fused member reproduces.
-    monkeypatch.setattr(sampler, "_GATHER", "torch")
-
-
 def _cfg(**over):
     return TrainConfig(**{**TINY, **over})
 

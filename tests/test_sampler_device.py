@@ -100,24 +100,51 @@ def test_device_gather_resumes_exactly_from_its_state():
         assert torch.equal(lr, s_lr) and torch.equal(hr, s_hr)
 
 
-@pytest.mark.parametrize("saved_by", ["numpy", "torch"])
-def test_a_checkpoint_of_the_other_sampler_kind_reseeds_deterministically(saved_by):
+@pytest.mark.parametrize("gather", ["auto", "torch"])
+def test_a_checkpoint_of_the_numpy_generator_reseeds_deterministically(gather):
+    # Before one patch stream, the host path kept a numpy generator's state in its checkpoint.
     data = _two_shape_split()
-    other = "numpy" if saved_by == "torch" else "torch"
+    old = {"kind": "numpy", "rng": np.random.Generator(np.random.PCG64(5)).bit_generator.state}
 
-    def make(kind, seed):
-        return PatchSampler(data, frames=3, patch_size=6, seed=seed, device=CPU,
-                            gather="torch" if kind == "torch" else "auto")
+    def make(seed):
+        return PatchSampler(data, frames=3, patch_size=6, seed=seed, device=CPU, gather=gather)
 
-    writer = make(saved_by, 1)
-    writer.sample(4)
-    state = writer.state_dict()
-    a, b, fresh = make(other, 7), make(other, 8), make(other, 7)
-    a.load_state_dict(state)
-    b.load_state_dict(state)
+    a, b, fresh = make(7), make(8), make(7)
+    a.load_state_dict(old)
+    b.load_state_dict(old)
     lr_a, lr_b = a.sample(16)[0], b.sample(16)[0]
     assert torch.equal(lr_a, lr_b)  # same checkpoint, same continuation
     assert not torch.equal(lr_a, fresh.sample(16)[0])  # and not a restart from the seed
+
+
+@pytest.mark.parametrize("border", [0, 2])
+def test_the_host_path_and_the_device_gather_draw_the_same_patches(monkeypatch, border):
+    # One patch stream: the same seed draws the same patches whichever path gathers them, in
+    # the same order in a batch that mixes clip shapes, across chunk boundaries (chunks of 5
+    # batches of 4 here), prefetched or not, and after a resume from either path's checkpoint.
+    from trainable import sampler
+
+    monkeypatch.setattr(sampler, "_CHUNK_HR_PIXELS", 5 * 4 * 12 * 12)
+    data = _two_shape_split()
+
+    def make(gather, seed=3):
+        return PatchSampler(data, frames=3, patch_size=6, seed=seed, device=CPU, gather=gather,
+                            loss_border=border)
+
+    host, device = make("auto"), make("torch")
+    assert host._device_gather is None and device._device_gather is not None
+    from_host = [host.sample(4) for _ in range(7)] + list(host.batches(6, 4))
+    from_device = [device.sample(4) for _ in range(7)] + list(device.batches(6, 4))
+    assert len(from_host[0]) == (3 if border else 2)
+    for a, b in zip(from_host, from_device, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    resumed_host, resumed_device = make("auto", seed=0), make("torch", seed=0)
+    resumed_host.load_state_dict(device.state_dict())
+    resumed_device.load_state_dict(host.state_dict())
+    assert host.state_dict() == device.state_dict()
+    for a, b, c in zip(host.batches(3, 4), resumed_host.batches(3, 4), resumed_device.batches(3, 4),
+                       strict=True):
+        assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c, strict=True))
 
 
 def test_a_packed_trial_uploads_only_what_fits_its_share_of_the_card(monkeypatch):

@@ -43,6 +43,26 @@ def test_smoke_search_asha_stops_a_trial_early(smoke_run):
     assert all(r["samples"] == r["epoch"] * rec.budget.epoch_samples for r in last)
 
 
+def test_a_trial_is_reproduced_bit_for_bit_by_a_solo_run_of_its_config(smoke_run, tmp_path):
+    # What a user does to check a winner: train its own trial_config.json alone. One patch
+    # stream (the host sampler draws what the trial drew) makes every validation equal.
+    import torch
+
+    from trainable.__main__ import main as train
+
+    done = next(t for t in _trial_dirs(smoke_run) if _results(t)[-1]["status"] == "completed")
+    threads = torch.get_num_threads()
+    try:
+        assert train(["--config", str(done / "trial_config.json"), "--out", str(tmp_path / "solo"),
+                      "--no-test", "-q"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    solo = torch.load(tmp_path / "solo" / "checkpoint.pt", weights_only=True)["history"]
+    trial = _results(done)
+    assert len(trial) == 4 and [h["psnr"] for h in solo] == [r["psnr"] for r in trial]
+    assert [h["loss"] for h in solo] == [r["loss"] for r in trial]
+
+
 def test_smoke_search_trains_the_source_documents_defaults_beside_it(smoke_run):
     """smoke.yaml trains batch 8, so the source document's defaults lie outside its space: they
     run once beside the search at its budget, as the reference, and are no trial of the study."""

@@ -1,23 +1,27 @@
 """Random training patches: one crop window and one flip/rotation per sample, shared by its frames.
 
-The gather runs where the frames live, and all randomness comes from one seeded generator whose
-state is part of the trainer's checkpoint, so a resumed run draws exactly the patches an
-uninterrupted one would:
+**One patch stream.** A run's patches are a function of its seed alone: the random numbers of a
+sample (which target frame, which flips, where the crop sits) come in chunks of batches, chunk
+``c`` from a ``torch.Generator`` seeded ``hash(seed, c)`` on the device the frames are sampled
+from. Which patches a batch gets depends only on the seed and how many batches came before it,
+so the checkpoint holds just those two numbers, a resumed run draws what an uninterrupted one
+does, and every way of gathering the patches draws the same ones:
 
-- on the memory-mapped cache (zero copy, shared by every trial on the machine) with a numpy
-  generator, one or two batches ahead on a background thread;
-- on the GPU, when the split is small enough to upload: every clip-shape group in one device
-  buffer, indices drawn on the device with a ``torch.Generator``, with no host sync and no
-  host-to-device copy. The draw is about 110 small kernels whatever its size, and on an H100 a
-  training step is bound by launching kernels (BENCHMARKS.md, "GPU": the draw was ~40% of each
-  step), so patches are drawn a chunk of batches at a time (about 512 samples) and each batch is
-  a slice of it. Chunk ``c`` of a run is drawn from its own seed, ``hash(seed, c)``: which
-  patches a batch gets depends only on the seed and how many batches came before it, so the
-  checkpoint holds just those two numbers and a resumed run draws what an uninterrupted one does.
+- the host path: from the memory-mapped cache (zero copy, shared by every trial on the machine)
+  with numpy, one or two batches ahead on a background thread;
+- the device path: on the GPU, when the split is small enough to upload, every clip-shape group
+  in one device buffer, with no host sync and no host-to-device copy. The draw is about 110
+  small kernels whatever its size, and on an H100 a training step is bound by launching kernels
+  (BENCHMARKS.md, "GPU": the draw was ~40% of each step), so a whole chunk is gathered at once
+  and each batch is a slice of it;
+- a member of a fused group (`trainable.fused_draw`), whose numbers are its solo stream's.
 
-A checkpoint of one kind resumed on the other (a CPU run continued on a GPU) reseeds the other
-generator from the saved state: the continuation is deterministic, but draws other patches than
-the uninterrupted run on the first device would.
+On one kind of device the three give the same patches bit for bit (tested on the CPU), so a
+fused trial is reproduced by a solo run of its config. The generator is the sampling device's:
+a CUDA generator draws other numbers than the CPU's for the same seed, so a run on a card and a
+run on the CPU draw different patches. A checkpoint of the numpy generator that came before
+(or a run resumed from the CPU onto a card's device path) continues deterministically but
+reseeded: other patches than the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import queue
 import threading
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -48,8 +52,8 @@ _Array = TypeVar("_Array", np.ndarray, torch.Tensor)
 _PREFETCH = 2
 # Upload a split to the GPU only when it is small next to the card (the built-in set is ~0.3 GB).
 _GPU_UPLOAD_FRACTION = 0.25
-# "auto": the torch gather when the split lives on the GPU, numpy otherwise. The tests set "torch"
-# to run the device path on a CPU.
+# "auto": the torch gather when the split lives on the GPU, numpy otherwise. "torch" runs the
+# device path on a CPU (the CUDA-graph code needs its gather: its tests and bench/step_ops.py).
 _GATHER = "auto"
 # HR pixels per device chunk (2**23: 512 samples of 128x128): the chunk's int64 gather indices
 # then take 64 MiB for a moment, and a batch of 16 costs 1/32 of a draw.
@@ -75,7 +79,6 @@ class PatchSampler:
         self.scale = data.scale
         self.device = device
         self._seed = seed
-        self._rng = np.random.Generator(np.random.PCG64(seed))
         storage = _storage_device(data, device)
         self._storage = storage
         # (t, h, w) per group; the pixels themselves as flat arrays for one-index gathers.
@@ -95,10 +98,12 @@ class PatchSampler:
         self._device_gather = (_DeviceGather(data, counts, frames, patch_size, seed, storage,
                                              loss_border)
                                if storage.type != "cpu" or (gather or _GATHER) == "torch" else None)
-        # The device path's position: batches drawn so far, and the chunk in hand.
+        # The stream's position: batches drawn so far, and the chunk in hand.
         self._drawn = 0
-        self._chunk: tuple[int, int, tuple[torch.Tensor, ...]] | None = None  # (batch, index, data)
+        self._chunk: tuple[int, int, tuple[Any, ...]] | None = None  # (batch, index, data)
         if self._device_gather is None:
+            self._generator = torch.Generator()  # the host path samples from the CPU
+            self._total = int(counts.sum())
             self._lr_flat = [g.lr.reshape(-1) for g in data.groups]
             self._hr_flat = [g.hr.reshape(-1) for g in data.groups]
 
@@ -116,7 +121,7 @@ class PatchSampler:
         return self._device_gather
 
     def device_position(self) -> tuple[int, int]:
-        """(seed, batches drawn) of the device path's stream: what its checkpoint holds."""
+        """(seed, batches drawn) of the stream: what its checkpoint holds."""
         return self._seed, self._drawn
 
     def advance(self, batches: int) -> None:
@@ -129,15 +134,20 @@ class PatchSampler:
         """-> LR ``(B, frames, p, p)`` and HR centre ``(B, 1, p*s, p*s)``, float in [0, 1]; with a
         ``loss_border``, also the HR loss mask ``(B, 1, p*s, p*s)`` (1 where the loss counts)."""
         if self._device_gather is not None:
-            lr_u8, hr_u8, *mask_u8 = self._from_chunk(self._device_gather, batch_size)
+            gather = self._device_gather
+            lr_u8, hr_u8, *mask_u8 = self._from_chunk(
+                batch_size, lambda n: gather.sample(n), lambda t, a, b: t[a:b])
             out = (lr_u8.to(self.device).float().div_(255.0),
                    hr_u8.to(self.device).float().div_(255.0))
             return out + tuple(self._hr_mask(m.to(self.device)) for m in mask_u8)
-        target = self._rng.integers(0, self._bounds[-1], size=batch_size)
+        target, flips, crop_u = self._from_chunk(batch_size, self._host_numbers,
+                                                 lambda t, a, b: t[..., a:b])
+        flips, crop_u = flips.T, crop_u.T  # (B, 3): vertical, horizontal, transpose; (B, 2)
         group = np.searchsorted(self._bounds, target, side="right")
-        flips = self._rng.integers(0, 2, size=(batch_size, 3))  # vertical, horizontal, transpose
-        crop_u = self._rng.random((batch_size, 2))
-        lrs, hrs, masks = [], [], []
+        lr_u8 = np.empty((batch_size, self.frames, self.patch, self.patch), dtype=np.uint8)
+        big = self.patch * self.scale
+        hr_u8 = np.empty((batch_size, 1, big, big), dtype=np.uint8)
+        mask_b = np.empty((batch_size, self.patch, self.patch), dtype=bool)
         for gi in np.unique(group):
             sel = group == gi
             local = target[sel] - (self._bounds[gi - 1] if gi else 0)
@@ -153,36 +163,45 @@ class PatchSampler:
             first, second = _dihedral_offsets(self._arange(self.patch), y0, x0, fv, fh, tr, w)
             lr_idx = ((times * (h * w))[:, :, None, None] + first[:, None, :, None]
                       + second[:, None, None, :])
-            big, sc = self.patch * self.scale, self.scale
+            sc = self.scale
             first, second = _dihedral_offsets(self._arange(big), y0 * sc, x0 * sc, fv, fh, tr, w * sc)
             hr_idx = (frame * (h * w * sc * sc))[:, None, None] + first[:, :, None] + second[:, None, :]
-            # One flat gather per tensor: far cheaper than multi-dimensional fancy indexing.
-            lrs.append(self._lr_flat[gi].take(lr_idx))
-            hrs.append(self._hr_flat[gi].take(hr_idx)[:, None])
+            # One flat gather per tensor (far cheaper than multi-dimensional fancy indexing),
+            # each sample in its place in the draw: a batch mixing groups keeps the stream's order.
+            lr_u8[sel] = self._lr_flat[gi].take(lr_idx)
+            hr_u8[sel, 0] = self._hr_flat[gi].take(hr_idx)
             if self.border:
-                masks.append(_loss_mask(self._arange(self.patch), y0, x0, h, w, self.border,
-                                        fv, fh, tr))
-        lr = torch.cat([torch.from_numpy(a) for a in lrs]).to(self.device, non_blocking=True)
-        lr = lr.float().div_(255.0)
-        hr = torch.cat([torch.from_numpy(a) for a in hrs]).to(self.device, non_blocking=True)
-        hr = hr.float().div_(255.0)
+                mask_b[sel] = _loss_mask(self._arange(self.patch), y0, x0, h, w, self.border,
+                                         fv, fh, tr)
+        lr = torch.from_numpy(lr_u8).to(self.device, non_blocking=True).float().div_(255.0)
+        hr = torch.from_numpy(hr_u8).to(self.device, non_blocking=True).float().div_(255.0)
         if not self.border:
             return lr, hr
-        mask = torch.from_numpy(np.concatenate(masks)).to(self.device, non_blocking=True)
+        mask = torch.from_numpy(mask_b).to(self.device, non_blocking=True)
         return lr, hr, self._hr_mask(mask)
 
     def chunk_batches(self, batch_size: int) -> int:
         """Batches per device chunk at ``batch_size``."""
         return chunk_batches(self.patch, self.scale, batch_size)
 
-    def _from_chunk(self, gather: _DeviceGather, batch_size: int) -> list[torch.Tensor]:
+    def _from_chunk(self, batch_size: int, draw: Callable[[int], tuple[Any, ...]],
+                    cut: Callable[[Any, int, int], Any]) -> list[Any]:
+        """The next batch's part of the chunk in hand, drawing the chunk (``draw(samples)``,
+        its generator seeded for it) when the batch starts a new one; ``cut(part, a, b)`` takes
+        samples a to b of each of the chunk's parts."""
         per = self.chunk_batches(batch_size)
         index, at = divmod(self._drawn, per)
         if self._chunk is None or self._chunk[:2] != (batch_size, index):
-            gather.generator.manual_seed(_chunk_seed(self._seed, index))
-            self._chunk = (batch_size, index, gather.sample(per * batch_size))
+            gen = self._generator if self._device_gather is None else self._device_gather.generator
+            gen.manual_seed(_chunk_seed(self._seed, index))
+            self._chunk = (batch_size, index, draw(per * batch_size))
         self._drawn += 1
-        return [t[at * batch_size:(at + 1) * batch_size] for t in self._chunk[2]]
+        return [cut(t, at * batch_size, (at + 1) * batch_size) for t in self._chunk[2]]
+
+    def _host_numbers(self, samples: int) -> tuple[np.ndarray, ...]:
+        """The host path's chunk: the numbers the device path's draw takes from its generator,
+        in the same calls and order (target (n,), flips (3, n), crop (2, n))."""
+        return tuple(t.numpy() for t in draw_numbers(self._generator, self._total, samples))
 
     def _hr_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """LR ``(B, p, p)`` bool -> HR ``(B, 1, p*s, p*s)`` float."""
@@ -238,22 +257,13 @@ class PatchSampler:
         return self._aranges[size]
 
     def state_dict(self) -> dict[str, Any]:
-        if self._device_gather is not None:
-            return {"kind": "torch-chunks", "seed": self._seed, "drawn": self._drawn}
-        return {"kind": "numpy", "rng": self._rng.bit_generator.state}
+        return {"kind": "torch-chunks", "seed": self._seed, "drawn": self._drawn}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # Checkpoints before the device path held numpy only; "torch" (one generator's state)
-        # came before the chunks, and is reseeded like the other kind.
-        kind = state.get("kind", "numpy")
-        mine = "torch-chunks" if self._device_gather is not None else "numpy"
-        if mine == "torch-chunks":
-            self._seed, self._drawn = chunk_position(state)
-            self._chunk = None
-        elif kind == mine:
-            self._rng.bit_generator.state = state["rng"]
-        else:
-            self._rng = np.random.Generator(np.random.PCG64(_reseed(state, mine)))
+        # The numpy generator's checkpoints ("numpy") and the single torch generator's ("torch")
+        # came before the chunks: they are reseeded (`chunk_position`).
+        self._seed, self._drawn = chunk_position(state)
+        self._chunk = None
 
 
 class _DeviceGather:
@@ -305,17 +315,9 @@ class _DeviceGather:
 
     def draw(self, batch_size: int, out: tuple[torch.Tensor, ...] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The random part of a draw of ``batch_size`` samples, from :attr:`generator`: the
-        target (B,), the flips (3, B) (vertical, horizontal, transpose) and the crop position
-        (2, B) in [0, 1), optionally written into ``out`` (three tensors of those shapes)."""
-        gen, dev = self.generator, self.bounds.device
-        t_out, f_out, c_out = out if out is not None else (None, None, None)
-        target = torch.randint(0, self.total, (batch_size,), generator=gen, device=dev, out=t_out)
-        flips = torch.randint(0, 2, (3, batch_size), generator=gen, device=dev, out=f_out)
-        # float64: a float32 draw times a frame size can round up to the size itself.
-        crop_u = torch.rand((2, batch_size), generator=gen, device=dev, dtype=torch.float64,
-                            out=c_out)
-        return target, flips, crop_u
+        """The random part of a draw of ``batch_size`` samples, from :attr:`generator`
+        (`draw_numbers`), optionally written into ``out``."""
+        return draw_numbers(self.generator, self.total, batch_size, out)
 
     def gather(self, target: torch.Tensor, flips: torch.Tensor, crop_u: torch.Tensor
                ) -> tuple[torch.Tensor, ...]:
@@ -350,6 +352,23 @@ class _DeviceGather:
             return out
         h = self.h[group[:, 0]]
         return out + (_loss_mask(self.ar_lr, y0[:, 0], x0[:, 0], h, w[:, 0], self.border, *flips),)
+
+
+def draw_numbers(generator: torch.Generator, total: int, samples: int,
+                 out: tuple[torch.Tensor, ...] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random numbers of ``samples`` samples of ``total`` targets, on the generator's device,
+    in the order every path draws them: the target (n,), the flips (3, n) (vertical,
+    horizontal, transpose) and the crop position (2, n) in [0, 1), optionally written into
+    ``out`` (three tensors of those shapes)."""
+    dev = generator.device
+    t_out, f_out, c_out = out if out is not None else (None, None, None)
+    target = torch.randint(0, total, (samples,), generator=generator, device=dev, out=t_out)
+    flips = torch.randint(0, 2, (3, samples), generator=generator, device=dev, out=f_out)
+    # float64: a float32 draw times a frame size can round up to the size itself.
+    crop_u = torch.rand((2, samples), generator=generator, device=dev, dtype=torch.float64,
+                        out=c_out)
+    return target, flips, crop_u
 
 
 def _one_buffer(arrays: list[np.ndarray], storage: torch.device) -> torch.Tensor:

@@ -294,7 +294,9 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
     as `tune.trial.run_trial` does."""
     from tune.trial import placement, report_validation
 
-    cfg = spec.trial_config(params)
+    # Its config as its group trains it: the engine's threads (`start_engines`), so that a solo
+    # run of trial_config.json reproduces the trial bit for bit.
+    cfg = spec.trial_config(params).replace(num_threads=max(1, int(spec.cpus_per_trial)))
     trial_dir = ray_trials.trial_folder(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     run_folder.write_trial_config(trial_dir, cfg.to_dict())
