@@ -185,6 +185,13 @@ def render(report: dict[str, Any]) -> str:
         lines.append("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
                                for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
                                ).rstrip())
+    if report.get("source_evaluation"):
+        lines += ["", "As the source repository's test.py scores: "
+                      f"{report['source_evaluation']}."]
+        for label, c in report["configs"].items():
+            src = c.get("source_convention") or {}
+            lines.append(f"  {label}: test PSNR {_fmt(src.get('test_psnr'), 3)}, gain over "
+                         f"bicubic {_fmt(src.get('gain_db'), 3, signed=True)} dB")
     d = report["winner_minus_defaults"]
     lines += ["", f"winner - defaults: {_fmt(d['psnr_db'], 3, signed=True)} dB PSNR, "
                   f"{_fmt(d['ssim'], 4, signed=True)} SSIM (means over {len(seeds)} seed(s))"]
@@ -230,6 +237,8 @@ def _train_one(cfg: TrainConfig, run_dir: Path, force: bool) -> dict[str, Any]:
         "test_frames": test and test.frames,
         "val_psnr": _finite(val and val.psnr), "val_ssim": _finite(val and val.ssim),
         "evaluation": summary.evaluation,
+        # The same weights and frames as the source repository's test.py scores them.
+        "source_convention": _source_scores(test and test.source),
         "train_seconds": summary.train_seconds,
     }
 
@@ -256,6 +265,7 @@ def _report(run: Run, scope: str, seeds: list[int], out: Path,
             "test_psnr_std": _std([r["test_psnr"] for r in rs]),
             "bicubic_psnr": bicubic_psnr, "bicubic_ssim": _mean([r["bicubic_ssim"] for r in rs]),
             "gain_db": _sub(test_psnr, bicubic_psnr),
+            "source_convention": _source_means([r["source_convention"] for r in rs]),
             "same_as": "winner" if same and c.label == "defaults" else None,
             "config": {k: v for k, v in c.config.to_dict().items() if k != "seed"},
             "runs": rs,
@@ -265,11 +275,13 @@ def _report(run: Run, scope: str, seeds: list[int], out: Path,
         warnings.append("the winner's and the defaults' bicubic baselines differ (other data, "
                         "scale or border crop): compare their gains, not their PSNRs")
     crop = candidates[0].config.crop_border
-    from trainable.evaluate import convention
+    from trainable.evaluate import convention, source_convention
 
     return {
         "run": run.name, "run_dir": str(run.run_dir.resolve()), "out": str(out.resolve()),
         "split": "test", "seeds": seeds, "evaluation": "PSNR/SSIM on " + convention(crop),
+        "source_evaluation": "PSNR/SSIM on " + source_convention(
+            candidates[0].config.scale).describe(),
         "bicubic": {"psnr": w["bicubic_psnr"], "ssim": w["bicubic_ssim"]},
         "configs": configs,
         "winner_minus_defaults": {"psnr_db": _sub(w["test_psnr"], d["test_psnr"]),
@@ -278,6 +290,20 @@ def _report(run: Run, scope: str, seeds: list[int], out: Path,
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__},
         "retrained": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def _source_scores(scores: Any) -> dict[str, float | None] | None:
+    """One run's test scores in the source repository's convention (a SplitScores or None)."""
+    if scores is None:
+        return None
+    return {"test_psnr": _finite(scores.psnr), "test_ssim": _finite(scores.ssim),
+            "bicubic_psnr": _finite(scores.bicubic_psnr), "gain_db": _finite(scores.gain_db)}
+
+
+def _source_means(runs: list[dict[str, float | None] | None]) -> dict[str, float | None]:
+    """The mean over seeds of each source-convention score (None where a seed has none)."""
+    keys = ("test_psnr", "test_ssim", "bicubic_psnr", "gain_db")
+    return {k: _mean([r[k] if r else None for r in runs]) for k in keys}
 
 
 def _finite(v: Any) -> float | None:

@@ -88,6 +88,11 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             print(f"{name:>5}: PSNR {s['psnr']:.3f} dB  SSIM {s['ssim']:.4f}  |  bicubic "
                   f"{s['bicubic_psnr']:.3f} dB  SSIM {s['bicubic_ssim']:.4f}  |  gain "
                   f"{s['gain_db']:+.3f} dB  ({s['frames']} frames)")
+            src = s.get("source_convention")
+            if src:
+                print(f"{'':>5}  as the source repository's test.py scores ("
+                      f"{summary['source_evaluation']}): PSNR {src['psnr']:.3f} dB  |  bicubic "
+                      f"{src['bicubic_psnr']:.3f} dB  |  gain {src['gain_db']:+.3f} dB")
     print(f"outputs: {out}")
 
 

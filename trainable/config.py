@@ -29,7 +29,7 @@ from trainable.errors import ConfigError, DataError, did_you_mean
 OPTIMIZERS = ("sgd", "adam")
 # What a comparison at equal budget holds fixed: where and on what a run trains, for how long, how
 # it is scored and how the hardware runs it (not how it learns).
-RUN_SETTINGS = ("data", "data_lr", "frames", "scale", "epochs", "epoch_samples",
+RUN_SETTINGS = ("data", "data_lr", "frames", "scale", "init_weights", "epochs", "epoch_samples",
                 "validation_interval", "crop_border", "seed", "device", "num_threads", "cache_dir",
                 "use_amp", "amp_dtype", "compile", "cuda_graph")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
@@ -81,8 +81,13 @@ class TrainConfig:
     lr_restart_mult: float | None = None  # cosine_restarts: each cycle this times the last (1)
     optimizer: str = "sgd"
     momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only: Nesterov momentum (the source repository's model_nesterov)
     weight_decay: float = 1e-4
     residual: bool = False  # add the bicubic upscale of the centre frame to the output
+    # Start from these weights instead of a fresh initialisation: any file trainable.weights reads
+    # (an export's .pt, a trainer checkpoint, the source repository's g_best.pth.tar). Only the
+    # network's weights are taken; the optimizer, the schedule and the budget start afresh.
+    init_weights: str | None = None
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     grad_clip: float = 0.0  # max global grad norm; 0 switches clipping off
@@ -290,6 +295,13 @@ def _validate(c: TrainConfig) -> None:
     _validate_schedule(c)
     _check(c.optimizer in OPTIMIZERS, "optimizer", c.optimizer, f"must be one of {OPTIMIZERS}")
     _check(0 <= c.momentum < 1, "momentum", c.momentum, "must be in [0, 1)")
+    _check(isinstance(c.nesterov, bool), "nesterov", c.nesterov, "must be true or false")
+    _check(not c.nesterov or c.optimizer == "sgd", "nesterov", c.nesterov,
+           f"it applies only to optimizer 'sgd', not to {c.optimizer!r}")
+    _check(not c.nesterov or c.momentum > 0, "nesterov", c.nesterov,
+           "Nesterov momentum needs `momentum` > 0")
+    _check(c.init_weights is None or (isinstance(c.init_weights, str) and bool(c.init_weights)),
+           "init_weights", c.init_weights, "must name a weights file")
     _check(c.weight_decay >= 0, "weight_decay", c.weight_decay, "must be >= 0")
     _check(c.grad_clip >= 0, "grad_clip", c.grad_clip, "must be >= 0 (0 switches clipping off)")
     _check(c.frames in (1, 3, 5, 7), "frames", c.frames, "must be 1, 3, 5 or 7")

@@ -4,13 +4,17 @@ Every target frame of the split is scored once: the ``frames``-long window centr
 at clip edges) goes in, the output is clamped to [0, 1] and rounded to 8 bits, and PSNR/SSIM are
 computed on the Y channel against the HR frame (see :mod:`trainable.metrics`), then averaged over
 frames.
+
+The source repository's test.py (and the validation of its train.py) scores otherwise: border crop
+= the scale, the output not rounded to 8 bits (`source_convention`). `score_conventions` scores
+one pass of a model in several conventions, so its numbers can stand beside ours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -26,8 +30,26 @@ _HR_PIXELS_PER_BATCH = 1 << 22
 
 
 def convention(crop_border: int) -> str:
-    return (f"Y (BT.601 studio range) of the centre frame, output rounded to 8 bits, "
-            f"border crop {crop_border}")
+    return Convention(crop_border).describe()
+
+
+class Convention(NamedTuple):
+    """How a number is scored: pixels cropped at each border, and whether the output is rounded
+    to 8 bits first (ours) or scored as the float it is (the source repository's)."""
+
+    crop_border: int
+    rounded: bool = True
+
+    def describe(self) -> str:
+        output = "output rounded to 8 bits" if self.rounded else "output not rounded (float)"
+        return f"Y (BT.601 studio range) of the centre frame, {output}, border crop {self.crop_border}"
+
+
+def source_convention(scale: int) -> Convention:
+    """The source repository's test.py: border crop = the scale, the output not rounded. (Its HR
+    Y is computed in float from the PNG; ours is stored rounded to 8 bits, which moves a PSNR
+    near 30 dB by about 0.005 dB.)"""
+    return Convention(scale, rounded=False)
 
 
 @dataclass(frozen=True)
@@ -61,18 +83,43 @@ def _windows(data: SplitData, frames: int, device: torch.device
 def score(predict: Callable[[torch.Tensor], torch.Tensor], data: SplitData, *, frames: int,
           crop_border: int, device: torch.device) -> Scores:
     """Average PSNR/SSIM of ``predict`` (LR windows -> (B, 1, H, W) in [0, 1]) over the split."""
-    per_frame: list[float] = []
-    s_sum = 0.0
+    return score_conventions(predict, data, frames=frames, device=device,
+                             conventions=(Convention(crop_border),))[0]
+
+
+def score_conventions(predict: Callable[[torch.Tensor], torch.Tensor], data: SplitData, *,
+                      frames: int, device: torch.device, conventions: Sequence[Convention]
+                      ) -> tuple[Scores, ...]:
+    """`score` in each of ``conventions``, from one pass of ``predict`` over the split."""
+    per_frame: list[list[float]] = [[] for _ in conventions]
+    s_sum = [0.0 for _ in conventions]
     with torch.no_grad():
         for lr, hr in _windows(data, frames, device):
-            sr = to_uint8(predict(lr)[:, 0])
-            per_frame += psnr(sr, hr, crop_border).tolist()
-            s_sum += ssim(sr, hr, crop_border).sum().item()
-    count = len(per_frame)
+            out = predict(lr)[:, 0]
+            for k, c in enumerate(conventions):
+                sr = to_uint8(out) if c.rounded else out.float().clamp(0, 1) * 255.0
+                per_frame[k] += psnr(sr, hr, c.crop_border).tolist()
+                s_sum[k] += ssim(sr, hr, c.crop_border).sum().item()
+    count = len(per_frame[0])
     if count == 0:
         raise ValueError(f"{data.source}: the {data.split} split has no frames to score")
-    return Scores(psnr=sum(per_frame) / count, ssim=s_sum / count, frames=count,
-                  psnr_frames=tuple(per_frame))
+    return tuple(Scores(psnr=sum(p) / count, ssim=s / count, frames=count, psnr_frames=tuple(p))
+                 for p, s in zip(per_frame, s_sum, strict=True))
+
+
+def model_predictor(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network's clamped output, in fp32 on purpose: the reported number must not depend on
+    the AMP setting. The caller puts the model in eval mode."""
+    return lambda x: model(x).clamp(0, 1)
+
+
+def bicubic_predictor(frames: int, scale: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The baseline: the bicubic upscale of the centre frame, clamped."""
+    def bicubic(lr: torch.Tensor) -> torch.Tensor:
+        centre = lr[:, frames // 2 : frames // 2 + 1]
+        return upscale_bicubic(centre, scale).clamp(0, 1)
+
+    return bicubic
 
 
 def score_model(model: torch.nn.Module, data: SplitData, *, frames: int, crop_border: int,
@@ -80,17 +127,14 @@ def score_model(model: torch.nn.Module, data: SplitData, *, frames: int, crop_bo
     was_training = model.training
     model.eval()
     try:
-        # fp32 on purpose: the reported number must not depend on the AMP setting.
-        return score(lambda x: model(x).clamp(0, 1), data, frames=frames,
-                     crop_border=crop_border, device=device)
+        return score(model_predictor(model), data, frames=frames, crop_border=crop_border,
+                     device=device)
     finally:
         model.train(was_training)
 
 
 def score_bicubic(data: SplitData, *, frames: int, crop_border: int,
                   device: torch.device) -> Scores:
-    def bicubic(lr: torch.Tensor) -> torch.Tensor:
-        centre = lr[:, frames // 2 : frames // 2 + 1]
-        return upscale_bicubic(centre, data.scale).clamp(0, 1)
+    return score(bicubic_predictor(frames, data.scale), data, frames=frames,
+                 crop_border=crop_border, device=device)
 
-    return score(bicubic, data, frames=frames, crop_border=crop_border, device=device)

@@ -82,6 +82,7 @@ from trainable.loop import (
     amp_dtype,
     checkpoint_state,
     conclude_interval,
+    initial_weights,
     log_result,
     make_optimizer,
     resolve_device,
@@ -228,6 +229,9 @@ class FusedTrainer:
         if cfg.compile:
             raise ConfigError("The value of `compile` is True, but a fused group runs its own "
                               "fused step: set compile: false.")
+        if cfg.nesterov:
+            raise ConfigError("The value of `nesterov` is True, but a fused group's SGD update "
+                              "has no Nesterov momentum: train it solo (resources.fuse 1).")
         mine, theirs = dict(self._key), dict(self.shape_key(cfg))
         differ = [k for k in mine if mine[k] != theirs[k]]
         if differ:
@@ -274,7 +278,7 @@ class FusedTrainer:
             member.rng = {"torch_rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             member.rng["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        weights = fresh.state_dict()
+        weights = fresh.state_dict() if cfg.init_weights is None else initial_weights(cfg)
         seed, drawn = cfg.seed, 0
         self._opt.reset(slot)
         if state is not None:

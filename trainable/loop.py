@@ -88,9 +88,18 @@ def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter], devic
         lr = torch.tensor(cfg.model_lr, dtype=torch.float32, device=device)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, fused=fused)
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, fused=fused)
     return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, fused=fused,
                             capturable=lr_tensor and device.type == "cuda")
+
+
+def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights ``cfg.init_weights`` names, checked against the config's network (a
+    WeightsError, exit 2, naming the file and the layer that does not fit)."""
+    from trainable.weights import initial_weights as read
+
+    assert cfg.init_weights is not None
+    return read(Path(cfg.init_weights), cfg.frames, cfg.scale, cfg.residual)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -218,7 +227,12 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
-        self.model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual).to(self.device)
+        self.model = EarlyFusionESPCN(cfg.frames, cfg.scale, cfg.residual)
+        if cfg.init_weights is not None:
+            # After the fresh initialisation, so the RNG (and the patches drawn) stay those of
+            # a run from scratch with this seed.
+            self.model.load_state_dict(initial_weights(cfg))
+        self.model.to(self.device)
         self.optimizer = make_optimizer(cfg, self.model.parameters(), self.device,
                                         lr_tensor=cfg.cuda_graph)
         # The training step runs the compiled module; evaluation and checkpoints use the plain

@@ -2,7 +2,9 @@
 
 Contract, for every function here:
 - inputs are batches ``(B, H, W)`` of the Y channel holding integer values in [0, 255] (uint8, or
-  float already rounded to 8 bits: quantise model outputs with :func:`to_uint8` before scoring);
+  float already rounded to 8 bits: quantise model outputs with :func:`to_uint8` before scoring;
+  only the source repository's convention, `trainable.evaluate.source_convention`, passes the
+  float output times 255 unrounded);
 - ``crop_border`` pixels are dropped at each border before scoring;
 - the result is one value per frame, ``(B,)`` float64; average over frames yourself;
 - shapes must match exactly, otherwise ``ValueError``.

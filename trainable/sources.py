@@ -287,6 +287,10 @@ class VimeoSource:
     def _list_path(self, split: str) -> Path:
         return self.root / f"{self.prefix}_{'test' if split == 'test' else 'train'}list.txt"
 
+    def list_path(self, split: str) -> Path:
+        """The list file a split is read from (val is held out of the train list)."""
+        return self._list_path(split)
+
     def fingerprint(self, split: str) -> dict[str, Any]:
         path = self._list_path(split)
         if not path.is_file():

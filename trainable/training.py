@@ -24,7 +24,14 @@ import yaml
 
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
-from trainable.evaluate import convention, score_bicubic, score_model
+from trainable.evaluate import (
+    Convention,
+    bicubic_predictor,
+    convention,
+    model_predictor,
+    score_conventions,
+    source_convention,
+)
 
 if TYPE_CHECKING:
     from trainable.loop import Trainer
@@ -44,6 +51,18 @@ class SplitScores:
     bicubic_ssim: float
     gain_db: float  # psnr - bicubic_psnr
     frames: int
+    # The same weights and frames scored as the source repository's test.py scores (border crop
+    # = scale, output not rounded: trainable.evaluate.source_convention).
+    source: SplitScores | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"psnr": self.psnr, "ssim": self.ssim,
+                             "bicubic_psnr": self.bicubic_psnr, "bicubic_ssim": self.bicubic_ssim,
+                             "gain_db": self.gain_db, "frames": self.frames}
+        if self.source is not None:
+            d["source_convention"] = {k: v for k, v in self.source.to_dict().items()
+                                      if k != "frames"}
+        return d
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,8 @@ class Summary:
     epochs: int
     samples: int
     evaluation: str  # the scoring convention (`trainable.evaluate.convention`)
+    # The source repository's (each split's `source_convention` scores)
+    source_evaluation: str
     train_seconds: float
     # None when nothing was scored: the run diverged or never wrote a model.pt
     val: SplitScores | None = None
@@ -66,14 +87,12 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"status": self.status, "epochs": self.epochs,
-                             "samples": self.samples, "evaluation": self.evaluation}
+                             "samples": self.samples, "evaluation": self.evaluation,
+                             "source_evaluation": self.source_evaluation}
         for name in ("val", "test"):
             scores = getattr(self, name)
             if scores is not None:
-                d[name] = {"psnr": scores.psnr, "ssim": scores.ssim,
-                           "bicubic_psnr": scores.bicubic_psnr,
-                           "bicubic_ssim": scores.bicubic_ssim, "gain_db": scores.gain_db,
-                           "frames": scores.frames}
+                d[name] = scores.to_dict()
         if self.best_epoch is not None:
             d["best_epoch"] = self.best_epoch
         if self.early_stop_patience:
@@ -143,6 +162,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
     summary = Summary(out=out, status=trainer.status, epochs=trainer.epoch,
                       early_stop_patience=cfg.early_stop_patience,
                       samples=trainer.samples_seen, evaluation=convention(cfg.crop_border),
+                      source_evaluation=source_convention(cfg.scale).describe(),
                       train_seconds=round(time.perf_counter() - start, 1), **scores)
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
     return summary
@@ -243,10 +263,17 @@ def _score(cfg: TrainConfig, trainer: Trainer, out: Path, no_test: bool,
     trainer.model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     splits = {"val": trainer.val_data} if no_test else {"val": trainer.val_data, "test": split("test")}
     scores: dict[str, Any] = {"best_epoch": trainer.best_epoch}
+    ours, theirs = Convention(cfg.crop_border), source_convention(cfg.scale)
+    trainer.model.eval()
     for name, data in splits.items():
-        m = score_model(trainer.model, data, frames=cfg.frames, crop_border=cfg.crop_border,
-                        device=device)
-        b = score_bicubic(data, frames=cfg.frames, crop_border=cfg.crop_border, device=device)
+        m, m_src = score_conventions(model_predictor(trainer.model), data, frames=cfg.frames,
+                                     device=device, conventions=(ours, theirs))
+        b, b_src = score_conventions(bicubic_predictor(cfg.frames, cfg.scale), data,
+                                     frames=cfg.frames, device=device, conventions=(ours, theirs))
+        source = SplitScores(psnr=m_src.psnr, ssim=m_src.ssim, bicubic_psnr=b_src.psnr,
+                             bicubic_ssim=b_src.ssim, gain_db=m_src.psnr - b_src.psnr,
+                             frames=m_src.frames)
         scores[name] = SplitScores(psnr=m.psnr, ssim=m.ssim, bicubic_psnr=b.psnr,
-                                   bicubic_ssim=b.ssim, gain_db=m.psnr - b.psnr, frames=m.frames)
+                                   bicubic_ssim=b.ssim, gain_db=m.psnr - b.psnr, frames=m.frames,
+                                   source=source)
     return scores

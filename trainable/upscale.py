@@ -10,7 +10,8 @@ has it, else mpeg4); OUT without a suffix is a folder of PNG frames. ``--compare
 (left) and the network (right) side by side, each half labelled ("bicubic", "espcn-tune").
 
 W.pt is the weights-only state dict and W.yaml the config that ``python -m analysis.export``
-writes. The network runs on the GPU when there is one, in tiles of ``--tile`` LR pixels (each
+writes; a source-repository checkpoint (``g_best.pth.tar``, recognised by its keys) runs without
+``--config``. The network runs on the GPU when there is one, in tiles of ``--tile`` LR pixels (each
 overlapping its neighbours by the network's receptive field, so the result equals the untiled one),
 and in tiles anyway when a whole frame does not fit in GPU memory.
 
@@ -34,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from trainable.config import TrainConfig
 from trainable.errors import InputError
 from trainable.imaging import rgb_to_cbcr, rgb_to_y, upscale_bicubic, ycbcr_to_rgb
 from trainable.loop import resolve_device
@@ -65,24 +65,21 @@ class Clip:
     frames: Iterator[np.ndarray]
 
 
-def load_model(weights: Path, config_path: Path) -> EarlyFusionESPCN:
+def load_model(weights: Path, config_path: Path | None) -> EarlyFusionESPCN:
     """The exported network, checked against its config (frames and scale from the tensors'
-    shapes; ``residual`` is checked on the first frame, see :func:`check_residual`)."""
+    shapes; ``residual`` is checked on the first frame, see :func:`check_residual`). A source-
+    repository checkpoint needs no config: its network is always plain."""
     from trainable import weights as weights_file
     from trainable.config_file import load_config
 
-    cfg: TrainConfig = load_config(config_path, [])
-    expected = "an EarlyFusionESPCN state dict (the <trial>.pt that python -m analysis.export writes)"
-    state = weights_file.network_state(weights_file.load_file(weights, expected), weights)
-    frames, scale = weights_file.shape_of(state, weights)
-    if (frames, scale) != (cfg.frames, cfg.scale):
-        raise InputError(f"{config_path}: says frames={cfg.frames}, scale={cfg.scale}, but the "
-                         f"weights in {weights} are for frames={frames}, scale={scale}")
-    return weights_file.build_model(state, cfg.frames, cfg.scale, cfg.residual, weights)
+    cfg = None if config_path is None else load_config(config_path, [])
+    return weights_file.model_from_file(
+        weights, cfg, config_path, "an EarlyFusionESPCN state dict (the <trial>.pt that python -m "
+        "analysis.export writes) or a source-repository checkpoint (.pth.tar)")
 
 
 def check_residual(model: EarlyFusionESPCN, window: torch.Tensor, weights: Path,
-                   config_path: Path) -> None:
+                   config_path: Path | None) -> None:
     """``residual`` leaves no trace in the weights' shapes, so look at what the network draws: a
     residual network's own output is a small correction around 0, a plain one's is the image
     itself (near the bicubic upscale). Refuse only a clear mismatch (one twice as near)."""
@@ -96,7 +93,9 @@ def check_residual(model: EarlyFusionESPCN, window: torch.Tensor, weights: Path,
     looks_plain = to_image * 2 < to_zero
     if (model.residual and looks_plain) or (not model.residual and looks_residual):
         drawn = "the image itself" if looks_plain else "a correction to bicubic"
-        raise InputError(f"{config_path}: says residual={model.residual}, but the weights in "
+        says = (f"{config_path}: says" if config_path is not None
+                else f"{weights}: is a source-repository checkpoint, so")
+        raise InputError(f"{says} residual={model.residual}, but the weights in "
                          f"{weights} draw {drawn} (residual={not model.residual})")
 
 
@@ -207,13 +206,14 @@ def compare_frame(bicubic: np.ndarray, network: np.ndarray,
     return out
 
 
-def command_line(weights: Path, config: Path, source: str | Path, out: str | Path, *,
+def command_line(weights: Path, config: Path | None, source: str | Path, out: str | Path, *,
                  compare: bool = False, fps: float | None = None) -> str:
     """The ``python -m trainable.upscale`` command for these files, quoted for a shell."""
     import shlex
 
-    args = ["python", "-m", "trainable.upscale", "--weights", str(weights), "--config",
-            str(config), str(source), "--out", str(out)]
+    args = ["python", "-m", "trainable.upscale", "--weights", str(weights)]
+    args += [] if config is None else ["--config", str(config)]
+    args += [str(source), "--out", str(out)]
     args += ["--fps", f"{fps:g}"] if fps else []
     return shlex.join([*args, *(["--compare"] if compare else [])])
 
@@ -294,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0].split(": ", 1)[-1])
     p.add_argument("input", type=Path, metavar="INPUT", help="a video file or a folder of frames")
     p.add_argument("--weights", type=Path, required=True, metavar="W.pt",
-                   help="weights-only state dict from python -m analysis.export")
-    p.add_argument("--config", type=Path, required=True, metavar="W.yaml",
-                   help="the config exported beside the weights")
+                   help="weights-only state dict from python -m analysis.export, a trainer "
+                        "checkpoint, or a source-repository checkpoint (g_best.pth.tar)")
+    p.add_argument("--config", type=Path, metavar="W.yaml",
+                   help="the config exported beside the weights (not needed for a "
+                        "source-repository checkpoint)")
     p.add_argument("--out", type=Path, required=True, metavar="OUT",
                    help=f"a video ({', '.join(VIDEO_SUFFIXES)}) or, without a suffix, a folder "
                         "of PNG frames")

@@ -10,10 +10,11 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from trainable.config import TrainConfig
-from trainable.errors import ConfigError
+from trainable.errors import ConfigError, InputError
 from tune._spec_checks import Checker
 from tune._spec_types import ALGORITHMS, KINDS, SCHEDULERS, ParamRange
 
@@ -54,6 +55,7 @@ _NOT_SEARCHABLE = {
     **{k: "it says where or how a trial runs, not how it learns"
        for k in ("data", "data_lr", "cache_dir", "device", "num_threads", "cuda_graph")},
     "early_stop_patience": _PATIENCE,
+    "init_weights": "it names the weights every trial starts from; set it in `config`",
 }
 _MAX_CORNERS = 4096  # cross-field check of every combination of extreme values, if this small
 
@@ -94,6 +96,9 @@ def resolve(check: Checker, doc: Mapping[str, Any]) -> dict[str, Any]:
         "trials", DEFAULT_GRID_PASSES if algorithm == "grid" else DEFAULT_TRIALS), 1)
     if fuse > 1:
         _check_fusion(check, fuse, kind, gpus, cpus, trials, base)
+        if any(p.name == "nesterov" for p in params):
+            check.error("`params.nesterov` cannot be searched with `resources.fuse`: a fused "
+                        "group's SGD update has no Nesterov momentum")
 
     return {
         "params": params, "base": base, "scheduler": kind,
@@ -168,6 +173,9 @@ def _check_fusion(check: Checker, fuse: int, scheduler: str, gpus: float, cpus: 
     if base.compile:
         check.error("`config.compile` cannot be true with `resources.fuse`: a fused group runs "
                     "its own fused step")
+    if base.nesterov:
+        check.error("`config.nesterov` cannot be true with `resources.fuse`: a fused group's SGD "
+                    "update has no Nesterov momentum")
 
 
 
@@ -185,13 +193,29 @@ def _base_config(check: Checker, doc: Mapping[str, Any], config: Mapping[str, An
     if not isinstance(data, str) or not data:
         check.fail("data", data, "must be 'builtin' or a data folder")
     values.update(data=data, seed=_seed(check, "seed", doc.get("seed", DEFAULT_SEED)))
+    if isinstance(values.get("init_weights"), str) and values["init_weights"]:
+        # Trials run in another working directory: the path as the user meant it, from here.
+        values["init_weights"] = str(Path(values["init_weights"]).expanduser().resolve())
     base = TrainConfig.from_dict(values, where=f"{check.label} (fixed settings)")
+    if base.init_weights is not None:
+        _check_init_weights(check, base)
     if base.early_stop_patience:
         check.error(f"`config.early_stop_patience` cannot be set in a search space: {_PATIENCE}")
     if base.validation_interval > base.epochs:
         check.fail("budget.validation_interval", base.validation_interval,
                    f"must be <= `budget.epochs` ({base.epochs}), or a trial never validates")
     return base
+
+
+def _check_init_weights(check: Checker, base: TrainConfig) -> None:
+    """The weights every trial fine-tunes from must fit the network now, not in every trial."""
+    from trainable.weights import initial_weights
+
+    try:
+        initial_weights(Path(str(base.init_weights)), base.frames, base.scale, base.residual,
+                        key="`config.init_weights`")
+    except InputError as e:
+        check.error(str(e))
 
 
 def _scheduler_numbers(check: Checker, sched: Mapping[str, Any], kind: str,
