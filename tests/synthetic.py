@@ -48,3 +48,24 @@ def write_clip_folders(root, *, clips=6, t=7, size=(96, 96), seed=0):
             rgb = np.stack([g, np.roll(g, 3, axis=1), 255 - g], axis=-1).astype(np.uint8)
             Image.fromarray(rgb).save(d / f"{k:04d}.png")
     return root
+
+
+def write_vimeo(root, train, test, *, size=(96, 96), seed=0):
+    """A Vimeo90K septuplet tree in the official layout: ``sequences/<name>/im1..im7.png`` of
+    smooth moving RGB frames, ``sep_trainlist.txt`` and ``sep_testlist.txt``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    for k, name in enumerate([*train, *test]):
+        y = make_split(clips=1, t=7, hr_size=size, seed=seed + k).groups[0].hr[0]
+        d = root / "sequences" / name
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(7):
+            g = y[i]
+            rgb = np.stack([g, np.roll(g, 3, axis=1), 255 - g], axis=-1).astype(np.uint8)
+            Image.fromarray(rgb).save(d / f"im{i + 1}.png")
+    (root / "sep_trainlist.txt").write_text("".join(n + "\n" for n in train))
+    (root / "sep_testlist.txt").write_text("".join(n + "\n" for n in test))
+    return root

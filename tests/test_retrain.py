@@ -199,10 +199,11 @@ def test_render_several_seeds_and_a_diverged_one() -> None:
     assert "winner - defaults: - dB PSNR" in text and "warning: winner" in text
 
 
-def _independent_test_psnr(cfg: TrainConfig, predict) -> float:
+def _independent_test_psnr(cfg: TrainConfig, predict, crop: int = 0, rounded: bool = True) -> float:
     """Mean PSNR over the test split's target frames, computed here in numpy: every target's
-    clamped frame window in, output clamped and rounded to 8 bits, PSNR of the Y frame (peak 255,
-    no border crop) against the HR frame. `predict` maps (1, frames, h, w) in [0, 1] to an image."""
+    clamped frame window in, output clamped and rounded to 8 bits (or not: the source
+    repository's convention), PSNR of the Y frame (peak 255, ``crop`` pixels cropped at each
+    border) against the HR frame. `predict` maps (1, frames, h, w) in [0, 1] to an image."""
     import torch
 
     from trainable.store import open_split
@@ -218,8 +219,10 @@ def _independent_test_psnr(cfg: TrainConfig, predict) -> float:
                 x = torch.from_numpy(lr[clip, times].astype(np.float32) / 255.0)[None]
                 with torch.no_grad():
                     out = predict(x)[0, 0].numpy().astype(np.float64)
-                sr = np.rint(np.clip(out, 0.0, 1.0) * 255.0)
-                mse = np.mean((sr - hr[clip, c].astype(np.float64)) ** 2)
+                sr = np.clip(out, 0.0, 1.0) * 255.0
+                sr = np.rint(sr) if rounded else sr
+                inner = (slice(crop, -crop or None),) * 2
+                mse = np.mean((sr[inner] - hr[clip, c].astype(np.float64)[inner]) ** 2)
                 values.append(10 * math.log10(255.0**2 / mse))
     return float(np.mean(values))
 
@@ -248,3 +251,10 @@ def test_report_numbers_match_scores_computed_independently(retrained) -> None:
         assert c["test_psnr"] == pytest.approx(test_psnr, abs=1e-3)
         assert c["bicubic_psnr"] == pytest.approx(bicubic_psnr, abs=1e-3)
         assert c["gain_db"] == pytest.approx(test_psnr - bicubic_psnr, abs=2e-3)
+        # Beside it, as the source repository's test.py scores: crop = scale, float output.
+        src = c["source_convention"]
+        src_psnr = _independent_test_psnr(cfg, model, crop=cfg.scale, rounded=False)
+        src_bicubic = _independent_test_psnr(cfg, bicubic, crop=cfg.scale, rounded=False)
+        assert src["test_psnr"] == pytest.approx(src_psnr, abs=1e-3)
+        assert src["bicubic_psnr"] == pytest.approx(src_bicubic, abs=1e-3)
+        assert abs(src["test_psnr"] - c["test_psnr"]) > 1e-3  # another number, not a copy

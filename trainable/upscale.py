@@ -79,7 +79,7 @@ def load_model(weights: Path, config_path: Path | None) -> EarlyFusionESPCN:
 
 
 def check_residual(model: EarlyFusionESPCN, window: torch.Tensor, weights: Path,
-                   config_path: Path | None) -> None:
+                   config_path: Path) -> None:
     """``residual`` leaves no trace in the weights' shapes, so look at what the network draws: a
     residual network's own output is a small correction around 0, a plain one's is the image
     itself (near the bicubic upscale). Refuse only a clear mismatch (one twice as near)."""
@@ -93,9 +93,7 @@ def check_residual(model: EarlyFusionESPCN, window: torch.Tensor, weights: Path,
     looks_plain = to_image * 2 < to_zero
     if (model.residual and looks_plain) or (not model.residual and looks_residual):
         drawn = "the image itself" if looks_plain else "a correction to bicubic"
-        says = (f"{config_path}: says" if config_path is not None
-                else f"{weights}: is a source-repository checkpoint, so")
-        raise InputError(f"{says} residual={model.residual}, but the weights in "
+        raise InputError(f"{config_path}: says residual={model.residual}, but the weights in "
                          f"{weights} draw {drawn} (residual={not model.residual})")
 
 
@@ -274,7 +272,8 @@ def upscale(args: argparse.Namespace) -> Path:
     if first is None:
         raise InputError(f"{clip.path}: holds no frames")
     lr0 = torch.from_numpy(np.stack([rgb_to_y(f) for f in first[1]]))[None].float().div_(255.0)
-    check_residual(model, lr0, args.weights, args.config)
+    if args.config is not None:  # without one: a source checkpoint, plain for certain
+        check_residual(model, lr0, args.weights, args.config)
     stream = itertools.chain([first], frames)
     rate = Fraction(args.fps) if args.fps else clip.rate
     bar = _progress(clip.count, f"upscaling {clip.path.name}")

@@ -137,12 +137,15 @@ def initial_weights(path: Path, frames: int, scale: int, residual: bool,
     """The weights that training starts from (``init_weights``), any kind of weights file,
     checked against the architecture; ``key`` names the setting in messages."""
     path = Path(path)
-    network = read_network(path, "a weights file or checkpoint")
+    try:
+        network = read_network(path, "a weights file or checkpoint")
+        build_model(network.state, frames, scale, residual, path)
+    except WeightsError as e:
+        raise WeightsError(f"{key}: {e}") from None
     if network.from_source and residual:
-        raise WeightsError(f"{key} {path}: is a source-repository checkpoint, whose network has "
+        raise WeightsError(f"{key}: {path}: is a source-repository checkpoint, whose network has "
                            "no global residual, but `residual` is true; set residual: false to "
                            "fine-tune it")
-    build_model(network.state, frames, scale, residual, path)
     return network.state
 
 
@@ -176,25 +179,22 @@ def build_model(state: Mapping[str, torch.Tensor], frames: int, scale: int, resi
 
 def model_from_file(path: Path, config: TrainConfig | None, config_path: Path | None = None,
                     expected: str = "a weights file or checkpoint") -> EarlyFusionESPCN:
-    """The network in ``path``, checked against ``config`` (read from ``config_path``): frames and
-    scale from the tensors' shapes, ``residual`` from the config. Without a config only a source
-    checkpoint will do: its network never has the global residual, while a file of ours says
-    nothing of it."""
+    """The network in ``path``, built as ``config`` (read from ``config_path``) says: a layer of
+    another shape is named, with both shapes. Without a config only a source checkpoint will do
+    (frames and scale then come from its tensors): its network never has the global residual,
+    while a file of ours says nothing of it."""
     network = read_network(path, expected)
-    frames, scale = shape_of(network.state, path)
     if config is None:
         if not network.from_source:
             raise WeightsError(f"{path}: is a {network.kind} of espcn-tune, whose `residual` "
                                "setting the tensors do not show: give the config exported or "
                                "trained beside it (--config)")
+        frames, scale = shape_of(network.state, path)
         return build_model(network.state, frames, scale, False, path)
-    if (frames, scale) != (config.frames, config.scale):
-        raise WeightsError(f"{config_path}: says frames={config.frames}, scale={config.scale}, "
-                           f"but the weights in {path} are for frames={frames}, scale={scale}")
     if network.from_source and config.residual:
         raise WeightsError(f"{config_path}: says residual=True, but {path} is a source-repository "
                            "checkpoint, whose network has no global residual")
-    return build_model(network.state, frames, scale, config.residual, path)
+    return build_model(network.state, config.frames, config.scale, config.residual, path)
 
 
 def shape_of(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, int]:

@@ -47,13 +47,16 @@ def plan_lines(spec: SearchSpec) -> Iterator[str]:
                f"{where}; trials of another shape (batch, accumulation, patch, precision, "
                f"optimizer, residual) get groups of their own; the searcher keeps {spec.fuse} "
                "trials running per engine")
+    # init_weights is a run setting: the reference fine-tunes from the same weights.
+    start = f", from {base.init_weights}" if base.init_weights else ""
     if spec.reference_inside:
         shown = ", ".join(f"{p.name}={_show(getattr(base, p.name))}" for p in spec.params)
-        yield f"Reference:    the source document's defaults, as the first trial ({shown})"
+        yield f"Reference:    the source document's defaults, as the first trial ({shown}{start})"
     elif spec.include_defaults:
         yield ("Reference:    the source document's defaults (plain network, SGD 1e-2, "
-               "milestones [0.1, 0.8], gamma 0.1, batch 16) trained once beside the search at "
-               "this budget, in the resources of one trial; not a trial TPE learns from")
+               f"milestones [0.1, 0.8], gamma 0.1, batch 16{start}) trained once beside the "
+               "search at this budget, in the resources of one trial; not a trial TPE learns "
+               "from")
     else:
         yield "Reference:    none (include_defaults: false)"
 

@@ -213,7 +213,7 @@ def _check_init_weights(check: Checker, base: TrainConfig) -> None:
 
     try:
         initial_weights(Path(str(base.init_weights)), base.frames, base.scale, base.residual,
-                        key="`config.init_weights`")
+                        key="`config.init_weights`")  # the message names the key
     except InputError as e:
         check.error(str(e))
 
