@@ -268,7 +268,7 @@ def render(config: dict[str, Any], header: list[str], *, trial: str,
                                           if pretrained else "the source's value"),
     }
     out = [f"# {line}" for line in [
-        "espcn-tune export: config.py for the source repository (eden-17-9311/espcn-vespcn). "
+        "espcn-tune export: config.py for the source repository (eden-17-9311/espcn-vespcn).",
         "Replace its config.py with this file and run its train.py and test.py unchanged.",
         *header]]
     out += ["#", "# What this trial used that the source's train.py does not run:"]
