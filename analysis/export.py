@@ -175,8 +175,7 @@ def _test_scores(config: dict[str, Any], state: dict[str, Any]) -> list[str]:
 
     cfg = TrainConfig.from_dict(config, where="the trial's config")
     try:
-        data = open_split(cfg.data, "test", scale=cfg.scale, data_lr=cfg.data_lr,
-                          cache_dir=cfg.cache_dir)
+        data = open_split(cfg.data_spec, "test")
     except InputError as e:
         return [f"not scored: {e}"]
     device = resolve_device("auto")

@@ -102,12 +102,14 @@ log = logging.getLogger(__name__)
 SHARED_FIELDS = ("data", "data_lr", "frames", "scale", "patch_size", "loss_border", "residual",
                  "optimizer", "batch_size", "gradient_accumulation_steps", "use_amp", "amp_dtype",
                  "epoch_samples", "validation_interval", "crop_border", "device")
-# ...what each member keeps its own (its LR schedule is whatever cfg.lr_at computes; fields of
+# ...what each member keeps its own (its LR schedule is whatever cfg.lr_at computes; its starting
+# weights, init_weights; nesterov only as False: the fused SGD has no Nesterov momentum; fields of
 # a TrainConfig this version does not have are left out)...
 MEMBER_FIELDS = tuple(f for f in (
     "model_lr", "lr_schedule", "warmup_fraction", "lr_scheduler_milestones", "lr_scheduler_gamma",
     "lr_min_fraction", "lr_cosine_end", "lr_restart_period", "lr_restart_mult", "momentum",
-    "weight_decay", "grad_clip", "seed", "epochs", "early_stop_patience")
+    "weight_decay", "grad_clip", "seed", "epochs", "early_stop_patience", "init_weights",
+    "nesterov")
     if f in {f.name for f in dataclasses.fields(TrainConfig)})
 # ...and what the group's own configuration sets for all (``compile`` must be off;
 # ``cuda_graph`` replays the group's update as one CUDA graph, trainable.fused_graph).

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainable.config import DataSpec
 from trainable.config_file import load_config
 from trainable.errors import InputError
 from trainable.evaluate import (
@@ -59,8 +60,8 @@ def _evaluate(weights: Path, config_path: Path | None, data: str | None, split: 
     source = data or (cfg.data if cfg is not None else "builtin")
     data_lr = cfg.data_lr if cfg is not None and data is None else None
     frames, scale = model.frames, model.scale
-    split_data = open_split(source, split, scale=scale, data_lr=data_lr,
-                            cache_dir=None if cfg is None else cfg.cache_dir)
+    split_data = open_split(DataSpec(source, scale, data_lr,
+                                     None if cfg is None else cfg.cache_dir), split)
     device = resolve_device(device_name, "`--device`")
     model.to(device).eval()
     ours = Convention(cfg.crop_border if cfg is not None else 0)

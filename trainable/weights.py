@@ -194,7 +194,10 @@ def model_from_file(path: Path, config: TrainConfig | None, config_path: Path | 
     if network.from_source and config.residual:
         raise WeightsError(f"{config_path}: says residual=True, but {path} is a source-repository "
                            "checkpoint, whose network has no global residual")
-    return build_model(network.state, config.frames, config.scale, config.residual, path)
+    try:
+        return build_model(network.state, config.frames, config.scale, config.residual, path)
+    except WeightsError as e:
+        raise WeightsError(f"{config_path}: {e}") from None
 
 
 def shape_of(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, int]:
