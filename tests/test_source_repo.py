@@ -342,3 +342,44 @@ def test_export_writes_json_free_of_the_source_format(tmp_path: Path, vimeo: Pat
     assert not list((run / "export").glob("*.pth.tar"))
     assert json.loads(next((run / "export").glob("*.json")).read_text())["config"]["data"] \
         == str(vimeo)
+
+
+@pytest.mark.slow
+def test_a_real_search_fine_tunes_every_trial_from_a_source_checkpoint(
+        ray_session, clip_root: Path, tmp_path: Path) -> None:
+    # A user's g_best.pth.tar under `config:` of a space: every trial on Ray (another working
+    # directory, another process) starts from it. At an LR of 1e-9 a trial's first validation
+    # is the checkpoint's own score, far from a fresh network's.
+    from analysis.tables import load_run
+    from trainable.config import DataSpec
+    from trainable.evaluate import Convention, model_predictor, score_conventions
+    from trainable.store import open_split
+    from tune.run import main
+
+    checkpoint = tmp_path / "g_best.pth.tar"
+    theirs = _source_file(checkpoint)
+    with torch.no_grad():  # a checkpoint that predicts mid-grey: unlike any fresh network
+        theirs.sub_pixel[0].weight.zero_()
+        theirs.sub_pixel[0].bias.fill_(0.5)
+    saved = torch.load(checkpoint, weights_only=True)
+    torch.save({**saved, "state_dict": theirs.state_dict()}, checkpoint)
+    val = open_split(DataSpec(str(clip_root)), "val")
+
+    def score(model: nn.Module) -> float:
+        return score_conventions(model_predictor(model.eval()), val, frames=3,
+                                 device=torch.device("cpu"), conventions=(Convention(0),))[0].psnr
+
+    start = score(weights.model_from_file(checkpoint, None))
+    torch.manual_seed(0)
+    assert abs(score(EarlyFusionESPCN()) - start) > 0.5
+    space = tmp_path / "finetune.yaml"
+    space.write_text(
+        "params:\n  model_lr: {loguniform: [1.0e-9, 2.0e-9]}\n"
+        f"config: {{init_weights: {checkpoint}, batch_size: 8, use_amp: false}}\n"
+        "budget: {epochs: 1, epoch_samples: 64, validation_interval: 1}\n"
+        "search: {n_startup_trials: 2}\ntrials: 2\ninclude_defaults: false\n")
+    assert main(["--space", str(space), "--storage", str(tmp_path), "--name", "ft",
+                 "--data", str(clip_root)]) == 0
+    trials = load_run(tmp_path / "ft").trials
+    assert len(trials) == 2 and not trials["error"].any()
+    assert all(abs(p - start) < 0.01 for p in trials["best_psnr"]), (list(trials["best_psnr"]), start)
