@@ -162,15 +162,31 @@ def test_exported_yaml_and_weights_train_and_reproduce_the_score(
     assert math.isclose(score.psnr, winner["best_psnr"], abs_tol=1e-3)
 
 
-def test_exported_py_is_only_literal_assignments(smoke_run: Path, tmp_path: Path) -> None:
+# The source repository's config.py preamble, which the exported drop-in repeats: the only code
+# in the file beside literal assignments.
+SOURCE_PREAMBLE = {ast.dump(ast.parse(line).body[0]) for line in (
+    "import random", "import numpy as np", "import torch", "from torch.backends import cudnn",
+    "random.seed(0)", "torch.manual_seed(0)", "np.random.seed(0)",
+    'device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")',
+    "cudnn.benchmark = True", "cudnn.enabled = True",
+    "torch.backends.cuda.matmul.allow_tf32 = True", "torch.backends.cudnn.allow_tf32 = True")}
+
+
+def test_exported_py_is_the_source_preamble_and_literal_assignments(smoke_run: Path,
+                                                                      tmp_path: Path) -> None:
     out = tmp_path / "winner.py"
     assert export_main([str(smoke_run), "--format", "py", "--out", str(out)]) == 0
     tree = ast.parse(out.read_text())
     assert tree.body
-    names = set()
+    names, preamble = set(), set()
     for stmt in tree.body:
+        if ast.dump(stmt) in SOURCE_PREAMBLE:
+            preamble.add(ast.dump(stmt))
+            continue
         assert isinstance(stmt, ast.Assign), ast.dump(stmt)
         assert len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)
         ast.literal_eval(stmt.value)  # raises unless a literal
         names.add(stmt.targets[0].id)
-    assert {"model_lr", "lr_scheduler_milestones", "batch_size", "epochs"} <= names
+    assert preamble == SOURCE_PREAMBLE
+    assert {"model_lr", "lr_scheduler_milestones", "batch_size", "epochs", "model_momentum",
+            "gt_image_size"} <= names
