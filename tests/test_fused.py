@@ -250,28 +250,51 @@ def test_fp16_an_overflowing_member_skips_only_its_own_steps(tiny_train, tiny_va
 
 
 def test_a_member_checkpoint_is_a_trainer_checkpoint(tiny_train, tiny_val, tmp_path):
-    cfgs = [_cfg(**m) for m in MEMBERS[:2]]
+    """A member's checkpoint is what a solo Trainer of its configuration saves at the same point,
+    entry by entry (the numbers up to float rounding), and a solo Trainer continues from it."""
+    # A warm-up and a cosine: the LR moves at every update, so the LR of the last update (what a
+    # Trainer's param_groups hold) differs from that of the next one.
+    cfgs = [_cfg(**MEMBERS[0]),
+            _cfg(seed=1, model_lr=3e-3, lr_schedule="cosine", warmup_fraction=0.8,
+                 lr_scheduler_milestones=None, lr_scheduler_gamma=None, lr_min_fraction=0.1,
+                 lr_cosine_end=1.0)]
     group = _group(tiny_train, tiny_val, cfgs)
-    group.run_interval()
-    group.run_interval()
-    state = group.member_state(1)
+    solo = Trainer(cfgs[1], tiny_train, tiny_val)
+    for _ in range(2):
+        group.run_interval()
+        solo.run_interval()
+    state, want = group.member_state(1), solo.state_dict()
+    assert state.keys() == want.keys()
+    assert state["config"] == want["config"] and state["samples_seen"] == 128
+    for key in ("scaler", "sampler", "samples_seen", "epoch", "best_epoch", "status"):
+        assert state[key] == want[key], key
+    # The global RNG is the process's (the group and the solo Trainer share it here): its form.
+    assert state["torch_rng"].shape == want["torch_rng"].shape
+    assert state["best_psnr"] == pytest.approx(want["best_psnr"], abs=0.01)
+    assert [h.keys() for h in state["history"]] == [h.keys() for h in want["history"]]
+    assert [h["lr"] for h in state["history"]] == [h["lr"] for h in want["history"]]
+    assert state["model"].keys() == want["model"].keys()
+    for k, w in want["model"].items():
+        torch.testing.assert_close(state["model"][k], w, rtol=1e-3, atol=1e-5)
+    opt, solo_opt = state["optimizer"], want["optimizer"]
+    assert opt["param_groups"] == solo_opt["param_groups"]
+    assert opt["param_groups"][0]["lr"] == cfgs[1].lr_at(128 - 8)  # its last update's
+    assert opt["state"].keys() == solo_opt["state"].keys()
+    for i, entry in solo_opt["state"].items():
+        assert opt["state"][i].keys() == entry.keys()
+        assert torch.equal(opt["state"][i]["step"], entry["step"])
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(opt["state"][i][k], entry[k], rtol=1e-3,
+                                       atol=1e-4 * float(entry[k].abs().max()))
     torch.save(state, tmp_path / "member.pt")
-    solo = Trainer(cfgs[1].replace(seed=99), tiny_train, tiny_val)
-    solo.load(tmp_path / "member.pt")  # the safe loader reads it
+    loaded = Trainer(cfgs[1].replace(seed=99), tiny_train, tiny_val)
+    loaded.load(tmp_path / "member.pt")  # the safe loader reads it
     # What export and analysis read: the model as an EarlyFusionESPCN state dict.
     EarlyFusionESPCN(3, 4, residual=True).load_state_dict(state["model"])
-    again = solo.state_dict()
-    assert _equal_weights(again["model"], state["model"])
-    for a, b in zip(again["optimizer"]["state"].values(), state["optimizer"]["state"].values(),
-                    strict=True):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert again["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
-    assert again["sampler"] == state["sampler"] and again["samples_seen"] == 128
-    assert again["history"] == state["history"] and len(state["history"]) == 2
     # The solo run continues from it on the same patches, equal to the group's own
     # continuation up to float rounding.
     rest = []
-    solo.run(lambda r, _: rest.append(r))
+    loaded.run(lambda r, _: rest.append(r))
     _assert_curves_match(_run(group)[1], rest)
 
 
