@@ -141,6 +141,42 @@ def test_a_resumed_member_continues_from_its_checkpoint(engine) -> None:
     torch.save({"samples_seen": 2 * 64}, buf)
     engine.join("r", _cfg(1e-3), buf.getvalue())
     assert _ask(engine, "r", 2).epoch == 3
+    # From its checkpoint, not from scratch: one interval, not three, and epoch 3 comes first.
+    assert engine.groups_made[0].intervals == 1
+    assert engine.next_result("r", 0)[0].epoch == 3
+
+
+def test_a_resumed_member_continues_bitwise_in_a_real_group(monkeypatch, tiny_train, tiny_val) -> None:
+    """Through the engine, a trial resumed from its member checkpoint continues exactly as the
+    uninterrupted member does (same slot, same capacity): the real FusedTrainer, no Ray."""
+    import torch
+
+    from trainable.fused import FusedTrainer
+
+    def new_trainer(self, cfg):
+        return FusedTrainer(cfg.replace(num_threads=1), tiny_train, tiny_val, self.capacity)
+
+    monkeypatch.setattr(fusion.FusionEngine, "_new_trainer", new_trainer)
+    cfg = TrainConfig.from_dict({**BASE, "model_lr": 3e-3, "epochs": 2, "device": "cpu",
+                                 "num_threads": 1})
+    # Its first epoch at another LR: a fresh start at the trial's own LR cannot end where the
+    # resumed member does (the config given on joining wins over the checkpoint's, as in add).
+    straight = FusedTrainer(cfg, tiny_train, tiny_val, 2)
+    straight.add(0, cfg.replace(model_lr=3e-2))
+    straight.run_interval()
+    checkpoint = fusion._dump(straight.member_state(0))
+    straight.remove(0)
+    straight.add(0, cfg, fusion._load(checkpoint))
+    straight.run_interval()
+    engine = fusion.FusionEngine(capacity=2, num_threads=1)
+    assert engine.join("r", cfg.to_dict(), checkpoint)
+    result, state = engine.next_result("r", 1)
+    assert result.epoch == 2 and result.status == "completed"
+    assert engine.next_result("r", 0)[0].epoch == 2  # its first result: no epoch 1 again
+    resumed, want = fusion._load(state), straight.member_state(0)
+    assert all(torch.equal(resumed["model"][k], w) for k, w in want["model"].items())
+    assert resumed["samples_seen"] == want["samples_seen"] == 128
+    assert [h["psnr"] for h in resumed["history"]] == [h["psnr"] for h in want["history"]]
 
 
 def test_a_member_that_stops_asking_is_dropped_after_its_lease(engine, monkeypatch) -> None:
