@@ -7,7 +7,7 @@ mutmut (``pip install -e ".[mutation]"``) plants one small bug at a time in the 
 operator swapped, a constant changed, an argument dropped, ...) and runs the tests that reach the
 mutated function; a mutant that no test fails *survived*. mutmut reads its settings from the
 ``pyproject.toml`` beside it and writes its mutated copy (``mutants/``) there, so each module is
-run in a scratch copy of the working tree (``--scratch``, /tmp/espcn-mutation/<module> by
+run in a scratch copy of the committed tree (``--scratch``, /tmp/espcn-mutation/<module> by
 default) whose ``pyproject.toml`` gets a ``[tool.mutmut]`` section naming the module and its
 tests (`MODULES`): mutmut first runs those tests once to learn which test reaches which function,
 then each mutant runs only those, stopping at the first failure (``-x``).
@@ -70,17 +70,14 @@ def _mutmut_section(module: str) -> str:
 
 
 def _scratch_copy(module: str, scratch: Path) -> None:
-    """The working tree's files (tracked and untracked, not ignored) in ``scratch``, with the
-    module's mutmut settings."""
+    """The committed tree (HEAD: a bug planted by hand in the working tree meanwhile stays out
+    of it) in ``scratch``, with the module's mutmut settings."""
     if scratch.exists():
         shutil.rmtree(scratch)
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file():
-            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, scratch / name)
+    scratch.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(scratch)], input=archive, check=True)
     with (scratch / "pyproject.toml").open("a", encoding="utf-8") as f:
         f.write(_mutmut_section(module))
 

@@ -58,3 +58,36 @@ def test_crop_border_ignores_the_border():
 def test_to_uint8_rounds_and_clamps():
     x = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.49 / 255, 1.0, 2.0])
     assert to_uint8(x).tolist() == [0, 0, 0, 1, 255, 255]  # 0.5 rounds to even
+
+
+def test_to_uint8_gives_uint8():
+    assert to_uint8(torch.rand(1, 4, 4, dtype=torch.float16)).dtype == torch.uint8
+
+
+def test_ssim_crop_border_scores_the_cropped_frames():
+    a, b = _pair(seed=1, shape=(2, 30, 34))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    cropped = ssim(ta[:, 3:-3, 3:-3], tb[:, 3:-3, 3:-3])
+    assert torch.equal(ssim(ta, tb, crop_border=3), cropped)
+    assert not torch.equal(ssim(ta, tb), cropped)
+
+
+def test_ssim_needs_11x11_and_says_what_it_got():
+    a, b = _pair(seed=2, shape=(1, 11, 11))
+    assert ssim(torch.from_numpy(a), torch.from_numpy(b)).shape == (1,)  # the smallest frame
+    with pytest.raises(ValueError, match=r"at least 11x11 pixels, got \(10, 12\)"):
+        ssim(torch.zeros(1, 10, 12), torch.zeros(1, 10, 12))
+    with pytest.raises(ValueError, match=r"expected \(B, H, W\) Y frames, got shape \(12, 12\)"):
+        psnr(torch.zeros(12, 12), torch.zeros(12, 12))
+
+
+def test_the_window_is_a_float64_gaussian_and_the_blur_a_valid_convolution():
+    from trainable.metrics import _blur_valid, _gaussian_taps
+
+    x = np.arange(11) - 5.0
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    assert _gaussian_taps() == pytest.approx((g / g.sum()).tolist(), rel=1e-15, abs=0)
+    frames = torch.rand(2, 15, 13, dtype=torch.float64)  # (B, H, W), as well as stacked
+    w = torch.tensor(_gaussian_taps(), dtype=torch.float64)
+    ref = torch.nn.functional.conv2d(frames[:, None], torch.outer(w, w)[None, None])[:, 0]
+    torch.testing.assert_close(_blur_valid(frames, _gaussian_taps()), ref, rtol=1e-12, atol=1e-12)

@@ -202,3 +202,38 @@ def test_a_stopped_run_says_so_in_its_summary(clip_root, tmp_path, capsys, monke
     assert summary["early_stop_patience"] == 2 and summary["best_epoch"] == 1
     printed = capsys.readouterr().out
     assert "stopped early: no new best validation in 2 validations" in printed
+
+
+def _walked_position(t: float, period: float, mult: float) -> float:
+    """Where ``t`` lies in its restart cycle, found by walking the cycles one by one."""
+    start, length = 0.0, period
+    while t >= start + length - 1e-9:
+        start, length = start + length, length * mult
+    return max((t - start) / length, 0.0)
+
+
+@pytest.mark.parametrize("period, mult", [(0.1, 1.5), (0.07, 3.0), (0.2, 1.0), (0.05, 1.2)])
+def test_the_cycle_position_is_the_walked_ones_over_many_cycles(period: float, mult: float) -> None:
+    from trainable.schedule import _cycle_position
+
+    # A fine grid, and every restart exactly (where floating point puts t on either side).
+    grid = [i / 997 for i in range(3 * 997)]
+    starts, start, length = [], 0.0, period
+    while start < 3.0:
+        starts.append(start)
+        start, length = start + length, length * mult
+    for t in grid + starts:
+        assert _cycle_position(t, period, mult) == pytest.approx(
+            _walked_position(t, period, mult), abs=1e-9), t
+    assert all(_cycle_position(s, period, mult) == pytest.approx(0.0, abs=1e-9) for s in starts)
+    assert len(starts) > 4
+
+
+def test_restarts_with_a_growing_period_follow_the_cosine_within_each_cycle() -> None:
+    c = cfg(lr_schedule="cosine_restarts", lr_restart_period=0.1, lr_restart_mult=1.5,
+            lr_min_fraction=0.1, warmup_fraction=0.05)
+    for s in range(0, T, 10):
+        t = max(s / T - 0.05, 0.0)
+        warm = min(1.0, (s + U) / (0.05 * T))
+        want = warm * cos_from(0.1, _walked_position(t, 0.1, 1.5))
+        assert c.lr_at(s) == pytest.approx(want, rel=1e-9), s
