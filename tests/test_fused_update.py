@@ -157,3 +157,42 @@ def test_a_scale_that_would_overflow_does_not_grow_and_its_count_restarts():
     assert flat.scaler_state(0)["scale"] == pytest.approx(top)
     assert flat.scaler_state(0)["_growth_tracker"] == 0
     assert flat.scaler_state(1)["scale"] == 2.0**17
+
+
+def test_a_scale_of_exactly_half_the_maximum_still_grows_as_a_grad_scalers():
+    flat = _flat("adam", scaled=True)
+    solo = _Solo("adam", True, _member(flat, flat.params, 0), MemberStep(0, 1e-3, 0.0, 0.0, 0.0))
+    state = {**solo.scaler.state_dict(), "scale": fused_update._MAX_GROWABLE,
+             "_growth_tracker": 1999}
+    solo.scaler.load_state_dict(state)
+    flat.load_scaler(0, state)
+    flat.prepare([MemberStep(0, 1e-3, 0.0, 0.0, 0.0)])
+    for view, g in zip(flat.views(flat.grad, 0), solo.step([torch.full((s,), 1e-30) for s in SIZES]),
+                       strict=True):
+        view.copy_(g)
+    flat.apply()
+    assert flat.scaler_state(0) == solo.scaler.state_dict()
+    assert flat.scaler_state(0)["scale"] == torch.finfo(torch.float32).max
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["fp32", "fp16-scaler"])
+def test_reset_empties_one_slot_and_leaves_the_other(scaled):
+    flat = _flat("adam", scaled)
+    flat.params.normal_()
+    for buf in flat.states:
+        buf.uniform_(0.5, 1.0)
+    for slot in range(N):
+        flat.set_steps(slot, 7 + slot)
+        flat.load_scaler(slot, {"scale": 8.0, "_growth_tracker": 5})
+    kept = _snapshot(flat, 1)
+    flat.reset(0)
+    assert all(bool((v == 0).all()) for buf in (flat.params, *flat.states)
+               for v in flat.views(buf, 0))
+    assert flat.step_count(0) == 0 and flat.step_count(1) == 8
+    assert all(torch.equal(a, b) for a, b in zip(kept, _snapshot(flat, 1), strict=True))
+    if scaled:
+        assert flat.scaler_state(0) == {**flat.scaler_state(1), "scale": fused_update.INIT_SCALE,
+                                        "_growth_tracker": 0}
+        assert flat.scaler_state(1)["scale"] == 8.0
+    else:
+        assert flat.scaler_state(0) == {}  # no scaler: a saved scale is not read either
