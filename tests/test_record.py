@@ -7,6 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from analysis import record
 from analysis.record import BestTrial, Budget, ParamRange, RunRecord, SchedulerPlan, SearchPlan
 
@@ -85,3 +87,145 @@ def test_the_json_form_is_the_space_files_and_sections() -> None:
     assert d["search"] == {"algorithm": "random", "seed": 7, "n_startup_trials": 4}
     assert d["best_trial"]["params"] == {"model_lr": 2e-3}
     assert d["overrides"] == {"trials": 8, "fuse": 2} and d["command"][-1] == "2"
+
+
+def _v1(**over: object) -> dict:
+    """A schema-1 record as the code before the typed record wrote it."""
+    return {"name": "old", "command": ["python", "-m", "tune.run"], "space_file": "/s.yaml",
+            "spec": {"params": {"model_lr": {"loguniform": [1e-4, 1e-2]},
+                                "lr_scheduler_milestones": {"milestones": [1, 2, 0.1, 0.9]}},
+                     "search": {"algorithm": "optuna", "seed": 3, "n_startup_trials": 5}},
+            "searched": ["model_lr", "lr_scheduler_milestones"], "max_epochs": 8,
+            "epoch_samples": 512, "validation_interval": 2,
+            "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 3,
+                          "rungs": [2, 6]},
+            "space_document": {"trials": 4}, "ray_session_dir": "/tmp/ray/s",
+            "ray_node_id": "n1", "overrides": {"trials": 4}, "metric": "psnr", "mode": "max",
+            **over}
+
+
+def test_a_schema_1_record_reads_into_the_typed_one() -> None:
+    rec = RunRecord.from_json(_v1(), "old")
+    assert rec.schema == 1 and rec.name == "old" and rec.command == ("python", "-m", "tune.run")
+    assert rec.params == (ParamRange("model_lr", "loguniform", 1e-4, 1e-2),
+                          ParamRange("lr_scheduler_milestones", "milestones", 0.1, 0.9,
+                                     count=(1, 2)))
+    assert rec.budget == Budget(8, 512, 2)
+    assert rec.search == SearchPlan("optuna", 3, 5)
+    assert rec.scheduler == SchedulerPlan("asha", 2, 3, (2, 6))
+    assert rec.space == {"trials": 4} and rec.overrides == {"trials": 4}
+    assert (rec.ray_session_dir, rec.ray_node_id) == ("/tmp/ray/s", "n1")
+    # Sections an old record may lack: no budget, the searched names from the spec, no space.
+    bare = RunRecord.from_json(_v1(searched=None, max_epochs=None, space_document="x",
+                                   spec={"params": {"model_lr": {"uniform": [0, 1]}}}), "old")
+    assert bare.budget is None and bare.space is None and bare.search is None
+    assert bare.searched == ["model_lr"]
+    assert RunRecord.from_json({}, "empty") == RunRecord(
+        name="", command=(), space_file=None, space=None, params=(), budget=None,
+        scheduler=SchedulerPlan("asha"), search=None, evaluation=None, default_config=None,
+        schema=1)
+
+
+@pytest.mark.parametrize("defn, want", [
+    ({"milestones": {"count": 2, "low": 0.1, "high": 0.5}},
+     ParamRange("m", "milestones", 0.1, 0.5, count=(2, 2))),
+    ({"milestones": [1, 3, 0.2, 0.8]}, ParamRange("m", "milestones", 0.2, 0.8, count=(1, 3))),
+    ({"randint": [2, 9]}, ParamRange("m", "randint", 2.0, 9.0)),
+    ({"grid": [[0.1, 0.5], 3]}, ParamRange("m", "grid", choices=((0.1, 0.5), 3))),
+    ({"uniform": [1, 2], "choice": [1]}, ParamRange("m", "unrecorded")),
+    ([1, 2], ParamRange("m", "unrecorded")),
+    ({"uniform": [1, 2, 3]}, ParamRange("m", "unrecorded")),
+    ({"milestones": {"count": [1, 2], "low": 0.1}}, ParamRange("m", "unrecorded")),
+    ({"normal": [0, 1]}, ParamRange("m", "unrecorded")),
+    ({"uniform": ["a", 1]}, ParamRange("m", "unrecorded")),
+])
+def test_a_range_reads_from_the_space_files_form_or_is_unrecorded(defn: object,
+                                                                   want: ParamRange) -> None:
+    assert ParamRange.from_json("m", defn) == want
+
+
+@pytest.mark.parametrize("p, words", [
+    (PARAMS[0], "loguniform [0.0001, 0.01]"),
+    (PARAMS[2], "randint [8, 32] (both included)"),
+    (PARAMS[3], "choice of adam, sgd"),
+    (PARAMS[4], "grid of true, false"),
+    (PARAMS[5], "1-3 LR drops between 20% and 90% of the budget"),
+    (ParamRange("m", "milestones", 0.125, 0.5, count=(1, 1)),
+     "1 LR drop between 12.5% and 50% of the budget"),
+    (ParamRange("m", "milestones", 0.1, 0.5, count=(2, 2)), "2 LR drops between 10% and 50% of "
+                                                            "the budget"),
+    (ParamRange("m", "grid", choices=((0.1, 0.5), (0.3,))), "grid of [0.1, 0.5], [0.3]"),
+    (ParamRange("m", "unrecorded"), "range not recorded"),
+])
+def test_each_range_in_words(p: ParamRange, words: str) -> None:
+    assert p.describe() == words
+
+
+def test_milestone_scalars_for_plots() -> None:
+    varying = PARAMS[5]  # 1-3 drops
+    names = ["lr_scheduler_milestones/count", "lr_scheduler_milestones/first",
+             "lr_scheduler_milestones/last"]
+    assert varying.scalar_names() == names
+    assert varying.scalars([0.3, 0.5, 0.7]) == dict(zip(names, [3, 0.3, 0.7], strict=True))
+    assert varying.scalars([]) == dict(zip(names, [0, None, None], strict=True))
+    assert varying.scalars("no") == dict.fromkeys(names)
+    one = ParamRange("m", "milestones", 0.1, 0.5, count=(1, 1))
+    assert one.scalar_names() == ["m/first"] and one.scalars((0.25,)) == {"m/first": 0.25}
+    assert varying.scalar_range("lr_scheduler_milestones/count") == ParamRange(
+        "lr_scheduler_milestones/count", "choice", choices=(1, 2, 3))
+    assert varying.scalar_range("lr_scheduler_milestones/last") == ParamRange(
+        "lr_scheduler_milestones/last", "uniform", 0.2, 0.9)
+    assert varying.scalar_range("lr_scheduler_milestones") is varying
+    assert PARAMS[0].scalar_names() == ["model_lr"] and PARAMS[0].scalars(0.1) == {"model_lr": 0.1}
+    assert PARAMS[0].scalar_range("model_lr") is PARAMS[0]
+
+
+@pytest.mark.parametrize("value, marks", [
+    ([0.1, 0.5], [0.1, 0.5]), ((0.2,), [0.2]), ([], []), (None, None), ("0.1", None),
+    ({"a": 1}, None), ([0.1, "x"], None), ([0.1, float("nan")], None), (3, None),
+])
+def test_milestone_list(value: object, marks: list[float] | None) -> None:
+    assert record.milestone_list(value) == marks
+
+
+def test_branches_are_searched_and_active_only_when_chosen() -> None:
+    cond = PARAMS[6]
+    assert FULL.searched == ["model_lr", "momentum", "batch_size", "optimizer", "residual",
+                             "lr_scheduler_milestones", "lr_schedule", "lr_min_fraction",
+                             "lr_scheduler_gamma"]
+    assert FULL.param("lr_scheduler_gamma") == cond.branches[1][1][0]
+    assert FULL.param("nothing") is None
+    assert [p.name for p in record.active(PARAMS, {"lr_schedule": "cosine"})][-1] == \
+        "lr_min_fraction"
+    assert len(record.active(PARAMS, {"lr_schedule": "multistep"})) == len(PARAMS) + 2
+    assert len(record.active(PARAMS, {})) == len(PARAMS)
+    assert cond.active("linear") == ()
+    assert PARAMS[0].log and not PARAMS[1].log and PARAMS[2].numeric and not PARAMS[3].numeric
+
+
+def test_bad_folders_are_one_line_each(tmp_path: Path) -> None:
+    with pytest.raises(record.RunFolderError, match="no such folder"):
+        record.read(tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(record.RunFolderError, match="is a file, but a run folder"):
+        record.read(tmp_path / "file")
+    runs = tmp_path / "runs"
+    for i in range(7):
+        (runs / f"r{i}").mkdir(parents=True)
+        record.write(runs / f"r{i}", FULL)
+    with pytest.raises(record.RunFolderError, match=r"no espcn_tune.record\); run folders inside "
+                                                    r"it: .*r0, .*r4 and 2 more$"):
+        record.read(runs)
+    (runs / "r0" / "sub").mkdir()
+    with pytest.raises(record.RunFolderError, match=r"not an espcn-tune run folder \(there is no "
+                                                    r"espcn_tune.record\)$"):
+        record.read(runs / "r0" / "sub")
+    (runs / "r1" / record.META_FILE).write_text("[1, 2]")
+    with pytest.raises(record.RunFolderError, match="expected a JSON object, got list"):
+        record.read(runs / "r1")
+    (runs / "r2" / record.META_FILE).write_text("{not json")
+    with pytest.raises(record.RunFolderError, match="unreadable run record"):
+        record.read(runs / "r2")
+    (runs / "r3" / record.META_FILE).write_text(json.dumps({**FULL.to_json(), "budget": {"epochs": 2}}))
+    with pytest.raises(record.RunFolderError, match=r"unreadable run record \(KeyError"):
+        record.read(runs / "r3")
