@@ -45,7 +45,7 @@ MODULES: dict[str, list[str]] = {
     "trainable/sampler.py": ["tests/test_sampler_device.py", "tests/test_loop.py"],
     "tune/fusion.py": ["tests/test_fusion.py"],
     "analysis/record.py": ["tests/test_record.py", "tests/test_analysis.py"],
-    "analysis/outcomes.py": ["tests/test_analysis.py"],
+    "analysis/outcomes.py": ["tests/test_outcomes.py", "tests/test_analysis.py"],
 }
 MARKER = "not slow"
 
