@@ -15,7 +15,8 @@ from tests import run_fixture as fx
 
 
 def _outcomes(run: Path) -> dict[str, str]:
-    return dict(zip(load_run(run).trials["trial"], load_run(run).trials["outcome"], strict=True))
+    trials = load_run(run).trials
+    return dict(zip(trials["trial"], trials["outcome"], strict=True))
 
 
 def _rewrite(run: Path, **changes: object) -> Path:
