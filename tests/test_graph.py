@@ -448,8 +448,11 @@ def test_a_fused_groups_static_update_equals_its_plain_update_bitwise(eager_grap
     graph = _fused(cfg.replace(cuda_graph=True), tiny_train, tiny_val)
     _run_group(plain)
     _run_group(graph)
-    assert graph._graph is not None and graph._graph.eager_updates > 0
-    assert plain._graph is None
+    # Every update of the group's 3 epochs ran the static code (the third member idles in the
+    # third: its budget is 2 epochs).
+    updates = 3 * cfg.epoch_samples // cfg.samples_per_update
+    assert graph._graph is not None and graph._graph.eager_updates == updates
+    assert graph._graph.replays == 0 and not graph._graph.capturing and plain._graph is None
     for slot in plain.members:
         a, b = plain.member_state(slot), graph.member_state(slot)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -457,6 +460,19 @@ def test_a_fused_groups_static_update_equals_its_plain_update_bitwise(eager_grap
         assert [[h[k] for k in keys] for h in a["history"]] == \
             [[h[k] for k in keys] for h in b["history"]]
         assert a["scaler"] == b["scaler"] and a["sampler"] == b["sampler"]
+
+
+def test_a_fused_groups_batches_must_keep_their_fields(eager_graph_code, tiny_train, tiny_val):
+    from trainable.fused_draw import Batch
+
+    group = _fused(_cfg(cuda_graph=True, loss_border=2), tiny_train, tiny_val)
+    active = list(group.members)
+    batches = group._streams.next_batches(active, 1, 8)
+    group._graph.update(batches, active)
+    assert all(b.mask is not None for b in batches)  # the loss border's
+    with pytest.raises(ValueError, match="a fused group's batches changed their fields"):
+        group._graph.update([Batch(b.x, b.target, b.bicubic, None, b.weight) for b in batches],
+                            active)
 
 
 def test_capture_lint_of_a_fused_update(eager_graph_code, tiny_train, tiny_val):
