@@ -237,3 +237,13 @@ def test_restarts_with_a_growing_period_follow_the_cosine_within_each_cycle() ->
         warm = min(1.0, (s + U) / (0.05 * T))
         want = warm * cos_from(0.1, _walked_position(t, 0.1, 1.5))
         assert c.lr_at(s) == pytest.approx(want, rel=1e-9), s
+
+
+@pytest.mark.parametrize("t", [1.0, 0.37])
+def test_the_cycle_is_found_without_walking_a_billion_cycles(t: float) -> None:
+    """The cycle index comes from its closed form, then at most a step or two either way: a
+    schedule of very many short cycles costs no more than one of few (a walk from the first
+    cycle would take minutes here, and hang the trainer at every update)."""
+    from trainable.schedule import _cycle_position
+
+    assert 0.0 <= _cycle_position(t, 1e-9, 1 + 1e-9) < 1.0
