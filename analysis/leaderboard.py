@@ -157,7 +157,7 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
     rows = []
     marks = tie_marks(ranked)
     for (_, t), mark in zip(ranked.iterrows(), marks, strict=True):
-        outcome = str(t["outcome"]) + (
+        outcome = str(t["outcome"]) + retried_note(t.get("retries", 0)) + (
             " [reference: source defaults]"
             if t.get("is_reference", False) is True else " [defaults]" if t["is_defaults"] else "")
         number = [format_value(t["optuna_trial"])] if numbered else []
@@ -166,6 +166,14 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
                      str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True),
                      mark or "", outcome])
     return heads, rows
+
+
+def retried_note(retries: Any) -> str:
+    """' (retried 2x)' after the outcome of a trial started again after failed attempts (a lost
+    node, an error), ' (retried)' where an older run did not record how often; '' otherwise."""
+    if retries is None or retries is pd.NA:
+        return " (retried)"
+    return f" (retried {int(retries)}x)" if int(retries) > 0 else ""
 
 
 def format_value(v: Any) -> str:

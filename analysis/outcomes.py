@@ -1,10 +1,16 @@
 """What became of each trial, and which trial ran the source document's defaults.
 
-Per-trial outcome, in this order: ``error`` when error.txt exists (ranked below everything,
+Per-trial outcome, from the trial's final state and its results, in this order: ``error`` when
+the driver recorded that its last attempt failed with no retry left (ranked below everything,
 whatever its PSNR); else the last reported status when it is ``completed``, ``diverged`` or
 ``infeasible``; else, for a trial that stopped before ``max_epochs``: ``stopped by ASHA at rung N
 (epoch E)`` (N counts the scheduler's rungs from 1) or ``stopped at epoch E`` when the run has
 finished, ``running/interrupted`` when it has not; ``no results`` for a trial that never reported.
+
+A trial that failed and was retried is judged by how its last attempt ended: Ray leaves the first
+attempt's ``error.txt`` behind even when the retry completes, so that file decides nothing. Only
+a run from before the driver recorded the final state (no ``trial_state.json``) falls back on
+it: ``error`` when ``error.txt`` exists and the results do not show the trial's end.
 
 The defaults trial is the first whose full config equals the run record's ``default_config`` on
 the keys that matter (see :func:`mark_defaults`).
@@ -32,12 +38,14 @@ def outcome(
     sched: SchedulerPlan,
     finished: bool,
 ) -> str:
-    if folder.error_text is not None:
+    if folder.state is not None and folder.state.errored:
         return "error"
     # The very last line decides first: an infeasible trial's report is not a validation.
     final = folder.results[-1].status if folder.results else ""
     if final in _FINAL_STATUSES:
         return final
+    if folder.state is None and folder.error_text is not None:  # a run from before the state
+        return "error"
     if last is None:
         return "no results" if finished else "running/interrupted"
     if last.status in _FINAL_STATUSES:
@@ -51,6 +59,14 @@ def outcome(
     if sched.type == "asha" and epoch in rungs:
         return f"stopped by ASHA at rung {rungs.index(epoch) + 1} (epoch {epoch})"
     return f"stopped at epoch {epoch}"
+
+
+def retries(folder: TrialFolder) -> int | None:
+    """How often the trial was started again after a failed attempt (None: unknown, a run from
+    before the driver recorded it whose trial left an ``error.txt``)."""
+    if folder.state is not None:
+        return folder.state.retries
+    return None if folder.error_text is not None else 0
 
 
 def mark_defaults(

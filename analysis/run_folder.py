@@ -4,9 +4,11 @@ and their reader (no Ray needed).
 A run folder is what ``python -m tune.run`` leaves under ``runs/NAME``: its record
 (`analysis.record`) and one folder per trial. In a trial's folder Ray writes ``params.json`` (the
 trial's searched values, user form), ``result.json`` (one JSON object per ``tune.report``),
-``error.txt`` when the trial failed, and the checkpoints it kept (``checkpoint_NNNNNN/`` with
-``trainer.pt`` and ``meta.json``); the trial itself writes ``trial_config.json`` (its full
-TrainConfig) and ``placement.jsonl`` (where each of its runs happened); the Optuna searcher writes
+``error.txt`` when an attempt of the trial failed (also when a retry then completed it), and the
+checkpoints it kept (``checkpoint_NNNNNN/`` with ``trainer.pt`` and ``meta.json``); the trial
+itself writes ``trial_config.json`` (its full TrainConfig) and ``placement.jsonl`` (one line per
+attempt: where it ran, when it started and how it ended); the driver writes ``trial_state.json``
+(how many attempts failed, and whether the trial ended in error); the Optuna searcher writes
 ``optuna_trial.json`` (the study and the trial's number in it). The reference run's folder
 (``reference/``, no Ray trial) gets the same files from the same writers here.
 
@@ -36,7 +38,8 @@ PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 TRIAL_CONFIG_FILE = "trial_config.json"  # the full TrainConfig, written when the trial starts
-PLACEMENT_FILE = "placement.jsonl"  # one line per run of the trial: node, GPU, pid, times
+PLACEMENT_FILE = "placement.jsonl"  # one line per attempt of the trial: node, GPU, pid, times
+TRIAL_STATE_FILE = "trial_state.json"  # the driver's word on the trial: failures, final error
 OPTUNA_FILE = "optuna_trial.json"  # the Optuna study and trial number of a searched trial
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINT_META = "meta.json"
@@ -74,16 +77,33 @@ class CheckpointInfo:
 
 
 @dataclass(frozen=True)
+class TrialState:
+    """What the driver saw of a trial's attempts (``trial_state.json``): Ray retries a failed
+    attempt (an error, a lost node) up to ``max_failures`` times, and leaves ``error.txt`` behind
+    even when the retry completes, so that file says nothing about how the trial ended."""
+
+    failures: int  # attempts that failed
+    errored: bool  # the last attempt failed and no retry was left: the trial ended in error
+
+    @property
+    def retries(self) -> int:
+        """Attempts started again after a failure."""
+        return self.failures - 1 if self.errored else self.failures
+
+
+@dataclass(frozen=True)
 class TrialFolder:
     path: Path
     trial_id: str
     params: dict[str, Any]
     results: list[ResultRow]  # result.json's rows, in file order
-    error_text: str | None  # content of error.txt, None when the trial did not error
+    error_text: str | None  # error.txt: an attempt failed (not: the trial ended in error)
     config: dict[str, Any] | None = None  # trial_config.json, if the trial wrote one
     skipped_lines: int = 0  # unreadable result.json lines (a run killed mid-write)
     checkpoints: list[CheckpointInfo] = field(default_factory=list)
     optuna_number: int | None = None  # the trial's number in the Optuna study (optuna #2)
+    state: TrialState | None = None  # trial_state.json; None for a trial no failure touched
+    #   (and for runs from before the driver wrote it)
 
 
 def find_trial_dirs(run_dir: Path) -> list[Path]:
@@ -123,6 +143,7 @@ def read_trial(path: Path) -> TrialFolder:
         skipped_lines=skipped,
         checkpoints=find_checkpoints(path),
         optuna_number=number if isinstance(number, int) and not isinstance(number, bool) else None,
+        state=read_trial_state(path),
     )
 
 
@@ -160,9 +181,45 @@ def write_params(folder: Path, values: Mapping[str, Any]) -> None:
     _write_json(folder / PARAMS_FILE, values)
 
 
-def append_placement(folder: Path, info: Mapping[str, Any]) -> None:
+def start_attempt(folder: Path, info: Mapping[str, Any]) -> int:
+    """Append an attempt's line to ``placement.jsonl`` as it starts (where it runs: node id, node
+    IP, hostname, devices, pid; ``started``), so that an attempt killed with its node keeps it.
+    Returns the attempt's number, 1 for the first; `end_attempt` closes the line."""
+    number = len(read_attempts(folder)) + 1
     with open(folder / PLACEMENT_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(dict(info)) + "\n")
+        f.write(json.dumps({"attempt": number, **info}) + "\n")
+    return number
+
+
+def update_attempt(folder: Path, number: int, info: Mapping[str, Any]) -> None:
+    """Add ``info`` to attempt ``number``'s line (what it resumed from; ``finished`` and
+    ``error`` when it ends), rewriting the file atomically."""
+    attempts = read_attempts(folder)
+    for a in attempts:
+        if a.get("attempt") == number:
+            a.update(info)
+    tmp = folder / (PLACEMENT_FILE + ".tmp")
+    tmp.write_text("".join(json.dumps(a) + "\n" for a in attempts), encoding="utf-8")
+    os.replace(tmp, folder / PLACEMENT_FILE)
+
+
+def read_attempts(folder: Path) -> list[dict[str, Any]]:
+    """``placement.jsonl``'s lines, one per attempt, oldest first; an attempt without
+    ``finished`` was still running, or was killed (its node lost, its driver killed)."""
+    return _read_json_lines(folder / PLACEMENT_FILE)[0]
+
+
+def write_trial_state(folder: Path, state: TrialState) -> None:
+    _write_json(folder / TRIAL_STATE_FILE, {"failures": state.failures,
+                                            "errored": state.errored})
+
+
+def read_trial_state(folder: Path) -> TrialState | None:
+    d = _read_object(folder / TRIAL_STATE_FILE)
+    failures = d.get("failures")
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        return None
+    return TrialState(failures, d.get("errored") is True)
 
 
 def write_results(folder: Path, results: Sequence[ResultRow]) -> None:

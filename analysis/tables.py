@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis import _io, record
-from analysis.outcomes import mark_defaults, outcome
+from analysis.outcomes import mark_defaults, outcome, retries
 from analysis.record import ParamRange, RunFolderError, RunRecord
 from analysis.result_row import ResultRow
 from analysis.run_folder import REFERENCE_DIR, TrialFolder, find_trial_dirs, read_trial
@@ -37,7 +37,8 @@ RESULT_COLUMNS = ("trial", "epoch", "samples", "psnr", "ssim", "loss", "lr", "ti
 TRIAL_COLUMNS = (
     "trial", "dir", "optuna_trial", "config", "best_psnr", "best_ssim", "best_epoch", "gain_db", "last_psnr",
     "last_ssim", "last_gain_db", "epochs_trained", "samples_trained", "bicubic_psnr",
-    "bicubic_ssim", "outcome", "is_defaults", "is_reference", "error", "error_summary", "reason", "n_reports",
+    "bicubic_ssim", "outcome", "retries", "is_defaults", "is_reference", "error", "error_summary", "reason",
+    "n_reports",
     "has_checkpoint", "time_s", "started_at", "ended_at", f"best_{FRAMES}", f"last_{FRAMES}",
 )
 
@@ -133,6 +134,7 @@ def load_run(run_dir: str | Path) -> Run:
         trials = _normalise_param_columns(trials, list(columns.values()))
         trials["best_epoch"] = trials["best_epoch"].astype("Int64")
         trials["optuna_trial"] = trials["optuna_trial"].astype("Int64")
+        trials["retries"] = trials["retries"].astype("Int64")
     trials = mark_defaults(trials, rec.default_config, searched)
     return Run(run_dir, rec, results, trials, {p: columns[p] for p in searched},
                {p: columns[p] for p in scalars})
@@ -245,9 +247,10 @@ def _trial_row(
     max_epochs = ((rec.budget.epochs if rec.budget else None) or (last.max_epochs if last else None)
                   or _config_epochs(config))
     row["outcome"] = outcome(folder, last, max_epochs, rec.scheduler, rec.finished is not None)
+    row["retries"] = retries(folder)  # attempts started again after a failure (null: unknown)
     row["is_defaults"] = False
     row["is_reference"] = folder.path.name == REFERENCE_DIR  # beside the search, never sampled
-    row["error"] = folder.error_text is not None
+    row["error"] = row["outcome"] == "error"  # its last attempt failed: never ranked, exported
     row["error_summary"] = _error_summary(folder.error_text)
     row["reason"] = next((r.reason for r in reversed(folder.results) if r.reason),
                          None)  # why a trial was infeasible (the out-of-memory message)

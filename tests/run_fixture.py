@@ -16,7 +16,7 @@ from typing import Any
 
 from analysis import record
 from analysis.record import Budget, ParamRange, RunRecord, SchedulerPlan, SearchPlan
-from analysis.run_folder import trial_dirname
+from analysis.run_folder import TrialState, trial_dirname, write_trial_state
 from trainable.config import TrainConfig
 
 # The searched parameters, as the space file and the run record give them.
@@ -84,9 +84,12 @@ def write_meta(run_dir: Path, *, max_epochs: int = 4, finished: bool = True,
 def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[float], *,
                 max_epochs: int = 4, statuses: list[str] | None = None, error: bool = False,
                 checkpoint_epochs: tuple[int, ...] = (), start: float | None = None,
-                psnr_frames: list[list[float]] | None = None) -> Path:
+                psnr_frames: list[list[float]] | None = None,
+                failures: int | None = None) -> Path:
     """One trial folder; ``psnr_frames``, one list per report, is left out of the reports when
-    None (runs from before per-frame PSNR)."""
+    None (runs from before per-frame PSNR). ``failures``: the driver's trial_state.json, as it
+    writes it after that many failed attempts (the trial ended in error when ``error``); None:
+    none, as for a trial no failure touched or a run from before the driver wrote it."""
     tid = trial_id(index)
     tdir = run_dir / trial_dirname(index, tid)
     tdir.mkdir(parents=True)
@@ -113,9 +116,11 @@ def write_trial(run_dir: Path, index: int, params: dict[str, Any], psnrs: list[f
         if psnr_frames is not None:
             lines[-1]["psnr_frames"] = psnr_frames[i]
     (tdir / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    if error:
+    if error or failures:
         (tdir / "error.txt").write_text("Traceback (most recent call last):\n  ...\n"
                                         "RuntimeError: CUDA error: an illegal memory access\n")
+    if failures is not None:
+        write_trial_state(tdir, TrialState(failures, errored=error))
     for k, epoch in enumerate(checkpoint_epochs):
         write_checkpoint(tdir / f"checkpoint_{k:06d}", epoch, psnrs[epoch - 1], config,
                          seed=index * 100 + epoch)

@@ -292,7 +292,7 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
                run_dir: str | None = None) -> None:
     """Train one configuration as a member of a fused group, reporting each validation to Tune
     as `tune.trial.run_trial` does."""
-    from tune.trial import placement, report_validation
+    from tune.trial import attempt, placement, report_validation
 
     # Its config as its group trains it: the engine's threads (`start_engines`), so that a solo
     # run of trial_config.json reproduces the trial bit for bit.
@@ -300,32 +300,30 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
     trial_dir = ray_trials.trial_folder(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     run_folder.write_trial_config(trial_dir, cfg.to_dict())
-    info = {**placement(), "fused": True}
     trial_id = tune.get_context().get_trial_id()
-    checkpoint = tune.get_checkpoint()
-    state, after = None, 0
-    with checkpoint.as_directory() if checkpoint else nullcontext() as given:
-        start = ray_trials.resume_checkpoint(Path(given) if given else None, trial_dir)
-        if start is not None:
-            state = start.read_bytes()
-            after = int(_load(state)["samples_seen"]) // cfg.epoch_samples
-            info["resumed_from_epoch"] = after
-    engine = _join(engines, trial_id, cfg, state)
-    info["engine"] = engine
-    handle = _engine(engine)
-    try:
-        while True:
-            result: ValidationResult
-            member_state: bytes
-            result, member_state = ray.get(handle.next_result.remote(trial_id, after))
-            after = result.epoch
-            report_validation(result, cfg, _writer(member_state))
-            if result.status != "running":
-                break
-    finally:
-        handle.leave.remote(trial_id)
-        info["finished"] = time.time()
-        run_folder.append_placement(trial_dir, info)
+    with attempt(trial_dir, {**placement(), "fused": True}) as this:
+        checkpoint = tune.get_checkpoint()
+        state, after = None, 0
+        with checkpoint.as_directory() if checkpoint else nullcontext() as given:
+            start = ray_trials.resume_checkpoint(Path(given) if given else None, trial_dir)
+            if start is not None:
+                state = start.read_bytes()
+                after = int(_load(state)["samples_seen"]) // cfg.epoch_samples
+                this.note(resumed_from_epoch=after)
+        engine = _join(engines, trial_id, cfg, state)
+        this.note(engine=engine)
+        handle = _engine(engine)
+        try:
+            while True:
+                result: ValidationResult
+                member_state: bytes
+                result, member_state = ray.get(handle.next_result.remote(trial_id, after))
+                after = result.epoch
+                report_validation(result, cfg, _writer(member_state))
+                if result.status != "running":
+                    break
+        finally:
+            handle.leave.remote(trial_id)
 
 
 def _writer(data: bytes) -> Callable[[Path], None]:

@@ -40,6 +40,7 @@ from trainable.result import ValidationResult
 
 if TYPE_CHECKING:
     from trainable.loop import Trainer
+    from tune.trial import Attempt
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,21 @@ def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (
     inside a Ray task (no Tune session) with one trial's resources; ``gpus`` below 1 caps its
     CUDA memory at that share, as a trial's.
     ``params`` are the search's parameters: their values here go to params.json and HParams."""
+    from tune.trial import attempt, cap_gpu_memory, placement
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {**placement(), "gpu_memory_fraction": cap_gpu_memory(gpus)}
+    with attempt(folder, info) as this:
+        return _train_reference(cfg, folder, params, this, started=info["started"])
+
+
+def _train_reference(cfg: TrainConfig, folder: Path, params: Sequence[ParamRange], this: Attempt,
+                     started: float) -> dict[str, Any] | None:
     from trainable.loop import Trainer
     from trainable.store import open_split
     from tune.ray_edge.loggers import FolderLogger
-    from tune.trial import cap_gpu_memory, placement
 
-    info = {**placement(), "gpu_memory_fraction": cap_gpu_memory(gpus)}
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     values = cfg.to_dict()
     searched = {p.name: values[p.name] for p in params}
     run_folder.write_trial_config(folder, values)
@@ -93,10 +101,10 @@ def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (
     state = folder / _CHECKPOINT / _STATE
     if state.is_file():
         trainer.load(state)
-        info["resumed_from_epoch"] = trainer.epoch
+        this.note(resumed_from_epoch=trainer.epoch)
         log.info("reference run continues from epoch %d", trainer.epoch)
     # Seconds since this start, as Ray counts a trial's time_total_s from its function's start.
-    stamps = _Stamps(run_folder.read_results(folder), start=info["started"])
+    stamps = _Stamps(run_folder.read_results(folder), start=started)
     # Its curves beside the trials' in `tensorboard --logdir RUN_DIR`, under the trials' tags.
     tensorboard = FolderLogger(tuple(params), folder, searched)
 
@@ -114,7 +122,6 @@ def train_reference(cfg: TrainConfig, out: str, params: Sequence[ParamRange] = (
     finally:
         tensorboard.end()
         trainer.close()
-        run_folder.append_placement(folder, {**info, "finished": time.time()})
     rows = run_folder.read_results(folder)
     return rows[-1].to_json() if rows else None
 

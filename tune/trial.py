@@ -4,21 +4,22 @@ Each validation becomes one ``tune.report`` with a checkpoint of the full traini
 sees PSNR once per validation interval (``time_attr="epoch"``: epochs of a fixed sample count,
 never optimizer steps) and a retried or resumed trial continues from its newest checkpoint.
 
-The trial's own files (``trial_config.json``, ``placement.jsonl``; `analysis.run_folder` writes
-them) go straight into its folder in the run folder, beside Ray's ``result.json`` and
-checkpoints: ``get_trial_dir()`` is a local staging folder in Ray 2.60 that reaches the run
-folder only for a trial on a fresh actor (with ``reuse_actors`` the files of every later trial
-on that actor were lost; measured).
+The trial's own files (``trial_config.json``, ``placement.jsonl`` with one line per attempt;
+`analysis.run_folder` writes them) go straight into its folder in the run folder, beside Ray's
+``result.json`` and checkpoints: ``get_trial_dir()`` is a local staging folder in Ray 2.60 that
+reaches the run folder only for a trial on a fresh actor (with ``reuse_actors`` the files of
+every later trial on that actor were lost; measured).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -52,29 +53,55 @@ def run_trial(params: dict[str, Any], *, spec: SearchSpec, cpus: float,
     trial_dir = ray_trials.trial_folder(run_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     run_folder.write_trial_config(trial_dir, cfg.to_dict())
-    info = placement()
-    info["gpu_memory_fraction"] = cap_gpu_memory(spec.gpus_per_trial)
+    info = {**placement(), "gpu_memory_fraction": cap_gpu_memory(spec.gpus_per_trial)}
+    with attempt(trial_dir, info) as this:
+        train = open_split(cfg.data_spec, "train")
+        val = open_split(cfg.data_spec, "val")
+        try:
+            trainer = Trainer(cfg, train, val)
+            checkpoint = tune.get_checkpoint()
+            with checkpoint.as_directory() if checkpoint else nullcontext() as given:
+                start = ray_trials.resume_checkpoint(Path(given) if given else None, trial_dir)
+                if start is not None:
+                    trainer.load(start)
+                    this.note(resumed_from_epoch=trainer.epoch)
+            trainer.run(lambda result, tr: report_validation(result, cfg, tr.save))
+        except torch.OutOfMemoryError as e:
+            # Ray's fractional GPUs are bookkeeping only; cap_gpu_memory makes the share a limit,
+            # so a trial that does not fit in it ends as infeasible and the search goes on.
+            tune.report(ResultRow.infeasible(cfg.to_dict(), str(e).split("\n")[0],
+                                             psnr=WORST_PSNR, ssim=WORST_SSIM).to_json())
 
-    train = open_split(cfg.data_spec, "train")
-    val = open_split(cfg.data_spec, "val")
+
+class Attempt:
+    """One attempt of a trial (a start, a retry after a failure, a resume): its line in
+    ``placement.jsonl``."""
+
+    def __init__(self, folder: Path, info: dict[str, Any]) -> None:
+        self.folder = folder
+        self.number = run_folder.start_attempt(folder, info)
+
+    def note(self, **fields: Any) -> None:
+        """Add what the attempt learnt (the epoch it resumed from, its engine) to its line now,
+        so that the line keeps it even when the attempt is killed."""
+        run_folder.update_attempt(self.folder, self.number, fields)
+
+
+@contextmanager
+def attempt(folder: Path, info: dict[str, Any]) -> Iterator[Attempt]:
+    """Where and when each attempt of a trial ran (node, devices, pid): its line is written as
+    it starts, so an attempt killed with its node keeps it, and closed as it ends (``finished``,
+    and the ``error`` that ended it, if one did). Ray stops a trial's function by raising
+    SystemExit in it: an end, not an error."""
+    this = Attempt(folder, info)
+    end: dict[str, Any] = {}
     try:
-        trainer = Trainer(cfg, train, val)
-        checkpoint = tune.get_checkpoint()
-        with checkpoint.as_directory() if checkpoint else nullcontext() as given:
-            start = ray_trials.resume_checkpoint(Path(given) if given else None, trial_dir)
-            if start is not None:
-                trainer.load(start)
-                info["resumed_from_epoch"] = trainer.epoch
-        trainer.run(lambda result, tr: report_validation(result, cfg, tr.save))
-    except torch.OutOfMemoryError as e:
-        # Ray's fractional GPUs are bookkeeping only; cap_gpu_memory makes the share a limit, so
-        # a trial that does not fit in it ends as infeasible and the search goes on.
-        tune.report(ResultRow.infeasible(cfg.to_dict(), str(e).split("\n")[0], psnr=WORST_PSNR,
-                                         ssim=WORST_SSIM).to_json())
+        yield this
+    except Exception as e:
+        end["error"] = (f"{type(e).__name__}: {e}".strip().splitlines() or [""])[0][:300]
+        raise
     finally:
-        # Where and when each run of this trial happened: shows GPU packing and node placement.
-        info["finished"] = time.time()
-        run_folder.append_placement(trial_dir, info)
+        this.note(**end, finished=time.time())
 
 
 def cap_gpu_memory(gpus_per_trial: float) -> float | None:
@@ -89,12 +116,14 @@ def cap_gpu_memory(gpus_per_trial: float) -> float | None:
 
 
 def placement() -> dict[str, Any]:
-    """Where this process runs: node, pid, the CUDA device it sees, when it started."""
+    """Where this process runs: node (Ray's id, its IP, the machine's name), pid, the CUDA
+    device it sees, when it started."""
     import ray
 
     cuda = torch.cuda.is_available()
     return {"started": time.time(), "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "cuda_available": cuda,
             "cuda_device_name": torch.cuda.get_device_name(0) if cuda else None}
