@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ import pytest
 from trainable.errors import InputError
 from tune import run
 from tune.ray_edge import environment, state_repair, version
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -41,19 +46,55 @@ def test_bad_token_file_is_refused(tmp_path: Path, address, name, message) -> No
         environment.token_auth_for_address(address, str(tmp_path / name))
 
 
-def test_unreachable_address_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ray
+def _refused(tmp_path: Path, address: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tune.run --address ADDRESS`` as a user runs it, in a process of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    # A hang guard, not a timing: Ray's own client would retry for about 14 minutes.
+    return subprocess.run([sys.executable, "-m", "tune.run", "--space", "smoke", "--storage",
+                           str(tmp_path / "runs"), "--name", "bad", "--address", address],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
-    def refuse(**_):
-        raise ConnectionError("Could not find any running Ray instance.\nmore detail")
 
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", refuse)
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    with pytest.raises(InputError) as e:
-        run._start_ray(_args(address="10.0.0.9:6379"))
-    text = str(e.value)
-    assert "\n" not in text and "--address 10.0.0.9:6379" in text and "--ray-token-file" in text
+def test_an_address_where_nothing_listens_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: now nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = _refused(tmp_path, f"127.0.0.1:{port}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "Traceback" not in done.stderr
+    assert f"--address 127.0.0.1:{port}: nothing listens there" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_address_where_something_else_listens_is_refused(tmp_path: Path) -> None:
+    """A real listening socket that is not Ray (an HTTP server): not a Ray GCS, in seconds."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        done = _refused(tmp_path, address)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and f"--address {address}: something listens there, but it is " \
+        "not a Ray GCS" in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("address", ["10.0.0.9", "10.0.0.9:x", ":6379", "10.0.0.9:70000"])
+def test_an_address_that_is_not_host_port_is_refused(address: str) -> None:
+    from tune.ray_edge import cluster
+
+    with pytest.raises(InputError, match=f"--address {address}: not an address; use HOST:PORT"):
+        cluster.check(address, "--address", None)
 
 
 def test_a_stale_ray_start_record_is_not_joined(monkeypatch: pytest.MonkeyPatch,
@@ -71,11 +112,10 @@ def test_a_stale_ray_start_record_is_not_joined(monkeypatch: pytest.MonkeyPatch,
     seen: list[object] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda address=None, **_: seen.append(address))
-    assert run._start_ray(_args()) is True  # started here: this driver's own Ray
-    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")  # the user's own choice stands
-    assert run._start_ray(_args()) is False
-    assert run._start_ray(_args(address="auto")) is False
-    assert seen == ["local", None, "auto"]
+    assert run._start_ray(_args(), None) is True  # started here: this driver's own Ray
+    # A cluster is joined at the address `_cluster_address` resolved and checked.
+    assert run._start_ray(_args(address="auto"), "10.0.0.9:6379") is False
+    assert seen == ["local", "10.0.0.9:6379"]
 
 
 def test_resume_rebuilds_the_space_from_the_run_record_not_the_file(tmp_path):

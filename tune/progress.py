@@ -9,12 +9,15 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from analysis import run_folder
 from analysis.result_row import ResultRow
+from analysis.run_folder import ERROR_FILE
 from tune._spec_types import SearchSpec
 
 
@@ -42,8 +45,6 @@ class ProgressPrinter(Callback):
         its best PSNR so far and the epoch it was reached at, as the leaderboard gives them."""
         if self._reference_dir is None:
             return ""
-        from pathlib import Path
-
         from tune.reference import latest
 
         r = latest(Path(self._reference_dir))
@@ -96,6 +97,34 @@ class ProgressPrinter(Callback):
         self._print(f"[done]    {trial.trial_id}  {status}  best PSNR {best:.3f} dB  "
                     f"(best so far {self._best[0]:.3f} dB, {self._best[1]}{self._reference()})")
 
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        """One line for a failed attempt that Ray retries (Ray's own traceback and raylet lines
+        are shown only under -v): where it ran, how it ended, the epoch the retry starts from."""
+        from tune.ray_edge.trials import restart_epoch
+
+        self._print(f"[retry]   {trial.trial_id}  {_lost_attempt(trial)}; retry "
+                    f"{trial.num_failures} of {trial.max_failures} from epoch "
+                    f"{restart_epoch(trial)}")
+
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
-        self._print(f"[error]   {trial.trial_id}  see {trial.local_path}/error.txt")
+        self._print(f"[error]   {trial.trial_id}  {_lost_attempt(trial)}; no retry left (see "
+                    f"{Path(trial.path or '') / ERROR_FILE})")
+
+
+def _lost_attempt(trial: Trial) -> str:
+    """'attempt 1 on node 10.0.0.2 (gpu-7) died with its node or process', or '... failed:
+    ValueError: ...': the trial's last attempt as its placement line tells it."""
+    attempts = run_folder.read_attempts(Path(trial.path or ""))
+    if not attempts:
+        return "failed before it started"
+    last = attempts[-1]
+    where = f"attempt {last.get('attempt', len(attempts))} on node {last.get('node_ip', '?')}"
+    if last.get("hostname"):
+        where += f" ({last['hostname']})"
+    if last.get("error"):
+        return f"{where} failed: {last['error']}"
+    if last.get("finished"):
+        return f"{where} failed after its end"
+    return f"{where} died with its node or process"

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-token-file", metavar="PATH",
                    help="with --address: send this Ray auth token to the cluster (token auth); "
                         "without it no local token is sent")
+    p.add_argument("--max-failures", type=int, default=2, metavar="N",
+                   help="retry a failed trial (an error, a lost node) up to N times from its "
+                        "latest checkpoint (default 2; a resume keeps the run's)")
     p.add_argument("--resume", metavar="NAME", help="finish an interrupted run of this name")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the space and print the plan; starts no Ray")
@@ -95,6 +98,9 @@ def _start(args: argparse.Namespace, argv: list[str], storage: Path) -> int:
 
     if args.name is not None:
         safe_name(args.name, "`--name`")
+    if args.max_failures < 0:
+        raise InputError(f"The value of `--max-failures` is {args.max_failures}, but must be 0 "
+                         "or more (retries of a failed trial)")
     spec = with_overrides(load_space(args.space), **_overrides(args))
     if spec.base.data != "builtin" and not Path(spec.base.data).exists():
         raise InputError(f"--data {spec.base.data}: no such folder")
@@ -102,6 +108,7 @@ def _start(args: argparse.Namespace, argv: list[str], storage: Path) -> int:
     if args.dry_run:
         print(describe_plan(spec))
         return 0
+    address = _cluster_address(args)  # a bad one is refused before anything is written
     name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   "the run name made from the space file's name (use --name)")
     run_dir = storage / name
@@ -109,14 +116,15 @@ def _start(args: argparse.Namespace, argv: list[str], storage: Path) -> int:
     held = _claim(run_dir)  # noqa: F841 - released when the process ends
     started = now()
     try:  # a start refused before the search runs must not claim the run name
-        ray_run = _start_ray_for(spec, args, run_dir, resume=False)
-        tuner = _make_tuner(spec, run_dir, resume=False, verbose=args.verbose)
+        ray_run = _start_ray_for(spec, args, address, resume=False)
+        tuner = _make_tuner(spec, run_dir, resume=False, verbose=args.verbose,
+                            max_failures=args.max_failures)
     except BaseException:
         _unclaim(run_dir)
         raise
     rec = _new_record(spec, run_dir, args, argv, started, ray_run)
     record.write(run_dir, rec)
-    return _search(tuner, spec, run_dir, rec, storage)
+    return _search(tuner, spec, run_dir, rec, ray_run.resume_command(storage, run_dir))
 
 
 def _refuse_existing(run_dir: Path, storage: Path) -> None:
@@ -152,8 +160,10 @@ def _resume(args: argparse.Namespace, storage: Path) -> int:
     if args.dry_run:
         print(describe_plan(spec))
         return 0
+    address = _cluster_address(args)
     held = _claim(run_dir)  # noqa: F841 - released when the process ends
-    ray_run = _start_ray_for(spec, args, run_dir, resume=True, killed_node=rec.ray_node_id)
+    ray_run = _start_ray_for(spec, args, address, resume=True, killed_node=rec.ray_node_id,
+                             killed_session=rec.ray_session_dir)
     changed = repair_state(run_dir, Path(rec.ray_session_dir) if rec.ray_session_dir else None)
     if changed:
         log.warning("finished the copy of Ray's files the killed driver left half done (%s)",
@@ -162,7 +172,7 @@ def _resume(args: argparse.Namespace, storage: Path) -> int:
     rec = rec.replace(ray_session_dir=ray_run.session_dir, ray_node_id=ray_run.node_id)
     record.write(run_dir, rec)
     tuner = _make_tuner(spec, run_dir, resume=True, verbose=args.verbose)
-    return _search(tuner, spec, run_dir, rec, storage)
+    return _search(tuner, spec, run_dir, rec, ray_run.resume_command(storage, run_dir))
 
 
 def _resume_spec(rec: record.RunRecord, run_dir: Path) -> SearchSpec:
@@ -183,7 +193,7 @@ def _resume_spec(rec: record.RunRecord, run_dir: Path) -> SearchSpec:
 
 # --- both: the search itself ---------------------------------------------------------------------
 def _search(tuner: Any, spec: SearchSpec, run_dir: Path, rec: record.RunRecord,
-            storage: Path) -> int:
+            resume_cmd: str) -> int:
     """Run the Tuner (and the reference run beside it) to the end or to Ctrl-C."""
     from tune.ray_edge.signals import SigintWatch
     from tune.run_folder import now
@@ -191,7 +201,6 @@ def _search(tuner: Any, spec: SearchSpec, run_dir: Path, rec: record.RunRecord,
     from tune.summary import summarise
 
     reference = _start_reference(spec, run_dir)
-    resume_cmd = f"python -m tune.run --storage {shlex.quote(str(storage))} --resume {run_dir.name}"
     readme = write_readme(run_dir, rec, resume_cmd)
     print(f"run folder: {run_dir} (what is where: {readme})", flush=True)
     sigint = SigintWatch()
@@ -271,32 +280,50 @@ def _storage(value: str) -> Path:
     return storage
 
 
-def _start_ray(args: argparse.Namespace) -> bool:
-    """Start (or join, with --address) Ray; True when this driver started a local Ray."""
+def _cluster_address(args: argparse.Namespace) -> str | None:
+    """The Ray cluster this run joins (``--address``, else RAY_ADDRESS), resolved and checked in
+    seconds (`tune.ray_edge.cluster`); None: a Ray of its own, or the caller's, already running.
+    Sets the token settings first: Ray reads them when it is imported."""
+    from tune.ray_edge import cluster, environment
+
+    environment.token_auth_for_address(args.address, args.ray_token_file)
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a caller's own Ray (the tests' session)
+        return None
+    flag, address = (("--address", args.address) if args.address else
+                     ("RAY_ADDRESS", os.environ.get("RAY_ADDRESS")))
+    if not address:
+        return None
+    address = cluster.resolve(address, flag)
+    cluster.check(address, flag, args.ray_token_file)
+    return address
+
+
+def _start_ray(args: argparse.Namespace, address: str | None) -> bool:
+    """Start Ray, or join the cluster at ``address`` (`_cluster_address`); True when this driver
+    started a local Ray."""
     import ray
 
     if ray.is_initialized():  # a caller's own Ray (the tests' session)
         return False
-    joins = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    # Without --address or RAY_ADDRESS, "local": ray.init(address=None) would join the last
-    # `ray start` cluster recorded in /tmp/ray/ray_current_cluster, even a dead one (it then
-    # waits minutes on its GCS), and this driver would take that cluster for its own. Joining
-    # one is `--address auto` (docs/clusters.md).
-    address = args.address or (None if joins else "local")
+    # Without an address, "local": ray.init(address=None) would join the last `ray start`
+    # cluster recorded in /tmp/ray/ray_current_cluster, even a dead one (it then waits minutes
+    # on its GCS), and this driver would take that cluster for its own. Joining one is
+    # `--address auto` (docs/clusters.md).
     try:
-        ray.init(address=address, include_dashboard=args.dashboard,
+        ray.init(address=address or "local", include_dashboard=args.dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=args.verbose,
                  configure_logging=args.verbose)
     except (ConnectionError, ValueError) as e:
-        if not args.address:
+        if not address:
             raise
         text = str(e).strip()
         first = text.splitlines()[0] if text else type(e).__name__
         hint = ("" if args.ray_token_file or os.environ.get("RAY_AUTH_MODE") else
                 "; if the cluster uses token auth, pass --ray-token-file with its token")
-        raise InputError(f"--address {args.address}: cannot join a Ray cluster there "
+        raise InputError(f"--address {address}: cannot join a Ray cluster there "
                          f"({first}){hint}") from None
-    return not joins
+    return address is None
 
 
 @dataclass(frozen=True)
@@ -306,30 +333,42 @@ class RayRun:
     session_dir: str | None  # its session folder, the only place a later state repair reads
     node_id: str | None  # the local node it started (None: it joined a cluster)
     reaper: Any  # the watchdog process; its pipe closes when this driver ends
+    address: str | None = None  # the cluster it joined (None: a Ray of its own)
+    token_file: str | None = None  # the token it sent that cluster (--ray-token-file)
+
+    def resume_command(self, storage: Path, run_dir: Path) -> str:
+        """The command that finishes this run, on the same cluster with the same token."""
+        cmd = ["python", "-m", "tune.run", "--storage", str(storage), "--resume", run_dir.name]
+        if self.address:
+            cmd += ["--address", self.address]
+        if self.token_file:
+            cmd += ["--ray-token-file", str(Path(self.token_file).expanduser().resolve())]
+        return shlex.join(cmd)
 
 
-def _start_ray_for(spec: SearchSpec, args: argparse.Namespace, run_dir: Path, *, resume: bool,
-                   killed_node: str | None = None) -> RayRun:
+def _start_ray_for(spec: SearchSpec, args: argparse.Namespace, address: str | None, *,
+                   resume: bool, killed_node: str | None = None,
+                   killed_session: str | None = None) -> RayRun:
     """Decode the data, then start (or join) Ray with every Ray setting the search needs."""
     from tune.ray_edge import environment, processes, state_repair, version
 
     _prepare_data(spec)
-    environment.token_auth_for_address(args.address, args.ray_token_file)
-    environment.local_token_auth(args.address, args.verbose)
+    environment.local_token_auth(address, args.verbose)
     import ray
 
     version.check()
     environment.driver_env(args.verbose)
     if resume:  # what the killed driver's own Ray left behind
-        stopped = processes.reap_node(killed_node)
+        stopped = processes.reap_node(killed_node, killed_session)
         if stopped:
             log.info("stopped %d Ray processes the interrupted search left running",
                      len(stopped))
-    started_local = _start_ray(args)
+    started_local = _start_ray(args, address)
     node_id = processes.local_node_id() if started_local else None
-    reaper = processes.start_reaper(node_id)
+    session = state_repair.session_dir()
+    reaper = processes.start_reaper(node_id, session)
     _check_resources(spec, ray.cluster_resources())
-    return RayRun(state_repair.session_dir(), node_id, reaper)
+    return RayRun(session, node_id, reaper, address, args.ray_token_file if address else None)
 
 
 def _new_record(spec: SearchSpec, run_dir: Path, args: argparse.Namespace, argv: list[str],
@@ -411,12 +450,14 @@ def _check_resources(spec: SearchSpec, resources: dict[str, float]) -> None:
              f", up to {per_gpu} trials per GPU" if per_gpu > 1 else "")
 
 
-def _make_tuner(spec: SearchSpec, run_dir: Path, *, resume: bool, verbose: bool) -> Any:
+def _make_tuner(spec: SearchSpec, run_dir: Path, *, resume: bool, verbose: bool,
+                max_failures: int = 2) -> Any:
     from ray import tune
 
     from tune.progress import ProgressPrinter
     from tune.ray_edge import trials as ray_trials
     from tune.ray_edge.loggers import HParamsLogger
+    from tune.ray_edge.trial_states import TrialStates
     from tune.search import METRIC, MODE, make_scheduler, make_searcher, num_samples, param_space
 
     trainable, spec, extra = _trainable(spec, run_dir)
@@ -427,8 +468,9 @@ def _make_tuner(spec: SearchSpec, run_dir: Path, *, resume: bool, verbose: bool)
         name=run_dir.name,
         storage_path=str(run_dir.parent),
         checkpoint_config=ray_trials.checkpoint_config(spec.scheduler, METRIC, MODE),
-        failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[ProgressPrinter(spec, str(run_dir)), HParamsLogger(spec.params), *extra],
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        callbacks=[ProgressPrinter(spec, str(run_dir)), HParamsLogger(spec.params), TrialStates(),
+                   *extra],
         verbose=2 if verbose else 0,
     )
     tune_config = tune.TuneConfig(

@@ -26,10 +26,32 @@ def driver_env(verbose: bool = False) -> None:
     # and the summary names the run folder instead. The legacy engine, Ray's documented
     # RAY_AIR_NEW_OUTPUT=0, prints nothing at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    quiet_failures()
     # Optuna's "A new study created in Journal with name: ..." (INFO) on every start.
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def quiet_failures() -> None:
+    """Keep Ray's own words on a failed attempt out of the terminal (without -v): the driver
+    says it in one line instead (`tune.progress`: the trial, its node, the epoch its retry starts
+    from; error.txt keeps the traceback). After a node loss Ray 2.60 printed (measured):
+
+    - Tune's "Trial task failed for trial ..." with the whole traceback (``ActorUnavailableError
+      ... Socket closed``); Ray's documented TUNE_PRINT_ALL_TRIAL_ERRORS=0 turns it off;
+    - the raylet's error messages, which the driver's listener prints with their colour codes
+      whatever ``log_to_driver`` says; ``ray._private.worker._worker_logs_enabled`` (the switch
+      Ray's own debugger uses to mute them) turns them off;
+    - at the end, ExperimentAnalysis's "Failed to fetch metrics for N trial(s)" for a trial
+      that had not reported yet: its logger is set to errors only."""
+    import logging
+
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    import ray._private.worker
+
+    ray._private.worker._worker_logs_enabled = False
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def local_token_auth(address: str | None, verbose: bool) -> None:

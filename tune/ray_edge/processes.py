@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -20,23 +21,38 @@ def local_node_id() -> str | None:
         return None
 
 
-def reap_node(node_id: str | None) -> list[int]:
+def reap_node(node_id: str | None, session_dir: str | None = None) -> list[int]:
     """Stop the processes of a dead local Ray node (a killed driver's); the pids stopped."""
     from tune.ray_edge import reaper
 
-    return reaper.reap(node_id) if node_id and known() else []
+    return reaper.reap(node_id, session_dir=session_dir) if node_id and known() else []
 
 
-def start_reaper(node_id: str | None) -> subprocess.Popen[bytes] | None:
+def raylet_pid(node_id: str) -> int | None:
+    """The pid of the raylet of ``node_id`` running on this machine (None: none found)."""
+    from tune.ray_edge import reaper
+
+    flag = f"--node_id={node_id}".encode()
+    for pid, _, cmdline in reaper._own_processes():
+        args = cmdline.split(b"\0")
+        if flag in args and os.path.basename(args[0]) == b"raylet":
+            return pid
+    return None
+
+
+def start_reaper(node_id: str | None, session_dir: str | None) -> subprocess.Popen[bytes] | None:
     """A watchdog that outlives this driver and stops what its Ray node leaves behind, even after
-    kill -9. Returns the process (its stdin, held open by this driver, is the signal); None where
-    there is nothing to watch."""
+    kill -9: the processes the node's raylet started (the agents among them), and those whose
+    command line names its session folder. Returns the process (its stdin, held open by this
+    driver, is the signal); None where there is nothing to watch."""
     import sys
 
     if not node_id or not known() or not Path("/proc").is_dir():
         return None
+    raylet = raylet_pid(node_id)
     script = Path(__file__).with_name("reaper.py")
-    return subprocess.Popen([sys.executable, "-I", str(script), node_id], stdin=subprocess.PIPE,
+    args = [node_id, str(raylet or 0), *([session_dir] if session_dir else [])]
+    return subprocess.Popen([sys.executable, "-I", str(script), *args], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, close_fds=True)
 

@@ -16,6 +16,7 @@ REUSE_ACTORS = True
 
 if TYPE_CHECKING:
     from ray.tune import CheckpointConfig
+    from ray.tune.experiment import Trial
 
 
 def trial_dirname(trial: Any) -> str:
@@ -85,4 +86,13 @@ def resume_checkpoint(given: Path | None, trial_dir: Path) -> Path | None:
                     and (ours is None or epoch > ours[0])):
                 ours = (epoch, d / CHECKPOINT_STATE)
     return ours[1] if ours else None
+
+
+def restart_epoch(trial: Trial) -> int:
+    """The epoch a retried trial restarts from: that of the checkpoint `resume_checkpoint` will
+    give it (0: none, it starts over)."""
+    given = Path(trial.checkpoint.path) if trial.checkpoint is not None else None
+    start = resume_checkpoint(given, Path(trial.path or ""))
+    epoch = _checkpoint_epoch(start.parent) if start is not None else None
+    return epoch or 0
 
