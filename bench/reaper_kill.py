@@ -81,6 +81,7 @@ def one_round(root: Path, k: int) -> dict[str, object]:
                 raise RuntimeError(f"no checkpoint: {log.read_text()[-2000:]}")
             time.sleep(0.2)
         processes = descendants(driver.pid)
+        tags = {p: _tags(p) for p in processes}
         os.kill(driver.pid, signal.SIGKILL)
         killed = time.monotonic()
         driver.wait()
@@ -89,9 +90,12 @@ def one_round(root: Path, k: int) -> dict[str, object]:
             driver.kill()
             driver.wait()
     agents_gone = all_gone = None
+    gone: dict[int, float] = {}
     while time.monotonic() - killed < 120:
         left = running(processes)
         now = time.monotonic() - killed
+        for p in set(processes) - set(left) - set(gone):
+            gone[p] = round(now, 2)
         if agents_gone is None and not [p for p in left if processes[p] in AGENTS]:
             agents_gone = now
         if not left:
@@ -99,7 +103,23 @@ def one_round(root: Path, k: int) -> dict[str, object]:
             break
         time.sleep(0.05)
     return {"processes": sorted(set(processes.values())), "agents_gone_s": agents_gone,
-            "all_gone_s": all_gone, "left": {p: processes[p] for p in running(processes)}}
+            "all_gone_s": all_gone, "left": {p: processes[p] for p in running(processes)},
+            "each": {f"{p} {processes[p].rsplit('/', 1)[-1]} {tags[p]}": gone.get(p)
+                     for p in processes}}
+
+
+def _tags(pid: int) -> str:
+    """Which of Ray's marks a process carried, and the watchdog's own arguments."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    marks = [e.split(b"=")[0].decode() for e in env
+             if e.startswith((b"RAY_RAYLET_PID=", b"RAY_NODE_ID="))]
+    if any(a.endswith(b"reaper.py") for a in cmd):
+        marks.append("reaper " + " ".join(a.decode()[:16] for a in cmd[3:]))
+    return ",".join(marks)
 
 
 def main(argv: list[str] | None = None) -> int:

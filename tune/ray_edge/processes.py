@@ -22,7 +22,8 @@ def local_node_id() -> str | None:
 
 
 def reap_node(node_id: str | None, session_dir: str | None = None) -> list[int]:
-    """Stop the processes of a dead local Ray node (a killed driver's); the pids stopped."""
+    """Stop the processes of a killed driver's local Ray node (the resume's second look after the
+    watchdog's); the pids stopped."""
     from tune.ray_edge import reaper
 
     return reaper.reap(node_id, session_dir=session_dir) if node_id and known() else []
@@ -41,10 +42,9 @@ def raylet_pid(node_id: str) -> int | None:
 
 
 def start_reaper(node_id: str | None, session_dir: str | None) -> subprocess.Popen[bytes] | None:
-    """A watchdog that outlives this driver and stops what its Ray node leaves behind, even after
-    kill -9: the processes the node's raylet started (the agents among them), and those whose
-    command line names its session folder. Returns the process (its stdin, held open by this
-    driver, is the signal); None where there is nothing to watch."""
+    """A watchdog that outlives this driver and stops every process of its Ray node when the
+    driver ends, even by kill -9 (`tune.ray_edge.reaper`). Returns the process (its stdin, held
+    open by this driver, is the signal); None where there is nothing to watch."""
     import sys
 
     if not node_id or not known() or not Path("/proc").is_dir():

@@ -1,35 +1,38 @@
-"""Stop the processes a dead local Ray node left behind.
+"""Stop the processes of a local Ray node whose driver is gone.
 
 When a driver that started its own Ray is killed (kill -9), Ray's GCS and raylet go with it
-(they share its fate), and so do the trial workers, within seconds. Two agents do not: Ray 2.60's
-dashboard agent and runtime-env agent notice that the raylet is gone, log that they are exiting,
-and then hang for about a minute, reparented to init (measured: about 180 MB together, gone after
-57 to 90 s; a resume started meanwhile ran beside them).
+(they share its fate), and so do the trial workers, within a second. Two agents do not: Ray
+2.60's dashboard agent and runtime-env agent notice that the raylet is gone, log that they are
+exiting, and then hang for about a minute, reparented to init (measured: about 180 MB together,
+gone after 57 to 90 s; a resume started meanwhile ran beside them).
 
-A process is the node's when any of these holds (measured on Ray 2.60):
+Which processes are the node's (measured on Ray 2.60, bench/reaper_kill.py):
 
-- its environment says ``RAY_RAYLET_PID=<the node's raylet>``: the raylet sets it for every
-  process it starts, the agents and the workers;
-- its environment says ``RAY_NODE_ID=<node>``: the agents carry it only when they start after the
-  driver has set it in its own environment, which is a race (under ``python -m tune.run`` they
-  started without it, and a reaper that looked only for it left them running);
-- its command line names the node's session folder (``--session-dir=``, ``--log_dir=``...): the
-  GCS, the raylet, the log monitor and the dashboard's own processes, which carry neither.
+- the raylet's children: the agents and the workers. Once the raylet is gone they are init's, so
+  the watchdog notes them (pid and start time, against a reused pid) while the driver runs;
+- a process whose environment says ``RAY_RAYLET_PID=<the node's raylet>`` or ``RAY_NODE_ID=<node>``:
+  the workers carry the first. The agents carry them only sometimes: ``RAY_NODE_ID`` only when
+  they start after the driver set it in its own environment, and in one start of five neither
+  was in their ``/proc/PID/environ`` (most likely overwritten by their process title, which
+  ``setproctitle`` writes into that memory). Hence the note above;
+- a process whose command line names the node's session folder (``--session-dir=``,
+  ``--log_dir=``...): the GCS, the raylet, the log monitor and the dashboard's own processes;
+- the raylet itself (``--node_id=<node>``): it may outlive the driver, waiting for its GCS.
 
-The node is dead when no raylet started with ``--node_id=<node>`` runs any more. Only this user's
-processes are looked at, and only those of a dead node are stopped, so a live Ray (this run's own,
-or anyone else's) is never touched; a raylet pid that now belongs to a live raylet (a pid reused)
-is not followed.
+Only this user's processes are looked at, and only for the node that this driver started, once
+the driver is gone: the node is of no use without it. A live Ray (anyone else's) is never
+touched; a raylet pid that now belongs to another node's raylet (a pid reused) is not followed.
 
 Run as a script (``python reaper.py NODE_ID [RAYLET_PID [SESSION_DIR]]``) by the driver right
-after it starts Ray: it waits for the driver's end (its stdin closes, whether the driver exits or
-is killed), then stops what the node left behind. Standard library only, so it costs a few MB
-while it waits.
+after it starts Ray: it watches until the driver's end (its stdin closes, whether the driver
+exits or is killed), then stops what the node left behind. Standard library only, so it costs a
+few MB while it waits.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import time
@@ -37,6 +40,7 @@ from pathlib import Path
 
 PROC = Path("/proc")
 POLL_S = 0.2  # how often the watchdog looks after the driver's end
+NOTE_S = 1.0  # how often it notes the raylet's children while the driver runs
 
 
 def _own_processes() -> list[tuple[int, bytes, bytes]]:
@@ -61,13 +65,44 @@ def _own_processes() -> list[tuple[int, bytes, bytes]]:
     return out
 
 
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a running process; None: gone or a zombie."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
+
+
+def children(parent: int) -> dict[int, int]:
+    """Every process below ``parent`` (pid -> start time), this user's or not."""
+    below: dict[int, list[int]] = {}
+    started: dict[int, int] = {}
+    try:
+        entries = [e.name for e in os.scandir(PROC) if e.name.isdigit()]
+    except OSError:
+        return {}
+    for name in entries:
+        stat = _stat(int(name))
+        if stat is not None:
+            below.setdefault(stat[0], []).append(int(name))
+            started[int(name)] = stat[1]
+    out, todo = {}, [parent]
+    while todo:
+        for child in below.get(todo.pop(), []):
+            out[child] = started[child]
+            todo.append(child)
+    return out
+
+
 def _is_raylet(args: list[bytes]) -> bool:
     return any(os.path.basename(a) == b"raylet" for a in args[:1])
 
 
 def node_processes(node_id: str, raylet_pid: int | None = None,
                    session_dir: str | None = None) -> tuple[bool, list[int]]:
-    """Whether the node's raylet still runs, and the pids of the node's other processes."""
+    """Whether the node's raylet still runs, and the pids of the node's other processes that
+    say so themselves (environment, command line)."""
     node_tag = f"RAY_NODE_ID={node_id}".encode()
     raylet_tag = f"RAY_RAYLET_PID={raylet_pid}".encode() if raylet_pid else None
     flag = f"--node_id={node_id}".encode()
@@ -98,16 +133,26 @@ def _names(args: list[bytes], session: bytes) -> bool:
                for a in args)
 
 
-def reap(node_id: str | None, raylet_pid: int | None = None,
-         session_dir: str | None = None) -> list[int]:
-    """Kill the processes of ``node_id`` when its raylet is gone; the pids killed."""
+def _raylets(node_id: str) -> list[int]:
+    flag = f"--node_id={node_id}".encode()
+    return [pid for pid, _, cmdline in _own_processes()
+            if flag in cmdline.split(b"\0") and _is_raylet(cmdline.split(b"\0"))]
+
+
+def reap(node_id: str | None, raylet_pid: int | None = None, session_dir: str | None = None,
+         noted: dict[int, int] | None = None) -> list[int]:
+    """Kill every process of ``node_id`` (its raylet, what says it is the node's, and the
+    ``noted`` children of its raylet that still run with the start time noted); the pids
+    killed. Only for the node of a driver that is gone."""
     if not node_id:
         return []
-    raylet_alive, pids = node_processes(node_id, raylet_pid, session_dir)
-    if raylet_alive:
-        return []
+    pids = [*_raylets(node_id), *node_processes(node_id, raylet_pid, session_dir)[1]]
+    for pid, started in (noted or {}).items():
+        stat = _stat(pid)
+        if stat is not None and stat[1] == started:
+            pids.append(pid)
     killed = []
-    for pid in pids:
+    for pid in dict.fromkeys(pids):
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -117,17 +162,26 @@ def reap(node_id: str | None, raylet_pid: int | None = None,
 
 
 def wait_and_reap(node_id: str, raylet_pid: int | None = None, session_dir: str | None = None,
-                  timeout: float = 60.0) -> None:
-    """After the driver's end: stop what the node leaves once its raylet is gone (at once after
-    kill -9; after Ray's own shutdown when the driver ended normally)."""
+                  noted: dict[int, int] | None = None, timeout: float = 10.0) -> None:
+    """After the driver's end: stop every process of the node, until none is left."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        raylet_alive, pids = node_processes(node_id, raylet_pid, session_dir)
-        if not raylet_alive:
-            if not pids:
-                return
-            reap(node_id, raylet_pid, session_dir)
+        if not reap(node_id, raylet_pid, session_dir, noted):
+            return
         time.sleep(POLL_S)
+
+
+def watch(raylet_pid: int | None) -> dict[int, int]:
+    """Until this process's stdin closes (the driver's end), note the raylet's children every
+    ``NOTE_S``; what was noted (pid -> start time)."""
+    noted: dict[int, int] = {}
+    fd = sys.stdin.buffer.fileno()
+    while True:
+        if raylet_pid:
+            noted.update(children(raylet_pid))
+        ready, _, _ = select.select([fd], [], [], NOTE_S)
+        if ready and not os.read(fd, 4096):
+            return noted
 
 
 def main(argv: list[str]) -> int:
@@ -135,9 +189,9 @@ def main(argv: list[str]) -> int:
         print("usage: reaper.py NODE_ID [RAYLET_PID [SESSION_DIR]]", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the driver
-    sys.stdin.buffer.read()  # until the driver ends
-    wait_and_reap(argv[0], int(argv[1]) if len(argv) > 1 else None,
-                  argv[2] if len(argv) > 2 else None)
+    raylet_pid = int(argv[1]) if len(argv) > 1 and int(argv[1]) > 0 else None
+    noted = watch(raylet_pid)
+    wait_and_reap(argv[0], raylet_pid, argv[2] if len(argv) > 2 else None, noted)
     return 0
 
 
