@@ -171,7 +171,7 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
 def retried_note(retries: Any) -> str:
     """' (retried 2x)' after the outcome of a trial started again after failed attempts (a lost
     node, an error), ' (retried)' where an older run did not record how often; '' otherwise."""
-    if retries is None or retries is pd.NA:
+    if retries is None or retries is pd.NA or (isinstance(retries, float) and math.isnan(retries)):
         return " (retried)"
     return f" (retried {int(retries)}x)" if int(retries) > 0 else ""
 

@@ -262,6 +262,7 @@ class NodeLoss:
     resumed_from: int | None  # the epoch its retry resumed from
     epochs_lost: int  # reported before the kill, missing from result.json at the end
     epochs_redone: int  # reported again after the kill, or twice
+    kill_to_retry_line_s: float | None  # from the kill to the driver's [retry] line (Ray saw it)
     kill_to_retry_start_s: float | None  # from the kill to the retry's start (its placement)
     kill_to_retry_result_s: float | None  # from the kill to the retry's first new result
     readme_during_run: str  # the run's README.txt as it was when the node was killed
@@ -284,6 +285,7 @@ def search_and_kill(cluster: Cluster, storage: Path, name: str, space: str, data
     readme = ""
     killed_at: float | None = None
     first_after: float | None = None
+    retry_line: float | None = None
     try:
         while driver.poll() is None:
             if time.monotonic() - started > timeout:
@@ -295,11 +297,17 @@ def search_and_kill(cluster: Cluster, storage: Path, name: str, space: str, data
                     killed = cluster.hosts.kill("worker")
                     readme = (run_dir / "README.txt").read_text()
                     # A result already on its way may still land; no retry reports this soon.
-                    time.sleep(2)
+                    while time.time() - killed_at < 2:
+                        if retry_line is None and "[retry]" in log.read_text(errors="replace"):
+                            retry_line = time.time()
+                        time.sleep(0.1)
                     victim = (victim[0], max(_epochs(victim[0]), default=0))
-            elif first_after is None and _epochs(victim[0])[-1:] and \
-                    _epochs(victim[0])[-1] > victim[1]:
-                first_after = time.time()
+            else:
+                if retry_line is None and "[retry]" in log.read_text(errors="replace"):
+                    retry_line = time.time()
+                if first_after is None and _epochs(victim[0])[-1:] and \
+                        _epochs(victim[0])[-1] > victim[1]:
+                    first_after = time.time()
             time.sleep(0.1)
     finally:
         if driver.poll() is None:
@@ -309,8 +317,11 @@ def search_and_kill(cluster: Cluster, storage: Path, name: str, space: str, data
     if victim is not None and first_after is None and _epochs(victim[0])[-1:] \
             and _epochs(victim[0])[-1] > victim[1]:
         first_after = time.time()  # it came in the last poll
-    return _figures(driver.returncode, log.read_text(errors="replace"), wall, run_dir, victim,
+    loss = _figures(driver.returncode, log.read_text(errors="replace"), wall, run_dir, victim,
                     killed, killed_at, first_after, readme)
+    if retry_line is not None and killed_at is not None:
+        loss.kill_to_retry_line_s = retry_line - killed_at
+    return loss
 
 
 def _running_on_worker(run_dir: Path, output: str) -> tuple[Path, int] | None:
@@ -369,7 +380,7 @@ def _figures(rc: int, output: str, wall: float, run_dir: Path, victim: tuple[Pat
         retry_start = float(retry[0]["started"]) - killed_at if retry else None
     return NodeLoss(rc, output, wall, str(run_dir), attempts, trials,
                     victim[0].name if victim else None, killed, victim[1] if victim else 0,
-                    resumed, lost, redone, retry_start,
+                    resumed, lost, redone, None, retry_start,
                     None if first_after is None or killed_at is None else first_after - killed_at,
                     readme)
 
