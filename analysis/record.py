@@ -469,9 +469,16 @@ def _percent(fraction: float) -> str:
     return f"{100 * fraction:.4g}%"
 
 
+def float_text(v: float) -> str:
+    """A float as short text that still reads as one: ``1.0``, not ``1`` (an integer, for a
+    choice of ``[1.0, 2.0]``); ``0.0001``, ``1e-05``, ``inf``."""
+    text = f"{v:g}"
+    return text if any(c in text for c in ".eni") else f"{text}.0"
+
+
 def _text(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:g}"
+        return float_text(v)
     if isinstance(v, Sequence) and not isinstance(v, str):
         return "[" + ", ".join(_text(x) for x in v) + "]"
     return str(v).lower() if isinstance(v, bool) else str(v)

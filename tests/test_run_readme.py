@@ -26,7 +26,7 @@ def test_at_the_start_it_says_what_is_searched_and_how_to_resume(tmp_path: Path)
     # What the milestones mean, not the searcher's encoding of them.
     assert "lr_scheduler_milestones: 2 LR drops between 5% and 90% of the budget" in text
     assert "python -m tune.run --space smoke.yaml" in text and RESUME in text
-    assert "not finished" in text and "not yet known" in text
+    assert "not finished" in text and "not yet known" in text and "best trial so far:" in text
     for where in ("report/index.html", "analysis/*.parquet", "export/", "reference/",
                   f"python -m analysis {run_dir}", f"python -m analysis.retrain {run_dir}"):
         assert where in text, where
@@ -40,6 +40,7 @@ def test_at_the_end_it_names_the_best_trial(tmp_path: Path) -> None:
     text = write_readme(run_dir, rec, RESUME).read_text()
     assert f"{fx.WINNER}: 26.800 dB at epoch 4, +2.98 dB over bicubic" in text
     assert "finished 2026-11-26T10:30:00Z" in text and "not yet known" not in text
+    assert "\nbest trial:\n" in text and "so far" not in text  # issue 27: it is over
     # A finished run is not offered a resume (issue 20, item 1: a resume of it starts nothing).
     assert RESUME not in text and "nothing to resume, the search finished" in text
     assert not list(run_dir.glob(".*tmp"))

@@ -88,6 +88,14 @@ def test_lr_sched_plan():
         assert line in plan
 
 
+def test_the_plan_shows_a_float_as_a_float(tmp_path):
+    """A choice of [1.0, 2.0] is not [1, 2] (a choice of integers) in the dry run's plan."""
+    spec = load_space(write(tmp_path, "params:\n  lr_scheduler_gamma: {choice: [0.5, 1.0]}\n"
+                                      "  model_lr: {uniform: [1.0e-3, 2.0e-2]}\n"))
+    plan = describe_plan(spec)
+    assert "choice [0.5, 1.0]" in plan and "uniform [0.001, 0.02]" in plan
+
+
 def test_space_module_imports_neither_ray_nor_optuna():
     code = ("import sys; from tune.space import load_space, describe_plan, with_overrides; "
             "describe_plan(with_overrides(load_space('smoke'), trials=3)); "
@@ -115,6 +123,11 @@ def test_missing_file_names_path_and_shipped_spaces(tmp_path):
         load_space("nope")
     with pytest.raises(ConfigError, match=str(tmp_path / "gone.yaml")):
         load_space(str(tmp_path / "gone.yaml"))
+
+
+def test_a_misspelt_shipped_space_gets_a_guess():
+    with pytest.raises(ConfigError, match=r"'lr_shed' not found \(did you mean `lr_sched`\?\)"):
+        load_space("lr_shed")
 
 
 def test_config_error_is_input_error():

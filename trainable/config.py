@@ -1,8 +1,8 @@
 """`TrainConfig`: every knob of one training run, typed, frozen and validated once.
 
-Defaults are the source document's (see ../shared/seed): lr 1e-2, MultiStepLR milestones at 10% and
-80% of the run with gamma 0.1, batch 16, no accumulation, AMP on, validation every 5 epochs, SGD
-with momentum 0.9 and weight decay 1e-4. Two options default to the document's behaviour too:
+Defaults are the source document's: lr 1e-2, MultiStepLR milestones at 10% and 80% of the run
+with gamma 0.1, batch 16, no accumulation, AMP on, validation every 5 epochs, SGD with momentum
+0.9 and weight decay 1e-4. Two options default to the document's behaviour too:
 plain SGD (``optimizer``) and no global residual (``residual``).
 
 The budget unit is *training samples*: an epoch is ``epoch_samples`` patches whatever the batch size

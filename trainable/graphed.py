@@ -26,7 +26,7 @@ from Python (BENCHMARKS.md, "GPU"). Here an update is one graph launch:
 - **The LR** stays a pure function of progress: before each stretch of updates the host writes
   ``cfg.lr_at`` of each coming update into a static table (float32), which the graph indexes. The
   optimizer's LR is a device tensor in eager mode too (a float LR and a tensor LR round
-  differently, DESIGN.md §2.6), so eager == graph.
+  differently), so eager == graph.
 - **Warm-up** (the docs' rule): three updates on a side stream before capture, then every
   tensor they changed (weights, optimizer and scaler state, counters) is put back in place, so
   every real update of a graphed run is a replay and a resumed run equals an uninterrupted one

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
+from analysis.record import float_text
 from trainable.config import TrainConfig
 from tune._spec_types import METRIC, MODE, TIME_ATTR, ParamRange, SearchSpec
 
@@ -130,7 +131,7 @@ def _show(value: Any) -> str:
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, float):
-        return f"{value:g}"
+        return float_text(value)
     if isinstance(value, bool) or value is None:
         return str(value).lower() if isinstance(value, bool) else "null"
     return str(value)

@@ -2,8 +2,8 @@
 
 Written when a search starts (or resumes) and rewritten when it ends: what was searched, the
 command, the command that resumes it, where the report, tables, exports and the reference run
-are, and the best trial so far. It is derived from the run record (``espcn_tune.record``);
-nothing reads it back.
+are, and the best trial (so far, while the search runs). It is derived from the run record
+(``espcn_tune.record``); nothing reads it back.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def write_readme(run_dir: Path, rec: RunRecord, resume_command: str) -> Path:
           ["resume (finishes an interrupted search; repeats nothing already reported):",
            f"  {resume_command}"]),
         "",
-        "best trial so far:",
+        "best trial:" if rec.finished else "best trial so far:",
         f"  {_best(rec.best_trial, rec.finished)}",
         "",
         "where things are:",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import search_spaces
-from trainable.errors import ConfigError
+from trainable.errors import ConfigError, did_you_mean
 from trainable.yaml_io import read_yaml
 from tune import _space_rules as rules
 from tune._plan_text import plan_lines
@@ -52,8 +52,10 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
         if shipped.is_file() or not given.is_file():
             given = shipped
     if not given.is_file():
+        guess = (did_you_mean(given.stem, shipped_spaces()) if given.parent == search_spaces.DIR
+                 else "")
         raise ConfigError(
-            f"search space {str(name_or_path)!r} not found: {given} is not a file; "
+            f"search space {str(name_or_path)!r} not found{guess}: {given} is not a file; "
             f"shipped spaces: {', '.join(shipped_spaces()) or '(none)'}"
         )
     return given
