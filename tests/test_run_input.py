@@ -251,3 +251,68 @@ def test_ray_and_optuna_output_stays_out_of_the_terminal_unless_verbose(
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's own choice stands
     environment.local_token_auth(None, verbose=False)
     assert os.environ["RAY_AUTH_MODE"] == "disabled"
+
+
+def _resumable(tmp_path: Path, data: str, name: str = "half") -> Path:
+    """A run folder an interrupted search left: its space (on ``data``) kept in the record, Ray's
+    experiment state, not finished."""
+    from analysis import record
+    from tests import run_fixture as fx
+    from tune.space import load_space
+
+    run_dir = fx.write_small_run(tmp_path, name, finished=False)
+    smoke = load_space("smoke")
+    record.write(run_dir, record.read(run_dir).replace(
+        space={**smoke.document, "data": data}, space_file=str(smoke.path)))
+    (run_dir / "experiment_state-2026-11-26_10-00-00.json").write_text("{}")
+    return run_dir
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "start"])
+@pytest.mark.parametrize("case", ["empty data", "finished name", "resume on empty data",
+                                  "resume of a running search"])
+def test_the_dry_run_refuses_what_a_start_refuses(tmp_path: Path, case: str,
+                                                  dry_run: bool) -> None:
+    """Issue 27, item 7: `--dry-run` runs a start's own checks (`tune.run._check_before_ray`,
+    the run name, the resume state): each case is one line and exit 2 in both, before Ray,
+    and leaves the storage as it was."""
+    from tests import run_fixture as fx
+    from tune.run_folder import lock
+
+    storage = tmp_path / "runs"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    held = None
+    if case == "empty data":
+        args = ["--space", "smoke", "--name", "new", "--data", str(empty)]
+        said = "has no subfolders"
+    elif case == "finished name":
+        fx.write_small_run(storage, "done")
+        args = ["--space", "smoke", "--name", "done"]
+        said = "a finished run of this name exists"
+    elif case == "resume on empty data":
+        _resumable(storage, str(empty))
+        args = ["--resume", "half"]
+        said = "has no subfolders"
+    else:
+        held = lock(_resumable(storage, "builtin"))  # this process is "the running search"
+        args = ["--resume", "half"]
+        said = "another search is writing this run right now"
+    storage.mkdir(exist_ok=True)
+    before = _listing(storage)
+    probe = _probe("--storage", str(storage), *args, *(["--dry-run"] if dry_run else []))
+    assert probe.returncode == 2, probe.stdout + probe.stderr
+    assert probe.stdout.strip() == "NORAY"
+    err = probe.stderr.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and said in err[-1], probe.stderr
+    assert _listing(storage) == before
+    del held
+
+
+def test_a_dry_run_that_passes_names_its_run_folder(tmp_path: Path) -> None:
+    probe = _probe("--space", "smoke", "--storage", str(tmp_path / "runs"), "--name", "fresh",
+                   "--dry-run")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert f"Run folder:   {tmp_path / 'runs' / 'fresh'} (a new run" in probe.stdout
+    assert "data train:" in probe.stderr and "data val:" in probe.stderr  # opened, as a start does
+    assert not (tmp_path / "runs").exists()

@@ -102,17 +102,16 @@ def _start(args: argparse.Namespace, argv: list[str], storage: Path) -> int:
         raise InputError(f"The value of `--max-failures` is {args.max_failures}, but must be 0 "
                          "or more (retries of a failed trial)")
     spec = with_overrides(load_space(args.space), **_overrides(args))
-    if spec.base.data != "builtin" and not Path(spec.base.data).exists():
-        raise InputError(f"--data {spec.base.data}: no such folder")
-    _check_local_gpus(spec, args)
-    if args.dry_run:
-        print(describe_plan(spec))
-        return 0
-    address = _cluster_address(args)  # a bad one is refused before anything is written
     name = args.name or safe_name(f"{spec.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   "the run name made from the space file's name (use --name)")
     run_dir = storage / name
     _refuse_existing(run_dir, storage)
+    address = _cluster_address(args)  # a bad one is refused in seconds, before the data is read
+    _check_before_ray(spec, args)
+    if args.dry_run:
+        print(describe_plan(spec))
+        print(f"Run folder:   {run_dir} (a new run; checked, nothing written there yet)")
+        return 0
     held = _claim(run_dir)  # noqa: F841 - released when the process ends
     started = now()
     try:  # a start refused before the search runs must not claim the run name
@@ -141,6 +140,7 @@ def _refuse_existing(run_dir: Path, storage: Path) -> None:
 # --- a resume ------------------------------------------------------------------------------------
 def _resume(args: argparse.Namespace, storage: Path) -> int:
     from tune.ray_edge.state_repair import RAY_STATE_FILES, repair_state
+    from tune.run_folder import in_use
     from tune.space import describe_plan
 
     run_dir = storage / safe_name(args.resume, "`--resume`")
@@ -156,11 +156,15 @@ def _resume(args: argparse.Namespace, storage: Path) -> int:
                          f"so there is nothing to resume; remove the folder and start it "
                          f"again with --name {run_dir.name}")
     spec = _resume_spec(rec, run_dir)
-    _check_local_gpus(spec, args)
+    if in_use(run_dir):  # what `_claim` refuses below, said before the data is opened
+        raise InputError(f"{run_dir}: another search is writing this run right now; wait for it "
+                         "to finish")
+    address = _cluster_address(args)  # a bad one is refused in seconds, before the data is read
+    _check_before_ray(spec, args)
     if args.dry_run:
         print(describe_plan(spec))
+        print(f"Run folder:   {run_dir} (a resume; checked, nothing written there yet)")
         return 0
-    address = _cluster_address(args)
     held = _claim(run_dir)  # noqa: F841 - released when the process ends
     ray_run = _start_ray_for(spec, args, address, resume=True, killed_node=rec.ray_node_id,
                              killed_session=rec.ray_session_dir)
@@ -349,10 +353,10 @@ class RayRun:
 def _start_ray_for(spec: SearchSpec, args: argparse.Namespace, address: str | None, *,
                    resume: bool, killed_node: str | None = None,
                    killed_session: str | None = None) -> RayRun:
-    """Decode the data, then start (or join) Ray with every Ray setting the search needs."""
+    """Start (or join) Ray with every Ray setting the search needs (`_check_before_ray` has
+    checked and decoded the data)."""
     from tune.ray_edge import environment, processes, state_repair, version
 
-    _prepare_data(spec)
     environment.local_token_auth(address, args.verbose)
     import ray
 
@@ -396,6 +400,18 @@ def _new_record(spec: SearchSpec, run_dir: Path, args: argparse.Namespace, argv:
         ray_node_id=ray_run.node_id,
         started=started,
     )
+
+
+def _check_before_ray(spec: SearchSpec, args: argparse.Namespace) -> None:
+    """Every check of a start or a resume that needs no Ray, in the order they run; `--dry-run`
+    runs exactly these (and stops), so that what it passes a real start passes too. The run name
+    and the run folder's state are checked by the caller before this."""
+    if spec.base.data != "builtin" and not Path(spec.base.data).exists():
+        raise InputError(f"--data {spec.base.data}: no such folder")
+    _check_local_gpus(spec, args)
+    # The data last: opening every split the search reads decodes it into the frame cache once
+    # (a real start then finds it there), and an empty or unreadable --data fails here.
+    _prepare_data(spec)
 
 
 def _check_local_gpus(spec: SearchSpec, args: argparse.Namespace) -> None:

@@ -33,6 +33,21 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def in_use(run_dir: Path) -> bool:
+    """Whether a search holds `lock` on the run folder now; touches nothing (a dry run asks)."""
+    try:
+        handle = open(run_dir / LOCK_FILE)  # noqa: SIM115 - closed below
+    except OSError:  # no lock file: no search ever held it
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def lock(run_dir: Path) -> IO[str]:
     """Hold an exclusive lock on the run folder for this process's lifetime (released by the OS
     even after kill -9). A second search on the same run name is refused."""
