@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         print(render_comparison(run, other, args.scope))
     written: list[Path] = []
     try:
-        # trials.parquet carries the tie marks of this scope's ranking.
-        tied = run.trials.assign(tied=leaderboard.tied_column(run, args.scope))
+        # trials.parquet carries the tie marks of this scope's ranking and those at each rung.
+        tied = run.trials.assign(tied=leaderboard.tied_column(run, args.scope),
+                                 at_cut=leaderboard.cut_column(run))
         written += write_tables(dataclasses.replace(run, trials=tied),
                                 args.tables_dir or run.run_dir / TABLES_SUBDIR)
         if not args.no_report:

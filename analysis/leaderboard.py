@@ -7,24 +7,25 @@ last whatever their PSNR (a crash must never win), after the trials that reporte
 
 ``tied`` says whether a trial is statistically indistinguishable from the winner on the same
 validation frames: the paired per-frame PSNR differences of its ranked validation to the winner's
-have a mean within two standard errors of zero. The winner is the reference of that comparison
-(``tie_reference``); where either lacks per-frame PSNRs (older runs), their counts differ or the
-trial is not scored, no tie is claimed either way (missing). The leaderboard and trials.parquet
-mark the same: "ref" for the winner, "yes" or "no" for the others, blank (null) where no tie is
-claimed (`tie_marks`).
+have a mean within two standard errors of zero (`analysis.ties.tied_with`). Only a trial that
+trained as far as the winner is compared with it: one stopped at an earlier rung is judged at
+that rung instead (``at cut``, `analysis.ties`). The winner is the reference of that comparison
+(``tie_reference``); where either lacks per-frame PSNRs (older runs), their counts differ, the
+trial is not scored or stopped earlier, no tie is claimed either way (missing). The leaderboard
+and trials.parquet mark the same: "winner" for the winner, "yes" or "no" for the others, blank
+(null) where no tie is claimed (`tie_marks`).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Sequence
-from typing import Any, TypeGuard
+from typing import Any
 
 import pandas as pd
 
 from analysis.record import RunFolderError
 from analysis.tables import FRAMES, Run
+from analysis.ties import RungCut, cut_marks, rung_cuts, tied_with
 
 SCOPES = ("best", "last")
 _SCOPE_COLUMNS = {  # scope -> (psnr, ssim, epoch, gain) columns of the trials table
@@ -59,32 +60,28 @@ def rank(trials: pd.DataFrame, scope: str = "best") -> pd.DataFrame:
     top = [i for i, (tier, ref) in enumerate(zip(out["_tier"], is_reference(out), strict=True))
            if tier == 0 and not ref][:1]
     reference = frames[top[0]] if top else None
-    out["tied"] = pd.array([tied_with(reference, f) if tier == 0 else None
-                            for tier, f in zip(out["_tier"], frames, strict=True)], dtype="boolean")
+    # Only a trial that trained as far as the winner: an earlier stop is judged at its rung.
+    reach = out.loc[top[0], "epochs_trained"] if top else math.inf
+    out["tied"] = pd.array([tied_with(reference, f) if tier == 0 and trained >= reach else None
+                            for tier, f, trained in zip(out["_tier"], frames, out["epochs_trained"],
+                                                        strict=True)], dtype="boolean")
     out["tie_reference"] = [i in top for i in range(len(out))]
     out = out.drop(columns=["_tier"])
     out.insert(0, "rank", range(1, len(out) + 1))
     return out
 
 
-def tied_with(reference: Sequence[float] | None, frames: Sequence[float] | None) -> bool | None:
-    """Whether the mean of the paired differences ``frames - reference`` is within two standard
-    errors (std with ddof=1 over sqrt(n)) of zero; None when either is missing, their lengths
-    differ or there are fewer than 2 frames."""
-    if not (_is_frames(reference) and _is_frames(frames)) or len(reference) != len(frames):
-        return None
-    if len(frames) < 2:  # no standard error from one frame
-        return None
-    diff = [f - r for f, r in zip(frames, reference, strict=True)]
-    se = statistics.stdev(diff) / math.sqrt(len(diff))
-    return abs(statistics.fmean(diff)) <= 2 * se
-
-
 def tie_marks(ranked: pd.DataFrame) -> list[str | None]:
-    """`rank`'s ties in words, one per row: "ref" (the winner, whom the others are compared
-    with), "yes", "no", or None where no tie is claimed."""
-    return [None if tied is pd.NA else "ref" if ref else "yes" if tied else "no"
+    """`rank`'s ties in words, one per row: "winner" (whom the others are compared with),
+    "yes", "no", or None where no tie is claimed."""
+    return [None if tied is pd.NA else "winner" if ref else "yes" if tied else "no"
             for ref, tied in zip(ranked["tie_reference"], ranked["tied"], strict=True)]
+
+
+def rung_story(run: Run) -> list[RungCut]:
+    """ASHA's cut at each rung of the run among its searched trials (`analysis.ties`)."""
+    skip = set(run.trials.loc[is_reference(run.trials), "trial"])
+    return rung_cuts(run.results, run.trials, run.rungs, skip)
 
 
 def tied_column(run: Run, scope: str = "best") -> pd.Series:
@@ -93,6 +90,14 @@ def tied_column(run: Run, scope: str = "best") -> pd.Series:
     ranked = rank(run.trials, scope)
     by_trial = dict(zip(ranked["trial"], tie_marks(ranked), strict=True))
     return pd.Series([by_trial[t] for t in run.trials["trial"]], index=run.trials.index,
+                     dtype="string")
+
+
+def cut_column(run: Run) -> pd.Series:
+    """The leaderboard's ``at cut`` marks (`analysis.ties.cut_marks`) aligned with
+    ``run.trials``, for trials.parquet; null where a trial has none."""
+    marks = cut_marks(rung_story(run))
+    return pd.Series([marks.get(str(t)) for t in run.trials["trial"]], index=run.trials.index,
                      dtype="string")
 
 
@@ -142,7 +147,9 @@ def render(run: Run, scope: str = "best", top: int | None = None) -> str:
     shown = rows if top is None else rows[:top]
     table = _table(heads, shown, right=set(range(len(heads) - 1)) - {1})
     more = f"\n({len(rows) - len(shown)} more trial(s) not shown)" if len(shown) < len(rows) else ""
-    return f"{header(run, scope)}\n\n{table}{more}"
+    cuts = "".join(f"\n  {cut.describe()}" for cut in rung_story(run))
+    story = f"\n\nASHA's cut at each rung:{cuts}" if cuts else ""
+    return f"{header(run, scope)}\n\n{table}{more}{story}"
 
 
 def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]]]:
@@ -151,9 +158,10 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
     params = [(name, col) for name, col in run.param_columns.items() if col in ranked.columns]
     # The Optuna study's own number of each trial (optuna-dashboard's "#2"), where it has one.
     numbered = "optuna_trial" in ranked and bool(ranked["optuna_trial"].notna().any())
+    at_cut = cut_marks(rung_story(run))
     heads = ["rank", "trial", *(["optuna #"] if numbered else []), *(name for name, _ in params),
              "PSNR" if scope == "best" else "last PSNR", "SSIM",
-             "at epoch", "epochs", "gain dB", "tied", "outcome"]
+             "at epoch", "epochs", "gain dB", "tied", *(["at cut"] if at_cut else []), "outcome"]
     rows = []
     marks = tie_marks(ranked)
     for (_, t), mark in zip(ranked.iterrows(), marks, strict=True):
@@ -164,7 +172,7 @@ def table_rows(run: Run, scope: str = "best") -> tuple[list[str], list[list[str]
         rows.append([str(t["rank"]), str(t["trial"]), *number, *(format_value(t[c]) for _, c in params),
                      _fixed(t["psnr"], 2), _fixed(t["ssim"], 4), format_value(t["epoch"]),
                      str(t["epochs_trained"]), _fixed(t["gain"], 2, signed=True),
-                     mark or "", outcome])
+                     mark or "", *([at_cut.get(str(t["trial"]), "")] if at_cut else []), outcome])
     return heads, rows
 
 
@@ -192,10 +200,6 @@ def _scope_columns(scope: str) -> tuple[str, str, str, str]:
     if scope not in _SCOPE_COLUMNS:
         raise ValueError(f"The value of `scope` is {scope!r}, but must be one of {SCOPES}.")
     return _SCOPE_COLUMNS[scope]
-
-
-def _is_frames(v: Any) -> TypeGuard[Sequence[float]]:
-    return isinstance(v, Sequence) and not isinstance(v, str)
 
 
 def _fixed(v: Any, digits: int, signed: bool = False) -> str:

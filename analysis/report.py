@@ -191,9 +191,19 @@ def _leaderboard(run: Run, s: RunSummary) -> str:
         cls = "winner" if row[1] == s.winner else "error" if row[-1].startswith("error") else ""
         out.append(f"<tr class='{cls}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
     out.append("</table><p class='note'>tied: the trial's per-frame PSNRs, paired with the "
-               "winner's (ref) on the same validation frames, differ by a mean within two standard "
-               "errors of zero (yes) or not (no); blank where the run recorded no per-frame PSNR."
-               "</p>")
+               "winner's on the same validation frames, differ by a mean within two standard "
+               "errors of zero (yes) or not (no); only trials that trained as far as the winner "
+               "are compared with it, and none where the run recorded no per-frame PSNR.")
+    cuts = leaderboard.rung_story(run)
+    if cuts:
+        out.append(" at cut: the same test at each ASHA rung against the trial across the cut "
+                   "(a stopped trial against the weakest that went on, a trial that went on "
+                   "against the best stopped): tie r1 (within noise of the cut at rung 1), "
+                   "below or above r1 (a stopped trial clearly below or above it).</p>")
+        out.append("<h3>ASHA's cut at each rung</h3><ul>"
+                   + "".join(f"<li>{e(cut.describe())}</li>" for cut in cuts) + "</ul>")
+    else:
+        out.append("</p>")
     return "".join(out)
 
 

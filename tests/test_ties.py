@@ -1,4 +1,5 @@
-"""Ties with the winner: paired per-frame PSNR differences within two standard errors of zero."""
+"""Ties with the winner, and ASHA's cut at each rung: paired per-frame PSNR differences within two
+standard errors of zero."""
 
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ def tie_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         psnrs = psnrs or [round(fmean(f), 4) for f in frames or []]
         fx.write_trial(run, i, params, psnrs, psnr_frames=frames)
 
+    # Every trial trained as far as the winner (2 epochs): each is compared with it.
     trial(0, [shifted(-1.0), BASE])
-    trial(1, [shifted(0.0, NOISE)])
-    trial(2, [shifted(-0.3, NOISE)])  # worse on every frame
-    trial(3, None, [29.0])  # a run from before per-frame PSNR
-    trial(4, [BASE[:5]], [29.5])  # other frames: nothing to pair
+    trial(1, [shifted(-1.2), shifted(0.0, NOISE)])
+    trial(2, [shifted(-1.2), shifted(-0.3, NOISE)])  # worse on every frame
+    trial(3, None, [28.0, 29.0])  # a run from before per-frame PSNR
+    trial(4, [BASE[:5], BASE[:5]], [29.0, 29.5])  # other frames: nothing to pair
     trial(5, [shifted(0.0, NOISE[::-1]), shifted(-1.0)])  # tied at its best, not at its last
     return run
 
@@ -67,12 +69,12 @@ def test_printed_leaderboard_and_trials_table_carry_the_marks(
     heads, rows = leaderboard.table_rows(load_run(tie_run))
     col = heads.index("tied")
     marks = {r[1]: r[col] for r in rows}
-    assert marks == {WINNER: "ref", NOISY: "yes", FADED: "yes", WORSE: "no", MISSING: "",
+    assert marks == {WINNER: "winner", NOISY: "yes", FADED: "yes", WORSE: "no", MISSING: "",
                      SHORT: ""}
     assert main([str(tie_run), "--no-report", "--tables-dir", str(tmp_path)]) == 0
     assert " tied " in capsys.readouterr().out
     # trials.parquet holds the same words as the leaderboard (issue 20, item 7: the winner was
-    # True there and "ref" here).
+    # True there and "ref" here; issue 27: "ref" read as the reference run's row).
     table = pq.read_table(tmp_path / "trials.parquet").to_pandas().set_index("trial")["tied"]
     assert {t: None if pd.isna(v) else v for t, v in table.items()} == {
         t: m or None for t, m in marks.items()}
@@ -86,10 +88,10 @@ def test_tied_with_needs_paired_frames() -> None:
     assert leaderboard.tied_with([30.0], [29.0]) is None
 
 
-def test_the_reference_mark_goes_to_the_winner_even_when_the_reference_run_ranks_first(
+def test_the_winner_mark_goes_to_the_winner_even_when_the_reference_run_ranks_first(
         tmp_path: Path) -> None:
     """The reference run beside the search is never the winner: ties are against the best
-    searched trial, and that trial is the one marked "ref", whatever its rank."""
+    searched trial, and that trial is the one marked "winner", whatever its rank."""
     run_dir = tmp_path / "refwins"
     fx.write_meta(run_dir)
     fx.write_trial(run_dir, 0, {**fx.DEFAULTS, "model_lr": 1e-3}, [29.0],
@@ -101,5 +103,70 @@ def test_the_reference_mark_goes_to_the_winner_even_when_the_reference_run_ranks
     heads = leaderboard.table_rows(load_run(run_dir))[0]
     col = heads.index("tied")
     assert rows["reference"][0] == "1"  # ranked first, but not the tie reference
-    assert rows[fx.trial_id(0)][col] == "ref" and rows[fx.trial_id(1)][col] == "yes"
+    assert rows[fx.trial_id(0)][col] == "winner" and rows[fx.trial_id(1)][col] == "yes"
     assert rows["reference"][col] == ""  # it recorded no per-frame PSNR
+
+
+# --- ASHA's cut at each rung (issue 27, item 3) ----------------------------------------------------
+W, B, C, D, E = (fx.trial_id(i) for i in range(5))
+
+
+@pytest.fixture(scope="module")
+def rung_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Rungs at epochs 1 and 2 of 4. At rung 1, W and B go on (B the last in); C is stopped
+    within noise of B, D clearly below it, E clearly above it (ASHA's asynchronous judgement).
+    At rung 2 W goes on and B is stopped, within noise of each other."""
+    run = tmp_path_factory.mktemp("rungs") / "rungs"
+    fx.write_meta(run)
+
+    def trial(i: int, frames: list[list[float]]) -> None:
+        fx.write_trial(run, i, {**fx.DEFAULTS, "model_lr": 1e-3 * (i + 1)},
+                       [round(fmean(f), 4) for f in frames], psnr_frames=frames)
+
+    trial(0, [shifted(0.0), shifted(0.1), shifted(0.5), shifted(0.6)])
+    trial(1, [shifted(-0.2), shifted(0.1, NOISE)])
+    trial(2, [shifted(-0.2, NOISE)])
+    trial(3, [shifted(-0.6, NOISE)])
+    trial(4, [shifted(0.3, NOISE)])
+    return run
+
+
+def test_each_rung_says_where_the_cut_fell_and_who_was_within_noise_of_it(rung_run: Path) -> None:
+    first, second = leaderboard.rung_story(load_run(rung_run))
+    assert (first.rung, first.epoch, first.last_in, first.first_out) == (1, 1, B, E)
+    assert set(first.went_on) == {W, B} and set(first.stopped) == {C, D, E}
+    # C is within noise of B, so B (which went on) is at the cut too; W went on clearly.
+    assert first.marks == {W: "clear", B: "tie", C: "tie", D: "below", E: "above"}
+    assert sorted(first.at_cut) == sorted([B, C])
+    assert (second.last_in, second.first_out, sorted(second.at_cut)) == (W, B, sorted([W, B]))
+    assert "2 of 5 within noise of it" in first.describe()
+    assert "which of those went on was a coin toss" in second.describe()
+    assert "1 stopped clearly above the last in" in first.describe()
+
+
+def test_the_leaderboard_marks_each_trial_at_its_cut_and_compares_only_equals_with_the_winner(
+        rung_run: Path) -> None:
+    """A trial stopped at epoch 1 or 2 is not compared with the winner's epoch-4 frames (it was
+    "no" for every one of them); it is judged at its rung instead."""
+    run = load_run(rung_run)
+    heads, rows = leaderboard.table_rows(run)
+    tied, cut = heads.index("tied"), heads.index("at cut")
+    marks = {r[1]: (r[tied], r[cut]) for r in rows}
+    assert marks == {W: ("winner", "tie r2"), B: ("", "tie r1, tie r2"), C: ("", "tie r1"),
+                     D: ("", "below r1"), E: ("", "above r1")}
+    text = leaderboard.render(run)
+    assert "ASHA's cut at each rung:" in text
+    assert "rung 1 (epoch 1): 5 trials, 2 went on; the cut fell between" in text
+    # The report says the same, and trials.parquet holds the same marks.
+    from analysis.report import _leaderboard
+    from analysis.summary import summarise
+
+    page = _leaderboard(run, summarise(run))
+    assert "<h3>ASHA's cut at each rung</h3>" in page and first_line(run) in page
+    assert leaderboard.cut_column(run).tolist() == [marks[t][1] for t in run.trials["trial"]]
+
+
+def first_line(run) -> str:
+    import html
+
+    return html.escape(leaderboard.rung_story(run)[0].describe())
