@@ -21,7 +21,6 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Categorical, Integer
 
 from trainable.errors import InputError
-from tune import milestones
 from tune.sampling import SpaceSampler, sampled_names
 from tune.search import (
     METRIC,
@@ -49,33 +48,67 @@ def _suggested(spec: SearchSpec, n: int = 1) -> tuple[list[dict], optuna.Study]:
 
 @pytest.mark.parametrize("name", ["lr_sched", "batch_accum", "full", "optim", "smoke"])
 def test_the_sampler_asks_optuna_what_rays_domains_asked(name):
-    """The define-by-run space suggests, in the same order, exactly the distributions Ray's
-    OptunaSearch made of the domains the search used before it: a seeded TPE proposes what it
-    always did (the 16 first proposals of every shipped space were compared, bit for bit)."""
+    """The define-by-run space suggests, in the same order, the distributions Ray's OptunaSearch
+    makes of Ray's domains, under the user's names; a milestone list as its count and its drops
+    in the user's form (issue 27: the study held the searcher's encoding, lr_milestone_1 and
+    lr_milestone_2_rel, sampled even for a one-drop trial)."""
     from ray import tune
 
     spec = load_space(name)
-    before = {}
+    (values,), study = _suggested(spec)
+    trial = study.trials[0]
+    before: list[tuple[str, object]] = []
+
+    def ray(domain):  # Ray's own conversion of one domain (its names may hold no "/")
+        return OptunaSearch.convert_search_space({"x": domain})["x"]
+
     for p in spec.params:
         if p.kind == "milestones":
-            names = milestones.scalars(p.count)
-            if milestones.COUNT in names:
-                before[milestones.COUNT] = tune.choice(list(range(p.count[0], p.count[1] + 1)))
-            before[milestones.FIRST] = tune.uniform(p.low, p.high)
-            before.update({n: tune.uniform(0.0, 1.0) for n in names if n.endswith("_rel")})
+            marks = values[p.name]
+            if p.count[0] < p.count[1]:
+                before.append((f"{p.name}/count",
+                               ray(tune.choice(list(range(p.count[0], p.count[1] + 1))))))
+            low = p.low
+            for k, mark in enumerate(marks, 1):  # each drop between the one before it and high
+                before.append((f"{p.name}/{k}", ray(tune.uniform(low, p.high))))
+                low = trial.params[f"{p.name}/{k}"]
+                assert mark == pytest.approx(low, abs=1e-6)
+            assert trial.user_attrs[p.name] == marks  # the list itself, as the trial trains
         elif p.kind == "loguniform":
-            before[p.name] = tune.loguniform(p.low, p.high)
+            before.append((p.name, ray(tune.loguniform(p.low, p.high))))
         elif p.kind == "uniform":
-            before[p.name] = tune.uniform(p.low, p.high)
+            before.append((p.name, ray(tune.uniform(p.low, p.high))))
         elif p.kind == "randint":
-            before[p.name] = tune.randint(p.low, p.high + 1)
+            before.append((p.name, ray(tune.randint(p.low, p.high + 1))))
         else:
-            before[p.name] = tune.choice(list(p.choices))
-    (values,), study = _suggested(spec)
-    assert list(study.trials[0].distributions.items()) == list(
-        OptunaSearch.convert_search_space(before).items())
-    assert list(study.trials[0].params) == sampled_names(spec)
+            before.append((p.name, ray(tune.choice(list(p.choices)))))
+    assert list(trial.distributions.items()) == before
+    assert set(trial.params) <= set(sampled_names(spec))
     assert list(values) == [p.name for p in spec.params]  # the user's form, nothing else
+
+
+def test_the_study_holds_only_the_drops_a_trial_has():
+    values, study = _suggested(load_space("lr_sched"), 12)
+    counts = set()
+    for v, trial in zip(values, study.trials, strict=True):
+        marks = v["lr_scheduler_milestones"]
+        counts.add(len(marks))
+        assert {k for k in trial.params if k.startswith("lr_scheduler_milestones")} == {
+            "lr_scheduler_milestones/count",
+            *(f"lr_scheduler_milestones/{k}" for k in range(1, len(marks) + 1))}
+        assert trial.user_attrs == {"lr_scheduler_milestones": marks}
+        assert not [k for k in trial.params if k.startswith("lr_milestone")]
+    assert counts == {1, 2}
+
+
+def test_a_choice_of_lists_is_stored_as_each_lists_text(tmp_path):
+    spec = load_text(tmp_path, "params:\n  lr_scheduler_milestones: {choice: [[0.5], [0.2, 0.7]]}\n"
+                               "search: {algorithm: random}\n")
+    values, study = _suggested(spec, 8)
+    for v, trial in zip(values, study.trials, strict=True):
+        assert trial.params["lr_scheduler_milestones"] == str(v["lr_scheduler_milestones"])
+    assert study.trials[0].distributions["lr_scheduler_milestones"].choices == ("[0.5]",
+                                                                                 "[0.2, 0.7]")
 
 
 def test_a_trial_gets_its_milestones_as_a_list_of_fractions():
@@ -84,7 +117,7 @@ def test_a_trial_gets_its_milestones_as_a_list_of_fractions():
         marks = v["lr_scheduler_milestones"]
         assert isinstance(marks, list) and 1 <= len(marks) <= 2
         assert all(0.05 <= m <= 0.95 for m in marks) and marks == sorted(marks)
-        assert not [k for k in v if k.startswith("lr_milestone")]
+        assert not [k for k in v if k.startswith("lr_milestone") or "/" in k]
 
 
 def test_randint_high_is_inclusive(tmp_path):

@@ -320,34 +320,34 @@ def test_milestone_lists_work_with_random_search(tmp_path):
 def test_milestones_are_one_range_with_its_count():
     (p,) = [p for p in load_space("lr_sched").params if p.kind == "milestones"]
     assert (p.name, p.count, p.low, p.high) == ("lr_scheduler_milestones", (1, 2), 0.05, 0.95)
-    assert milestones.scalars(p.count) == [milestones.COUNT, milestones.FIRST, milestones.rel(2)]
+    assert milestones.names(p.name, p.count) == ["lr_scheduler_milestones/count",
+                                                 "lr_scheduler_milestones/1",
+                                                 "lr_scheduler_milestones/2"]
 
 
-@pytest.mark.parametrize("count, first, rel, expected", [
-    (2, 0.3, 0.5, (0.3, 0.625)),  # halfway between 0.3 and high (0.95)
-    (1, 0.3, 0.5, (0.3,)),  # the relative position of an unused milestone is ignored
-    (2, 0.3, 0.0, (0.3,)),  # coinciding milestones collapse into one
-    (2, 0.95, 1.0, (0.95,)),
-    (2, 0.05, 1.0, (0.05, 0.95)),
+@pytest.mark.parametrize("drops, expected", [
+    ((0.3, 0.625), (0.3, 0.625)),
+    ((0.3,), (0.3,)),
+    ((0.3, 0.3), (0.3,)),  # coinciding milestones collapse into one
+    ((0.1234567891, 0.95), (0.123457, 0.95)),  # rounded to 1e-6 of the budget
 ])
-def test_the_searchers_scalars_fold_into_milestones(count, first, rel, expected):
-    values = {milestones.COUNT: count, milestones.FIRST: first, milestones.rel(2): rel}
-    assert milestones.fold(values, (1, 2), 0.95) == pytest.approx(expected)
+def test_the_sampled_drops_fold_into_milestones(drops, expected):
+    assert milestones.fold(drops) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("marks", [(0.1, 0.8), (0.3,), (0.05, 0.95), (0.2, 0.5, 0.9)])
 def test_encode_is_folds_inverse(marks):
-    count = (1, 3)
-    assert milestones.fold(milestones.encode(marks, count, 0.95), count, 0.95) == \
+    point = milestones.encode("m", marks, (1, 3))
+    assert point["m/count"] == len(marks)
+    assert milestones.fold([point[f"m/{k}"] for k in range(1, point["m/count"] + 1)]) == \
         pytest.approx(marks)
 
 
-def test_fixed_milestone_count_has_no_count_scalar(tmp_path):
+def test_fixed_milestone_count_has_no_count_in_the_study(tmp_path):
     spec = load_text(tmp_path, "params:\n  lr_scheduler_milestones: "
                                "{milestones: {count: 2, low: 0.05, high: 0.9}}\n")
     point = searcher_point(spec, spec.default_values())
-    assert list(point) == [milestones.FIRST, milestones.rel(2)]
-    assert point[milestones.rel(2)] == pytest.approx(0.7 / 0.8)
+    assert point == {"lr_scheduler_milestones/1": 0.1, "lr_scheduler_milestones/2": 0.8}
 
 
 def test_trial_config_takes_the_users_form_and_numpy_scalars():
@@ -367,8 +367,9 @@ def test_trial_config_rejects_unknown_and_missing_keys():
     del values["lr_scheduler_milestones"]
     with pytest.raises(ConfigError, match=r"missing: lr_scheduler_milestones"):
         spec.trial_config(values)
-    with pytest.raises(ConfigError, match=r"unknown: lr_milestone_1"):  # the searcher's, not ours
-        spec.trial_config({**spec.default_values(), milestones.FIRST: 0.3})
+    with pytest.raises(ConfigError, match=r"unknown: lr_scheduler_milestones/1"):  # the study's
+        spec.trial_config({**spec.default_values(), milestones.drop_name(
+            "lr_scheduler_milestones", 1): 0.3})
 
 
 # --- defaults point -------------------------------------------------------------------------------

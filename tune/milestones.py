@@ -1,61 +1,55 @@
-"""How the searcher samples a milestone list: the one place that encodes and folds it, on plain
-numbers.
+"""How the searcher samples a milestone list: as the list itself, in names the user reads.
 
-Milestones are the one non-scalar hyper-parameter. ``{milestones: {count, low, high}}`` is
-searched as independent box-bounded scalars, so Optuna's TPE sees a plain space:
+Milestones are the one non-scalar hyper-parameter. ``lr_scheduler_milestones: {milestones:
+{count, low, high}}`` is sampled define-by-run, drop by drop, each a fraction of the budget:
 
-- ``lr_milestones_count``: how many milestones, a choice (absent when the count is fixed);
-- ``lr_milestone_1``: the first milestone, uniform in [low, high] (a fraction of the budget);
-- ``lr_milestone_<k>_rel`` (k >= 2): where milestone k sits between milestone k-1 and ``high``,
-  uniform in [0, 1]. Increasing order holds by construction: no rejected or re-sorted samples.
+- ``lr_scheduler_milestones/count``: how many drops, a choice (absent when the count is fixed);
+- ``lr_scheduler_milestones/1``: the first drop, uniform in [low, high];
+- ``lr_scheduler_milestones/k`` (k = 2 .. count): drop k, uniform between drop k-1 and ``high``,
+  so the list is increasing by construction (no rejected or re-sorted samples).
 
-`fold` turns them into the list of fractions (rounded to 1e-6, sorted, deduplicated; unused
-``_rel`` values are ignored) that the trial's config, Ray, the run folder and every table hold;
-`encode` is its inverse, for a point the searcher is told to try first (the source document's
-defaults). These scalars never leave ``tune``: they live in the Optuna study only.
+Only the drops a trial has are sampled: a one-drop trial has no ``/2``. These are the names and
+values the Optuna study (and optuna-dashboard) shows, beside the list itself as the trial's user
+attribute ``lr_scheduler_milestones`` (`tune.sampling`); no other encoding exists. `fold` turns
+the drops into the list of fractions (rounded to 1e-6, sorted, deduplicated) that the trial's
+config, Ray, the run folder and every table hold; `encode` is its inverse, for a point the
+searcher is told to try first (the source document's defaults).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-COUNT = "lr_milestones_count"
-FIRST = "lr_milestone_1"
 _DECIMALS = 6  # 1e-6 of a budget is under one sample for budgets below a million
 
 
-def rel(k: int) -> str:
-    """Name of the relative position of milestone ``k`` (k >= 2) between milestone k-1 and high."""
-    return f"lr_milestone_{k}_rel"
+def count_name(name: str) -> str:
+    """The study's name of how many drops the list ``name`` has."""
+    return f"{name}/count"
 
 
-def scalars(count: tuple[int, int]) -> list[str]:
-    """The searcher's scalar names, in the order they are sampled."""
+def drop_name(name: str, k: int) -> str:
+    """The study's name of drop ``k`` (from 1) of the list ``name``."""
+    return f"{name}/{k}"
+
+
+def names(name: str, count: tuple[int, int]) -> list[str]:
+    """Every name the study can hold for the list ``name``, in the order they are sampled."""
     cmin, cmax = count
-    return [*([COUNT] if cmin < cmax else []), FIRST, *(rel(k) for k in range(2, cmax + 1))]
+    return [*([count_name(name)] if cmin < cmax else []),
+            *(drop_name(name, k) for k in range(1, cmax + 1))]
 
 
-def fold(values: Mapping[str, float], count: tuple[int, int], high: float) -> tuple[float, ...]:
-    """The milestone list from the searcher's scalars."""
-    cmin, cmax = count
-    n = int(values[COUNT]) if cmin < cmax else cmin
-    marks = [float(values[FIRST])]
-    for k in range(2, n + 1):
-        marks.append(marks[-1] + float(values[rel(k)]) * (high - marks[-1]))
-    return tuple(sorted({round(m, _DECIMALS) for m in marks}))
+def fold(drops: Sequence[float]) -> tuple[float, ...]:
+    """The milestone list from the sampled drops."""
+    return tuple(sorted({round(float(m), _DECIMALS) for m in drops}))
 
 
-def encode(milestones: Sequence[float], count: tuple[int, int], high: float) -> dict[str, float]:
-    """The scalars that `fold` back into ``milestones`` (which must fit the count and the range)."""
+def encode(name: str, milestones: Sequence[float], count: tuple[int, int]) -> dict[str, float]:
+    """The study's values that sample ``milestones`` (which must fit the count and the range)."""
     cmin, cmax = count
     point: dict[str, float] = {}
     if cmin < cmax:
-        point[COUNT] = len(milestones)
-    point[FIRST] = milestones[0]
-    for k in range(2, cmax + 1):
-        if k <= len(milestones):
-            prev = milestones[k - 2]
-            point[rel(k)] = (milestones[k - 1] - prev) / (high - prev)
-        else:
-            point[rel(k)] = 0.0  # unused when the count is lower; any in-range value
+        point[count_name(name)] = len(milestones)
+    point.update({drop_name(name, k): float(m) for k, m in enumerate(milestones, 1)})
     return point

@@ -3,16 +3,18 @@
 A search space is sampled by Optuna, define-by-run (`SpaceSampler`, the ``space`` of Ray's
 `OptunaSearch`), for TPE and for random search alike (Optuna's `RandomSampler`). Each trial's
 values come back as the space file's user would write them: ``lr_scheduler_milestones`` is a
-list of fractions, never the searcher's scalars (`tune.milestones`), so Ray's trial config,
-``params.json``, ``result.json``, TensorBoard's HParams and every table hold the same form.
+list of fractions, so Ray's trial config, ``params.json``, ``result.json``, TensorBoard's
+HParams and every table hold the same form. So does the Optuna study (what optuna-dashboard
+shows): a milestone list as its drops, ``lr_scheduler_milestones/count``, ``/1``, ``/2``, only
+those the trial has (`tune.milestones`), and as the list itself, the trial's user attribute of
+the parameter's name; a choice of lists as each list's text (``"[0.1, 0.8]"``).
 
 Parameters are suggested in the space file's order, each as the distribution Ray's own conversion
-of its domains gave before (names, bounds, order), so a seeded TPE proposes what it always did:
-``loguniform`` a log float, ``uniform`` a float, ``randint`` an int (both bounds included),
-``choice`` a categorical, ``milestones`` its scalars. A ``grid`` parameter under random search
+of its domains gave (names, bounds, order): ``loguniform`` a log float, ``uniform`` a float,
+``randint`` an int (both bounds included), ``choice`` a categorical; ``milestones`` its count,
+then each drop between the one before it and ``high``. A ``grid`` parameter under random search
 is not sampled: sample ``s`` of the search takes grid point ``s mod G``, so ``trials`` samples
-cover the grid ``trials`` times, as Ray's grid expansion did. A choice of values Optuna cannot
-store (lists) is sampled by index.
+cover the grid ``trials`` times, as Ray's grid expansion did.
 
 A conditional choice (a choice whose choices carry parameters of their own, such as
 ``lr_schedule``) is sampled first, then the parameters of the chosen branch: TPE searches it as
@@ -23,6 +25,7 @@ range.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,19 +86,20 @@ def suggest(trial: Any, p: ParamRange, tag: str = "") -> Any:
     if p.kind == "choice":
         if all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
             return trial.suggest_categorical(name, list(p.choices))
-        return p.choices[trial.suggest_categorical(name, list(range(len(p.choices))))]
+        texts = _choice_texts(p)  # what Optuna cannot store (lists), as the list's text
+        return p.choices[texts.index(trial.suggest_categorical(name, texts))]
     if p.kind == "milestones":
-        assert p.count is not None and p.high is not None
-        values: dict[str, Any] = {}
-        for scalar in milestones.scalars(p.count):
-            if scalar == milestones.COUNT:
-                values[scalar] = trial.suggest_categorical(
-                    scalar + tag, list(range(p.count[0], p.count[1] + 1)))
-            elif scalar == milestones.FIRST:
-                values[scalar] = trial.suggest_float(scalar + tag, p.low, p.high)
-            else:
-                values[scalar] = trial.suggest_float(scalar + tag, 0.0, 1.0)
-        return list(milestones.fold(values, p.count, p.high))
+        assert p.count is not None and p.low is not None and p.high is not None
+        cmin, cmax = p.count
+        n = (trial.suggest_categorical(milestones.count_name(p.name) + tag,
+                                       list(range(cmin, cmax + 1))) if cmin < cmax else cmin)
+        drops: list[float] = []
+        for k in range(1, n + 1):  # each between the drop before it and high
+            drops.append(trial.suggest_float(milestones.drop_name(p.name, k) + tag,
+                                             drops[-1] if drops else p.low, p.high))
+        marks = list(milestones.fold(drops))
+        trial.set_user_attr(p.name, marks)  # the list itself, as the trial trains with it
+        return marks
     raise ValueError(f"{p.name}: nothing to suggest for kind {p.kind!r}")
 
 
@@ -113,15 +117,16 @@ def searcher_point(spec: SearchSpec, values: Mapping[str, Any]) -> dict[str, Any
 
 def _encoded(p: ParamRange, v: Any, tag: str) -> dict[str, Any]:
     if p.kind == "milestones":
-        assert p.count is not None and p.high is not None
-        return {k + tag: x for k, x in milestones.encode(list(v), p.count, p.high).items()}
+        assert p.count is not None
+        return {k + tag: x for k, x in milestones.encode(p.name, list(v), p.count).items()}
     if p.kind == "choice" and not all(isinstance(c, _OPTUNA_SCALARS) for c in p.choices):
-        return {p.name + tag: [_plain(c) for c in p.choices].index(_plain(v))}
+        return {p.name + tag: _choice_texts(p)[[_plain(c) for c in p.choices].index(_plain(v))]}
     return {p.name + tag: _plain(v)}
 
 
 def sampled_names(spec: SearchSpec) -> list[str]:
-    """The names Optuna's study holds, in sampling order (what optuna-dashboard shows)."""
+    """Every name Optuna's study can hold, in sampling order (what optuna-dashboard shows; a
+    trial holds those of its own branch and milestone count)."""
     names: list[str] = []
     for p in spec.params:
         if p.kind == "grid":
@@ -135,8 +140,14 @@ def sampled_names(spec: SearchSpec) -> list[str]:
 def _names(p: ParamRange, tag: str) -> list[str]:
     if p.kind == "milestones":
         assert p.count is not None
-        return [n + tag for n in milestones.scalars(p.count)]
+        return [n + tag for n in milestones.names(p.name, p.count)]
     return [p.name + tag]
+
+
+def _choice_texts(p: ParamRange) -> list[str]:
+    """A choice's values as the study stores them where Optuna cannot hold them (lists): each
+    one's JSON text, ``"[0.1, 0.8]"``."""
+    return [json.dumps(_plain(c)) for c in p.choices]
 
 
 def _plain(v: Any) -> Any:
