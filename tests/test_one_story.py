@@ -49,6 +49,40 @@ def test_the_reference_runs_psnr_is_given_at_the_epoch_it_was_reached_everywhere
     assert "PSNR 18.600 dB at epoch 2 / 4" in line and "after 4 epochs" in line
 
 
+def test_every_validation_of_the_reference_run_gets_its_progress_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27, item 6: the reference's lines came only when a trial reported, and only its
+    latest (the main job showed epochs 6, 15 and 18). The driver looks between the trials'
+    results too (`on_step`, every few seconds), and prints each validation once."""
+    from analysis import run_folder
+    from tune.progress import ProgressPrinter
+    from tune.space import load_space
+
+    run_dir = tmp_path / "r"
+    fx.write_meta(run_dir)
+    folder = fx.write_reference(run_dir)
+    rows = run_folder.read_results(folder)
+    run_folder.write_results(folder, rows[:1])  # one validation so far
+    printer = ProgressPrinter(load_space("smoke"), str(run_dir))
+
+    def epochs_said() -> list[str]:
+        out = capsys.readouterr().out.splitlines()
+        return [ln.split("/")[0] for ln in out if "reference (source defaults)" in ln]
+
+    printer.on_step(0, [])  # no trial has reported anything
+    assert epochs_said() == ["[epoch   1"]
+    run_folder.write_results(folder, rows[:3])  # two more while no trial reports
+    printer.on_step(1, [])  # too soon: looked a moment ago
+    assert epochs_said() == []
+    printer._reference_looked -= 60
+    printer.on_step(2, [])
+    assert epochs_said() == ["[epoch   2", "[epoch   3"]
+    run_folder.write_results(folder, rows)
+    printer._reference()  # at a trial's result
+    printer._reference()
+    assert epochs_said() == ["[epoch   4"]
+
+
 def test_every_output_counts_the_trials_and_the_reference_run_apart(
         ref_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 11: the report said "trials 5: 3 completed, 2 stopped early" (the reference counted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from analysis import run_folder
 from analysis.result_row import ResultRow
 from analysis.run_folder import ERROR_FILE
 from tune._spec_types import SearchSpec
+
+REFERENCE_POLL_S = 5.0  # how often the driver looks for the reference run's new validations
 
 
 def _fmt(v: Any) -> str:
@@ -38,23 +41,34 @@ class ProgressPrinter(Callback):
         self._reference_dir = (run_dir if run_dir and spec.include_defaults
                                and not spec.reference_inside else None)
         self._reference_epoch = 0
+        self._reference_looked = 0.0  # monotonic time of the last look at its results
         self._best = (-math.inf, "")
 
     def _reference(self) -> str:
-        """' | reference 25.1 dB at epoch 6' when the reference run has reported ('' before):
-        its best PSNR so far and the epoch it was reached at, as the leaderboard gives them."""
+        """A line for each validation of the reference run not yet printed, and ' | reference
+        25.1 dB at epoch 6' when it has reported ('' before): its best PSNR so far and the epoch
+        it was reached at, as the leaderboard gives them."""
         if self._reference_dir is None:
             return ""
-        from tune.reference import latest
+        from tune.reference import validations
 
-        r = latest(Path(self._reference_dir))
-        if r is None:
+        self._reference_looked = time.monotonic()
+        rows = validations(Path(self._reference_dir))
+        for r in rows:
+            if r.epoch > self._reference_epoch:
+                self._reference_epoch = r.epoch
+                self._print(f"[epoch {r.epoch:>3}/{self.max_epochs}] reference (source defaults)  "
+                            f"PSNR {r.psnr:7.3f} dB  gain {r.gain_db:+.3f} dB  {r.status}")
+        if not rows:
             return ""
-        if r.epoch > self._reference_epoch:
-            self._reference_epoch = r.epoch
-            self._print(f"[epoch {r.epoch:>3}/{self.max_epochs}] reference (source defaults)  "
-                        f"PSNR {r.psnr:7.3f} dB  gain {r.gain_db:+.3f} dB  {r.status}")
+        r = rows[-1]
         return f" | reference {r.best_psnr:.3f} dB at epoch {r.best_epoch}"
+
+    def on_step(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        # The reference run reports to no callback: its validations are looked for between the
+        # trials' results too, every few seconds, so each gets its line when it comes.
+        if time.monotonic() - self._reference_looked >= REFERENCE_POLL_S:
+            self._reference()
 
     def _params(self, sampled: Mapping[str, Any]) -> str:
         try:

@@ -62,9 +62,14 @@ def is_finished(run_dir: Path) -> bool:
     return bool(rows) and rows[-1].status in ("completed", "diverged")
 
 
+def validations(run_dir: Path) -> list[ResultRow]:
+    """The reference's result lines so far, in order."""
+    return run_folder.read_results(reference_dir(run_dir))
+
+
 def latest(run_dir: Path) -> ResultRow | None:
     """The reference's newest result line, or None before its first validation."""
-    rows = run_folder.read_results(reference_dir(run_dir))
+    rows = validations(run_dir)
     return rows[-1] if rows else None
 
 
