@@ -53,7 +53,7 @@ def test_every_validation_of_the_reference_run_gets_its_progress_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 27, item 6: the reference's lines came only when a trial reported, and only its
     latest (the main job showed epochs 6, 15 and 18). The driver looks between the trials'
-    results too (`on_step`, every few seconds), and prints each validation once."""
+    results too (`on_step_end` of each step of Ray's loop, every few seconds), and prints each validation once."""
     from analysis import run_folder
     from tune.progress import ProgressPrinter
     from tune.space import load_space
@@ -69,13 +69,13 @@ def test_every_validation_of_the_reference_run_gets_its_progress_line(
         out = capsys.readouterr().out.splitlines()
         return [ln.split("/")[0] for ln in out if "reference (source defaults)" in ln]
 
-    printer.on_step(0, [])  # no trial has reported anything
+    printer.on_step_end(0, [])  # no trial has reported anything
     assert epochs_said() == ["[epoch   1"]
     run_folder.write_results(folder, rows[:3])  # two more while no trial reports
-    printer.on_step(1, [])  # too soon: looked a moment ago
+    printer.on_step_end(1, [])  # too soon: looked a moment ago
     assert epochs_said() == []
     printer._reference_looked -= 60
-    printer.on_step(2, [])
+    printer.on_step_end(2, [])
     assert epochs_said() == ["[epoch   2", "[epoch   3"]
     run_folder.write_results(folder, rows)
     printer._reference()  # at a trial's result

@@ -64,7 +64,7 @@ class ProgressPrinter(Callback):
         r = rows[-1]
         return f" | reference {r.best_psnr:.3f} dB at epoch {r.best_epoch}"
 
-    def on_step(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         # The reference run reports to no callback: its validations are looked for between the
         # trials' results too, every few seconds, so each gets its line when it comes.
         if time.monotonic() - self._reference_looked >= REFERENCE_POLL_S:
