@@ -53,7 +53,8 @@ def test_every_validation_of_the_reference_run_gets_its_progress_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 27, item 6: the reference's lines came only when a trial reported, and only its
     latest (the main job showed epochs 6, 15 and 18). The driver looks between the trials'
-    results too (`on_step_end` of each step of Ray's loop, every few seconds), and prints each validation once."""
+    results too (`on_step_end` of Ray's loop, every few seconds), and prints each validation
+    once."""
     from analysis import run_folder
     from tune.progress import ProgressPrinter
     from tune.space import load_space
