@@ -27,8 +27,11 @@ def render(fmt: str, config: dict[str, Any], provenance: dict[str, Any], *,
            source_weights: Path | None = None, scores: list[str] | None = None) -> str:
     """Text of the config file; raises ConfigError if ``config`` is not a valid TrainConfig.
     ``source_weights``, ``scores`` (py only): the .pth.tar written beside it, the test-split
-    lines for its header."""
-    plain = TrainConfig.from_dict(config, where="the trial's config").to_dict()
+    lines for its header. ``num_threads`` is left to torch (0): a trial's is the search's
+    per-trial share of the cores (a Ray packing setting), and would pin a training elsewhere to
+    one thread."""
+    plain = TrainConfig.from_dict(config, where="the trial's config").replace(
+        num_threads=0).to_dict()
     if fmt == "yaml":
         return _yaml(plain, provenance)
     if fmt == "json":

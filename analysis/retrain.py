@@ -15,7 +15,9 @@ seeds that no trial of the search used (1000, 1001, ..., skipping any the run us
 
 Both use the same seeds, and the same runtime settings (the winner's ``device`` and
 ``cache_dir``; ``num_threads`` 0, torch's default: the search's per-trial thread cap is a Ray
-packing setting). Each retraining is `trainable.train(config, DIR)`, the function behind
+packing setting). The trainings run side by side where the cores allow, each with its share of
+them, and log a line per validation (`analysis.parallel_training`). Each retraining is
+`trainable.train(config, DIR)`, the function behind
 ``python -m trainable --config DIR/config.yaml --out DIR`` (same Trainer, same checkpointing of
 the best validated weights, same scoring), so its folder keeps ``config.yaml``, ``command.txt``,
 TensorBoard logs, ``model.pt`` (the best validated weights) and ``summary.json``. The best
@@ -36,10 +38,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from analysis import _io
+from analysis.parallel_training import Job, run_all
 from analysis.record import META_FILE, RunFolderError
 from analysis.run_folder import RETRAIN_SUBDIR
 from analysis.tables import Run
@@ -150,11 +154,12 @@ def retrain(run: Run, trial_id: str | None = None, seeds: int = 1, out: Path | N
     if same:
         say("the winner's config is the defaults': training it once, reported for both")
     runs: dict[str, list[dict[str, Any]]] = {winner.label: [], defaults.label: []}
-    for i, (c, seed) in enumerate(jobs, 1):
-        run_dir = out / _run_name(c.label, seed)
-        say(f"[{i}/{len(jobs)}] training {c.label} (seed {seed}, {c.config.epochs} epochs) "
-            f"into {run_dir}")
-        runs[c.label].append(_train_one(c.config.replace(seed=seed), run_dir, force))
+    trainings = [Job(f"{c.label} seed {s}", c.config.replace(seed=s), out / _run_name(c.label, s))
+                 for c, s in jobs]
+    # Side by side where the cores allow, a progress line per validation of each.
+    for (c, _), result in zip(jobs, run_all(trainings, partial(_train_one, force=force), say),
+                              strict=True):
+        runs[c.label].append(result)
     if same:
         runs[defaults.label] = runs[winner.label]
     report = _report(run, scope, seed_values, out, (winner, defaults), runs, same)

@@ -167,3 +167,20 @@ def test_crafted_checkpoint_runs_no_code(run: Path, tmp_path: Path, attack: int,
     assert not marker.exists()
     assert err.count("\n") == 1 and str(ckpt) in err and "weights_only" in err
     assert not (run / "export").exists()
+
+
+def test_an_export_does_not_pin_the_searchs_thread_share(run: Path, tmp_path: Path) -> None:
+    """Issue 27, item 6: a trial runs with `num_threads` = its Ray CPU share (1); the export
+    carried it, so `python -m trainable --config` used one thread on any machine."""
+    result = fx.trial_dir(run, fx.WINNER) / "result.json"
+    lines = [json.loads(x) for x in result.read_text().splitlines()]
+    for line in lines:
+        line["trial_config"]["num_threads"] = 1
+    result.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for fmt in ("yaml", "json"):
+        out = tmp_path / f"winner.{fmt}"
+        assert main([str(run), "--format", fmt, "--out", str(out)]) == 0
+        doc = yaml.safe_load(out.read_text())  # JSON is YAML
+        config = doc["config"] if fmt == "json" else doc
+        assert config["num_threads"] == 0
+        assert {**config, "num_threads": 1} == lines[0]["trial_config"]

@@ -258,3 +258,31 @@ def test_report_numbers_match_scores_computed_independently(retrained) -> None:
         assert src["test_psnr"] == pytest.approx(src_psnr, abs=1e-3)
         assert src["bicubic_psnr"] == pytest.approx(src_bicubic, abs=1e-3)
         assert abs(src["test_psnr"] - c["test_psnr"]) > 1e-3  # another number, not a copy
+
+
+@pytest.mark.parametrize("jobs, cores, expected", [
+    (2, 2, (2, 1)), (2, 16, (2, 8)), (4, 2, (2, 1)), (2, 1, (1, 1)), (6, 3, (3, 1))])
+def test_trainings_share_the_cores(jobs: int, cores: int, expected: tuple[int, int]) -> None:
+    from analysis.parallel_training import plan
+
+    assert plan(jobs, cores) == expected
+
+
+def test_the_two_trainings_run_side_by_side_and_say_each_validation(
+        tmp_path: Path, clip_root: Path, cache: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, item 6: `analysis.retrain` said nothing for 7 minutes after "[1/2] training
+    winner", and trained its two configurations one after the other, one thread each."""
+    from analysis import parallel_training
+
+    monkeypatch.setattr(parallel_training, "usable_cores", lambda: 2)
+    run = _tiny(fx.write_small_run(tmp_path), clip_root, cache)
+    assert retrain.main([str(run), "--out", str(tmp_path / "out")]) == 0
+    err = capfd.readouterr().err
+    assert "2 at a time, one process each with 1 thread(s)" in err
+    for label in ("winner", "defaults"):
+        for epoch in (1, 2):  # a line per validation, from each training's own process
+            assert f"[{label} seed 1000] epoch {epoch}/2 " in err, err
+        config = yaml.safe_load((tmp_path / "out" / f"{label}-seed1000" / "config.yaml")
+                                .read_text())
+        assert config["num_threads"] == 0  # its thread share is the process's, not the file's
