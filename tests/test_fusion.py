@@ -24,9 +24,10 @@ BASE = dict(data="unused", epochs=4, epoch_samples=64, batch_size=8, validation_
 class FakeGroup:
     """What the engine drives of a FusedTrainer: slots, one interval at a time."""
 
-    def __init__(self, capacity: int, fail_at: int | None = None) -> None:
+    def __init__(self, capacity: int, fail_at: int | None = None,
+                 error: type[Exception] = RuntimeError) -> None:
         self.slots: dict[int, tuple[TrainConfig, int]] = {}
-        self.capacity, self.intervals, self.fail_at = capacity, 0, fail_at
+        self.capacity, self.intervals, self.fail_at, self.error = capacity, 0, fail_at, error
         self.trained: list[list[int]] = []  # the slots each interval trained
 
     def free_slots(self) -> list[int]:
@@ -42,7 +43,8 @@ class FakeGroup:
     def run_interval(self) -> dict[int, Any]:
         self.intervals += 1
         if self.fail_at == self.intervals:
-            raise RuntimeError("boom")
+            raise self.error("CUDA out of memory. Tried to allocate 2.00 GiB"
+                             if self.error is not RuntimeError else "boom")
         self.trained.append(sorted(self.slots))
         out = {}
         for slot, (cfg, epoch) in list(self.slots.items()):
@@ -66,7 +68,8 @@ def engine(monkeypatch: pytest.MonkeyPatch):
     groups: list[FakeGroup] = []
 
     def new_trainer(self, cfg):
-        groups.append(FakeGroup(self.capacity, getattr(self, "fail_at", None)))
+        groups.append(FakeGroup(self.capacity, getattr(self, "fail_at", None),
+                                getattr(self, "error", RuntimeError)))
         return groups[-1]
 
     monkeypatch.setattr(fusion.FusionEngine, "_new_trainer", new_trainer)
@@ -197,6 +200,30 @@ def test_a_failed_step_errors_every_member_and_a_retry_starts_a_new_group(engine
     assert _ask(engine, "a", 0).epoch == 1 and len(engine.groups_made) == 2
 
 
+def test_a_group_out_of_memory_ends_every_member_infeasible_and_the_next_starts_anew(
+        engine) -> None:
+    """Issue 27, item 9: as a solo trial that runs out of memory, not an error that Ray retries
+    into a group of the same shape. A forced allocation failure at the group's second interval."""
+    import torch
+
+    engine.fail_at, engine.error = 2, torch.OutOfMemoryError
+    engine.join("a", _cfg(1e-3), None)
+    engine.join("b", _cfg(2e-3), None)
+    assert {t: r.epoch for t, r in _ask_all(engine, {"a": 0, "b": 0}).items()} == {"a": 1, "b": 1}
+    got = {}
+    threads = [threading.Thread(target=lambda t=t: got.update({t: engine.next_result(t, 1)}))
+               for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert got == {t: fusion.Infeasible("out of memory in a fused group of 2: CUDA out of memory."
+                                        " Tried to allocate 2.00 GiB") for t in ("a", "b")}
+    engine.fail_at = None
+    assert engine.join("c", _cfg(3e-3), None)  # the next trial of this shape: a new group
+    assert _ask(engine, "c", 0).epoch == 1 and len(engine.groups_made) == 2
+
+
 def test_a_completed_member_gets_its_last_result_and_its_slot_is_freed(engine) -> None:
     engine.join("a", _cfg(1e-3, epochs=1), None)
     assert _ask(engine, "a", 0).status == "completed"
@@ -303,3 +330,52 @@ def test_a_fused_search_is_one_trial_per_configuration_to_ray(ray_session, clip_
                                if a["namespace"] == NAMESPACE}:
         assert time.monotonic() < deadline, "the engine outlived its search"
         time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_fused_group_out_of_memory_ends_its_trials_as_a_solo_trial_does(
+        ray_session, clip_root, tmp_path, monkeypatch):
+    """Issue 27, item 9, on real Ray: the engine's real group hits a forced allocation failure
+    (torch.OutOfMemoryError, as CUDA raises it) at its second interval. Every member reports what
+    a solo trial that runs out of memory reports (`ResultRow.infeasible`): the trials end
+    `infeasible` with the reason, none errors and none is retried."""
+    import torch
+
+    from analysis.result_row import INFEASIBLE
+    from analysis.tables import load_run
+    from tune.run import main
+
+    class OutOfMemoryEngine(fusion.FusionEngine):  # defined here: Ray ships it by value
+        def _new_trainer(self, cfg):
+            trainer = super()._new_trainer(cfg)
+            run_interval, calls = trainer.run_interval, []
+
+            def fails_at_the_second() -> dict:
+                calls.append(1)
+                if len(calls) == 2:
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB "
+                                                 "(forced by the test)")
+                return run_interval()
+
+            trainer.run_interval = fails_at_the_second
+            return trainer
+
+    monkeypatch.setattr(fusion, "FusionEngine", OutOfMemoryEngine)
+    space = tmp_path / "fused.yaml"
+    space.write_text(
+        "params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+        "config: {batch_size: 8, use_amp: false}\n"
+        "budget: {epochs: 3, epoch_samples: 128, validation_interval: 1}\n"
+        "scheduler: {type: fifo}\nsearch: {algorithm: random}\ntrials: 2\n"
+        "include_defaults: false\nresources: {cpus: 1, fuse: 2}\n")
+    rc = main(["--space", str(space), "--storage", str(tmp_path), "--name", "oom",
+               "--data", str(clip_root)])
+    assert rc == 0
+    run = load_run(tmp_path / "oom")
+    assert len(run.trials) == 2
+    for t in run.trials.itertuples():
+        assert t.outcome == INFEASIBLE and not t.error, t
+        assert t.reason == ("out of memory in a fused group of 2: CUDA out of memory. Tried to "
+                            "allocate 9.00 GiB (forced by the test)")
+        assert t.epochs_trained == 1  # its one validation before the group failed
+        assert not (tmp_path / "oom" / t.dir / "error.txt").exists()  # never retried

@@ -26,7 +26,10 @@ run folder all still see one trial per configuration.
   the number of engines). The reference run beside the search keeps one trial's resources.
 
 A failure inside a group's step ends every member of it with that error: each trial errors,
-and Ray's retry (``max_failures``) brings it back from its last checkpoint into a new group.
+and Ray's retry (``max_failures``) brings it back from its last checkpoint into a new group. A
+group that runs out of memory ends as a solo trial that does: every member reports
+``infeasible`` with the reason (`tune.trial.report_infeasible`), is not retried, and the next
+trials of that shape start a new group.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ def engine_name(run_name: str, index: int) -> str:
 
 
 # --- the engine ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Infeasible:
+    """What `FusionEngine.next_result` hands a member whose group ran out of memory."""
+
+    reason: str
+
+
 @dataclass
 class _Member:
     trial_id: str
@@ -75,6 +85,7 @@ class _Member:
     wants: int = -1  # the epoch after which it asked for its next result
     asked_at: float = field(default_factory=time.monotonic)
     error: str | None = None
+    infeasible: str | None = None  # why its group could not train (out of memory)
     leaving: bool = False
 
     @property
@@ -144,9 +155,11 @@ class FusionEngine:
             self.cond.notify_all()
             return True
 
-    def next_result(self, trial_id: str, after_epoch: int) -> tuple[ValidationResult, bytes]:
+    def next_result(self, trial_id: str, after_epoch: int
+                    ) -> tuple[ValidationResult, bytes] | Infeasible:
         """The trial's first validation after ``after_epoch`` and its checkpoint, waiting for
-        them; asking is also what lets its group train on."""
+        them (`Infeasible` where its group ran out of memory); asking is also what lets its
+        group train on."""
         with self.cond:
             if trial_id not in self.trials:
                 raise RuntimeError(f"trial {trial_id} is in no fused group of this engine")
@@ -154,6 +167,8 @@ class FusionEngine:
             member.wants, member.asked_at = after_epoch, time.monotonic()
             self.cond.notify_all()
             while True:
+                if member.infeasible:
+                    return Infeasible(member.infeasible)
                 if member.error:
                     raise RuntimeError(member.error)
                 fresh = [r for r in member.results if r[0].epoch > after_epoch]
@@ -192,18 +207,24 @@ class FusionEngine:
                 turn += 1
                 self._admit(group)
                 by_slot = {m.slot: m for m in group.members if m.slot is not None}
+            error = oom = None
             try:
                 results = group.trainer.run_interval()
                 states = {slot: _dump(group.trainer.member_state(slot)) for slot in results}
-                error = None
+            except torch.OutOfMemoryError as e:  # as a solo trial's: every member infeasible
+                results, states = {}, {}
+                oom = (f"out of memory in a fused group of {len(by_slot)}: "
+                       f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}")
+                log.warning("a fused group ran out of memory; its members end as infeasible (%s)",
+                            oom)
             except Exception as e:  # noqa: BLE001 - handed to every member's trial, which errors
                 log.exception("a fused group's step failed")
                 results, states, error = {}, {}, f"fused group failed: {type(e).__name__}: {e}"
             with self.cond:
-                if error:
+                if error or oom:
                     group.failed = True
                     for m in group.members:
-                        m.error = error
+                        m.error, m.infeasible = error, oom
                 for slot, result in results.items():
                     by_slot[slot].results.append((result, states[slot]))
                 self.cond.notify_all()
@@ -292,7 +313,7 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
                run_dir: str | None = None) -> None:
     """Train one configuration as a member of a fused group, reporting each validation to Tune
     as `tune.trial.run_trial` does."""
-    from tune.trial import attempt, placement, report_validation
+    from tune.trial import attempt, placement, report_infeasible, report_validation
 
     # Its config as its group trains it: the engine's threads (`start_engines`), so that a solo
     # run of trial_config.json reproduces the trial bit for bit.
@@ -315,9 +336,12 @@ def run_member(params: dict[str, Any], *, spec: SearchSpec, engines: Sequence[st
         handle = _engine(engine)
         try:
             while True:
-                result: ValidationResult
-                member_state: bytes
-                result, member_state = ray.get(handle.next_result.remote(trial_id, after))
+                got: tuple[ValidationResult, bytes] | Infeasible
+                got = ray.get(handle.next_result.remote(trial_id, after))
+                if isinstance(got, Infeasible):  # its group ran out of memory
+                    report_infeasible(cfg, got.reason)
+                    break
+                result, member_state = got
                 after = result.epoch
                 report_validation(result, cfg, _writer(member_state))
                 if result.status != "running":

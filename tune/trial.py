@@ -69,8 +69,7 @@ def run_trial(params: dict[str, Any], *, spec: SearchSpec, cpus: float,
         except torch.OutOfMemoryError as e:
             # Ray's fractional GPUs are bookkeeping only; cap_gpu_memory makes the share a limit,
             # so a trial that does not fit in it ends as infeasible and the search goes on.
-            tune.report(ResultRow.infeasible(cfg.to_dict(), str(e).split("\n")[0],
-                                             psnr=WORST_PSNR, ssim=WORST_SSIM).to_json())
+            report_infeasible(cfg, str(e).split("\n")[0])
 
 
 class Attempt:
@@ -102,6 +101,14 @@ def attempt(folder: Path, info: dict[str, Any]) -> Iterator[Attempt]:
         raise
     finally:
         this.note(**end, finished=time.time())
+
+
+def report_infeasible(cfg: TrainConfig, reason: str) -> None:
+    """The one ``tune.report`` of a trial that could not train (out of memory, alone or in a
+    fused group): worst-case scores at the full budget (`ResultRow.infeasible`), so ASHA stops
+    it, Optuna records a bad trial and the analysis calls it ``infeasible``, with ``reason``."""
+    tune.report(ResultRow.infeasible(cfg.to_dict(), reason, psnr=WORST_PSNR,
+                                     ssim=WORST_SSIM).to_json())
 
 
 def cap_gpu_memory(gpus_per_trial: float) -> float | None:
