@@ -6,7 +6,15 @@ distributions come from the run record's ranges (`analysis.record.ParamRange`), 
 inferred from the values the trials got: floats on a log scale when the name says learning rate
 or the values span two decades, integers with few values and anything non-numeric as categories.
 Importances are computed on an in-memory study rebuilt from the finished, non-errored trials
-(``optuna.trial.create_trial``); no storage is touched.
+(``optuna.trial.create_trial``); no storage is touched. The evaluator is Optuna's PED-ANOVA,
+which asks what the best trials (its *target quantile*) have in common: here that group holds at
+least three trials (quantile ``max(0.1, 3 / n)``), not the one trial 10% of a small search is.
+
+Each result says when its shares cannot be trusted (``caveats``), in words a caption can carry:
+few trials; trials valued at different budgets (ASHA stopped most of them early, at the PSNR
+they had reached by then); and a share that contradicts the scatter of PSNR against the same
+parameter (its rank correlation with the PSNR is strong, its share small), which PED-ANOVA does
+by design where the weakest trials share a setting the best ones avoid without sharing another.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from typing import Any
 
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from analysis.leaderboard import is_reference
 from analysis.record import ParamRange
 from analysis.tables import Run
 
@@ -36,6 +45,12 @@ class Importance:
     reason: str | None  # why ``values`` is None
     evaluator: str
     n_trials: int
+    caveats: tuple[str, ...] = ()  # why the shares may not be trusted (see the module)
+    target_quantile: float | None = None  # PED-ANOVA's top group, a share of the trials
+
+MIN_TRIALS = 20  # below this many scored trials every result carries the "few trials" caveat
+MIN_TOP = 3  # trials in PED-ANOVA's top group at least
+_STRONG_TREND = 0.5  # |Spearman rho| of a parameter with the PSNR that the scatter shows plainly
 
 
 def distributions(run: Run) -> dict[str, Distribution]:
@@ -89,16 +104,17 @@ def param_importances(run: Run, value_column: str = "best_psnr",
                   f"whose searched parameters differ; this run has {len(scored)}")
         return Importance(None, reason, name, len(scored))
     dists = distributions(run)
+    quantile = target_quantile(len(scored))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental-feature and few-trial warnings
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
             study = optuna.create_study(direction="maximize")
             for params, value in scored:
                 study.add_trial(optuna.trial.create_trial(
                     params=params, distributions={k: dists[k] for k in params}, value=value))
-            evaluator = evaluator_cls() if evaluator_cls else None
+            evaluator = evaluator_cls(target_quantile=quantile) if evaluator_cls else None
             values = optuna.importance.get_param_importances(study, evaluator=evaluator,
                                                              params=varying)
     except (ValueError, RuntimeError, ZeroDivisionError) as e:
@@ -106,7 +122,17 @@ def param_importances(run: Run, value_column: str = "best_psnr",
     finally:
         optuna.logging.set_verbosity(verbosity)
     ordered = dict(sorted(values.items(), key=lambda kv: -kv[1]))
-    return Importance(ordered, None, name, len(scored))
+    # Optuna's own doubts, except the notice that the evaluator is experimental.
+    doubts = [str(w.message) for w in said if not issubclass(w.category, FutureWarning)
+              and "experimental" not in str(w.message)]
+    caveats = (*_caveats(run, value_column, branch, ordered, scored),
+               *dict.fromkeys(f"Optuna: {d}" for d in doubts))
+    return Importance(ordered, None, name, len(scored), caveats, quantile)
+
+
+def target_quantile(n: int) -> float:
+    """PED-ANOVA's top group for ``n`` trials: the best 10%, but at least `MIN_TOP` trials."""
+    return min(0.5, max(0.1, MIN_TOP / max(n, 1)))
 
 
 def branch_importances(run: Run, value_column: str = "best_psnr") -> dict[str, Importance]:
@@ -121,6 +147,55 @@ def is_log(dist: Distribution) -> bool:
 
 
 # --- private helpers -----------------------------------------------------------------------------
+def _caveats(run: Run, value_column: str, branch: tuple[str, Any] | None,
+             shares: dict[str, float], scored: list[tuple[dict[str, Any], float]]
+             ) -> list[str]:
+    """Why these shares may not be trusted (see the module), one sentence each."""
+    out = []
+    n = len(scored)
+    if n < MIN_TRIALS:
+        out.append(f"only {n} trials: the shares are noisy below {MIN_TRIALS}")
+    trials = run.trials[~run.trials["error"].astype(bool) & ~is_reference(run.trials)
+                        & run.trials[value_column].astype(float).map(math.isfinite)]
+    if branch is not None:
+        trials = trials[trials[run.param_columns[branch[0]]] == branch[1]]
+    budgets = sorted({int(e) for e in trials["epochs_trained"]})
+    if len(budgets) > 1:
+        early = int((trials["epochs_trained"] < budgets[-1]).sum())
+        at = ", ".join(map(str, budgets[:-1]))
+        out.append(f"{early} of {len(trials)} trials ended before the full budget (stopped "
+                   f"by ASHA, diverged) and are valued at the PSNR they had reached (at epoch "
+                   f"{at} against {budgets[-1]}): the shares mix each parameter's effect with "
+                   "how far its trials got")
+    trend = _trends(scored, list(shares))
+    if trend and shares:
+        name, rho = max(trend.items(), key=lambda kv: abs(kv[1]))
+        if abs(rho) >= _STRONG_TREND and shares.get(name, 0.0) < 0.5 * max(shares.values()):
+            out.append(f"the scatter disagrees: {name} has the plainest trend with the PSNR "
+                       f"(Spearman rho {rho:+.2f} over {n} trials) but a share of "
+                       f"{shares[name]:.3f}; PED-ANOVA weighs what the best trials share, not "
+                       "what the worst have in common: read the scatter")
+    return out
+
+
+def _trends(scored: list[tuple[dict[str, Any], float]], names: list[str]) -> dict[str, float]:
+    """Each numeric parameter's Spearman rank correlation with the value (where it varies)."""
+    import pandas as pd
+
+    out = {}
+    values = pd.Series([v for _, v in scored], dtype=float)
+    for name in names:
+        column = [p.get(name) for p, _ in scored]
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in column):
+            continue
+        xs = pd.Series(column, dtype=float)
+        if xs.nunique() > 1 and values.nunique() > 1:
+            rho = xs.corr(values, method="spearman")
+            if math.isfinite(rho):
+                out[name] = float(rho)
+    return out
+
+
 def _from_range(p: ParamRange) -> Distribution | None:
     """The Optuna distribution of a recorded range; None for one the run did not record."""
     if p.kind in ("choice", "grid"):

@@ -72,17 +72,27 @@ def _page(run: Run, s: RunSummary, made: dict[str, Path | None], imp: importance
              "<h2>Leaderboard</h2>", _leaderboard(run, s),
              "<h2>Searched ranges</h2>", _edges(s)]
     captions = {
-        "learning_curves": "Validation PSNR against epoch for every trial. Vertical lines: the "
-                           "ASHA rungs, where trials were compared and the weaker stopped.",
+        "learning_curves": "Validation PSNR against epoch for every trial, on the trials' own "
+                           "scale (the reference run in a panel of its own where it lies far "
+                           "below them). Vertical lines: the ASHA rungs, where trials were "
+                           "compared and the weaker stopped, each with how many trials were "
+                           "within noise of its cut; a hollow circle is where a trial was "
+                           "stopped, those stopped at one rung spread sideways so each shows.",
         "best_so_far": "Best PSNR the search had found so far against the training samples its "
                        "trials had consumed (left) and against wall-clock time (right). The "
-                       "reference run's validations (green) sit where the search stood when "
-                       "they came; they are no part of its best.",
+                       "reference run's validations (green) are drawn against time only, when "
+                       "they came; they are no part of the search's samples or best (triangles "
+                       "at the edge, their PSNR in the legend, where they lie beyond the "
+                       "trials' scale).",
         "parallel_coordinates": "Each line is one finished trial through its searched values "
-                                "(normalised per axis) to its PSNR, coloured by that PSNR; the "
-                                "winner in black, the reference run dashed green.",
-        "psnr_vs_params": "PSNR against each searched parameter; errored trials as crosses, the "
-                          "reference run as a green diamond.",
+                                "(normalised per axis) to its PSNR, coloured by that PSNR on "
+                                "the trials' scale; the winner in black, the reference run "
+                                "dashed green, its PSNR written at the end where it lies below "
+                                "the axis.",
+        "psnr_vs_params": "PSNR against each searched parameter, on the trials' scale; errored "
+                          "trials as crosses, the reference run as a green diamond (a "
+                          "triangle at the edge, its PSNR in the legend, where it lies beyond "
+                          "the trials' scale).",
     }
     for key in ("learning_curves", "best_so_far", "parallel_coordinates", "psnr_vs_params"):
         parts.append(_figure(made.get(key), captions[key]))
@@ -199,7 +209,9 @@ def _leaderboard(run: Run, s: RunSummary) -> str:
         out.append(" at cut: the same test at each ASHA rung against the trial across the cut "
                    "(a stopped trial against the weakest that went on, a trial that went on "
                    "against the best stopped): tie r1 (within noise of the cut at rung 1), "
-                   "below or above r1 (a stopped trial clearly below or above it).</p>")
+                   "below or above r1 (a stopped trial clearly below or above it), each with "
+                   "its PSNR there minus that trial's, in dB: a few thousandths that the test "
+                   "still tells apart are told apart on these frames only.</p>")
         out.append("<h3>ASHA's cut at each rung</h3><ul>"
                    + "".join(f"<li>{e(cut.describe())}</li>" for cut in cuts) + "</ul>")
     else:
@@ -222,12 +234,16 @@ def _importance(imp: importance.Importance, scope: str) -> str:
     if imp.values is None:
         return f"<p>{e(imp.reason or 'not available')}.</p>"
     rows = "".join(f"<tr><td>{e(k)}</td><td>{v:.3f}</td></tr>" for k, v in imp.values.items())
+    top = (f" (what the best {imp.target_quantile:.0%} of them share against all of them)"
+           if imp.target_quantile is not None else "")
     note = (f"Optuna's {imp.evaluator} on an in-memory study of the {imp.n_trials} finished, "
-            f"non-errored trials, each valued by its {scope} PSNR. Trials stopped early by ASHA "
-            "count with the PSNR they had reached, which favours settings that learn fast."
-            + (" With this few trials the shares are noisy." if imp.n_trials < 20 else ""))
+            f"non-errored trials{top}, each valued by its {scope} PSNR. Trials stopped early by "
+            "ASHA count with the PSNR they had reached, which favours settings that learn fast.")
+    caveats = "".join(f"<li>{e(c)}</li>" for c in imp.caveats)
+    warn = (f"<p class='note' style='color:#a00'>Do not read these shares alone:</p>"
+            f"<ul class='note' style='color:#a00'>{caveats}</ul>" if caveats else "")
     return (f"<table><tr><th>parameter</th><th>importance</th></tr>{rows}</table>"
-            f"<p class='note'>{e(note)}</p>")
+            f"<p class='note'>{e(note)}</p>{warn}")
 
 
 def _figure(path: Path | None, caption: str) -> str:

@@ -56,6 +56,8 @@ class RungCut:
     # Each trial against the one across the cut: "tie" (at the cut), "above" or "below" (a
     # stopped trial clearly above or below the last in); absent where nothing can be paired.
     marks: dict[str, str]
+    # Each trial's PSNR here minus that of the trial across the cut from it (dB).
+    gaps: dict[str, float]
 
     @property
     def at_cut(self) -> list[str]:
@@ -68,9 +70,11 @@ class RungCut:
                 f"{len(self.went_on)} went on")
         if self.last_in is None or self.first_out is None:
             return head + ("; none stopped" if self.first_out is None else "; none went on")
+        apart = self.psnr[self.last_in] - self.psnr[self.first_out]
         cut = (f"; the cut fell between {self.psnr[self.last_in]:.4f} dB ({self.last_in}, the "
                f"weakest that went on) and {self.psnr[self.first_out]:.4f} dB "
-               f"({self.first_out}, the best stopped)")
+               f"({self.first_out}, the best stopped), {abs(apart):.4f} dB "
+               f"{'apart' if apart >= 0 else 'the wrong way round'}")
         if not self.marks:
             return head + cut + "; no per-frame PSNRs to test it with"
         tied = len(self.at_cut)
@@ -108,34 +112,41 @@ def rung_cuts(results: pd.DataFrame, trials: pd.DataFrame, rungs: Sequence[int],
         last_in = min(went_on, key=lambda t: psnr[t], default=None)
         first_out = max(stopped, key=lambda t: psnr[t], default=None)
         marks: dict[str, str] = {}
+        gaps: dict[str, float] = {}
         if last_in is not None and first_out is not None:
             for t in (*went_on, *stopped):
                 other = first_out if t in went_on else last_in
-                mark = _mark(frames.get(other), frames.get(t), psnr[t] - psnr[other],
-                             t in stopped)
+                gaps[t] = psnr[t] - psnr[other]
+                mark = _mark(frames.get(other), frames.get(t), gaps[t], t in stopped)
                 if mark is not None:
                     marks[t] = mark
-            # A trial another is tied with across the cut is at the cut too.
-            tied_out = any(marks.get(t) == "tie" for t in stopped)
-            tied_in = any(marks.get(t) == "tie" for t in went_on)
+            # A trial another is tied with across the cut is at the cut too, its gap to the
+            # nearest of those.
+            tied_out = [t for t in stopped if marks.get(t) == "tie"]
+            tied_in = [t for t in went_on if marks.get(t) == "tie"]
             if tied_out:
                 marks[last_in] = "tie"
+                gaps[last_in] = psnr[last_in] - max(psnr[t] for t in tied_out)
             if tied_in:
                 marks[first_out] = "tie"
+                gaps[first_out] = psnr[first_out] - min(psnr[t] for t in tied_in)
         cuts.append(RungCut(k, epoch, went_on, stopped, {t: psnr[t] for t in (*went_on, *stopped)},
-                            last_in, first_out, marks))
+                            last_in, first_out, marks, gaps))
     return cuts
 
 
 def cut_marks(cuts: Sequence[RungCut]) -> dict[str, str]:
-    """Each trial's marks over the rungs it was judged at, in words for a table column:
-    "tie r1" (at the cut of rung 1), "below r2", "above r1" (stopped ones only), joined by
-    commas; a trial that went on clearly above every cut gets none."""
+    """Each trial's marks over the rungs it was judged at, in words for a table column, with
+    its PSNR there against the trial across the cut: "tie r1 -0.002" (at the cut of rung 1,
+    0.002 dB under the last in), "below r2 -0.129", "above r1 +0.010" (stopped ones only),
+    joined by commas; a trial that went on clearly above every cut gets none. A gap of a few
+    thousandths of a dB that the paired test still calls "below" is told apart on these frames
+    only: the gap says how little that is."""
     out: dict[str, list[str]] = {}
     for cut in cuts:
         for t, mark in cut.marks.items():
             if mark != "clear":
-                out.setdefault(t, []).append(f"{mark} r{cut.rung}")
+                out.setdefault(t, []).append(f"{mark} r{cut.rung} {cut.gaps[t]:+.3f}")
     return {t: ", ".join(m) for t, m in out.items()}
 
 

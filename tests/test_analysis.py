@@ -265,6 +265,45 @@ def test_importance_needs_two_trials(small_run: Path, tmp_path: Path) -> None:
     assert few.values is None and "not enough trials" in (few.reason or "")
 
 
+def test_importance_says_when_its_shares_cannot_be_trusted(small_run: Path) -> None:
+    """Issue 27, item 2: the shares gave model_lr 0.017 while the scatter showed the trials at
+    lr 6.6e-3 0.5 dB below the rest. Each result names why not to trust it, and the figure
+    carries the same sentences."""
+    run = load_run(small_run)
+    imp = importance.param_importances(run)
+    assert imp.target_quantile == 0.5  # at least 3 of the 5 in the top group, at most half
+    few, budgets = imp.caveats[:2]
+    assert few == "only 5 trials: the shares are noisy below 20"
+    assert budgets.startswith("3 of 5 trials ended before the full budget (stopped by ASHA, "
+                              "diverged) and are valued at the PSNR they had reached (at epoch "
+                              "1, 2 against 4)")
+    assert importance.target_quantile(12) == 0.25 and importance.target_quantile(40) == 0.1
+    # The scatter's plainest trend against a small share: said, naming both.
+    scored = [({"model_lr": lr, "lr_scheduler_gamma": g}, v) for lr, g, v in [
+        (1e-4, 0.3, 29.70), (3e-4, 0.1, 29.71), (1e-3, 0.4, 30.3), (2e-3, 0.2, 29.69),
+        (6e-3, 0.35, 29.2), (7e-3, 0.15, 29.1)]]
+    said = importance._caveats(run, "best_psnr", None, {"lr_scheduler_gamma": 0.9,
+                                                        "model_lr": 0.1}, scored)
+    assert any(c.startswith("the scatter disagrees: model_lr has the plainest trend with the "
+                            "PSNR (Spearman rho -0.77 over 6 trials) but a share of 0.100")
+               for c in said), said
+    assert not any("disagrees" in c for c in importance._caveats(
+        run, "best_psnr", None, {"lr_scheduler_gamma": 0.1, "model_lr": 0.9}, scored))
+
+
+def test_the_importance_figure_carries_its_caveats(small_run: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis import figures
+
+    caught: list = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: caught.append(fig) or path)
+    imp = importance.param_importances(load_run(small_run))
+    figures.importance_bars(imp, tmp_path / "i.png")
+    text = " ".join(t.get_text() for t in caught[0].findobj(lambda o: hasattr(o, "get_text")))
+    assert "Do not read these shares alone" in text
+    assert "only 5 trials" in text.replace("\n", " ")
+
+
 # --- report --------------------------------------------------------------------------------------
 def test_report_renders(cli_run: tuple) -> None:
     run, code, output = cli_run  # the CLI wrote the report with write_report

@@ -106,8 +106,8 @@ def _lr_run(tmp_path: Path, lrs: list[float], psnrs: list[float], low: float = 1
     return run_dir
 
 
-@pytest.mark.parametrize(("low", "high"), [(1e-3, 5e-2), (1e-4, 1e-1), (1e-6, 1.0)],
-                         ids=["two-decades", "three-decades", "six-decades"])
+@pytest.mark.parametrize(("low", "high"), [(1e-3, 5e-2), (1e-4, 1e-2), (1e-4, 1e-1), (1e-6, 1.0)],
+                         ids=["smoke", "main-job", "three-decades", "six-decades"])
 def test_log_axis_tick_labels_never_run_into_each_other(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, low: float, high: float) -> None:
     from analysis import importance
@@ -145,8 +145,9 @@ def test_psnr_vs_params_legend_covers_no_panel_and_the_reference_is_labelled(
     for ax in panels:
         col = run.scalar_columns[ax.get_xlabel()]
         drawn = {c.get_label(): c.get_offsets() for c in ax.collections}
-        (x, y), = drawn["reference run (source defaults)"]
-        assert y == pytest.approx(ref["best_psnr"])
+        # 18.6 dB, far below the trials: a marked offset at the bottom edge, its PSNR labelled.
+        (x, y), = drawn["reference run (source defaults): 18.60 dB, below this scale"]
+        assert y < ax.get_ylim()[0] + 0.1 * (ax.get_ylim()[1] - ax.get_ylim()[0])
         if ax.get_xlabel() != "batch_size":
             assert x == pytest.approx(float(ref[col]))
         searched = sum(len(v) for k, v in drawn.items() if k in {
@@ -176,42 +177,38 @@ def test_choices_sit_exactly_on_their_ticks(tmp_path: Path,
         assert ticks[round(pos, 9)] == str(expected[trial])
 
 
-def test_best_so_far_places_the_reference_run_where_the_search_stood(tmp_path: Path) -> None:
-    """It ran from the start: its points sit at the samples the search's trials had consumed
-    when each of its validations came, and at its own minutes; the search's best never takes
-    its PSNR."""
+def test_best_so_far_places_the_reference_run_at_its_own_minutes(tmp_path: Path) -> None:
+    """It ran from the start: its points sit at its own minutes; the search's best never takes
+    its PSNR, and its samples are no part of the search's."""
     run = load_run(fx.write_run_with_reference(tmp_path))
     search, ref = figures.progress_points(run)
     stamps = [fx.T0 + 7.0 * e for e in range(1, 5)]
     assert ref["minutes"].tolist() == pytest.approx([(t - fx.T0) / 60 for t in stamps])
-    rows = [(r["timestamp"], r["samples"]) for _, r in run.results.iterrows()
-            if r["trial"] != "reference"]
-
-    def consumed(t: float) -> float:  # every searched report up to t, each trial's own increment
-        last: dict = {}
-        total = 0.0
-        for (stamp, samples), trial in zip(rows, run.results.loc[
-                run.results["trial"] != "reference", "trial"], strict=True):
-            if stamp <= t:
-                total += samples - last.get(trial, 0)
-                last[trial] = samples
-        return total
-
-    assert ref["samples_x"].tolist() == [consumed(t) for t in stamps]
+    assert "samples_x" not in ref
     assert search["best"].max() == run.results.loc[run.results["trial"] != "reference",
                                                    "psnr"].max()
     assert not search["trial"].eq("reference").any()
 
 
-def test_best_so_far_draws_the_reference_in_both_panels(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_best_so_far_draws_the_reference_against_time_only_as_a_marked_offset(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, item 1: its points sat at "samples consumed by the search's trials", which
+    means nothing for a run beside the search, and its 18.6 dB squashed the trials' axis. On the
+    trials' scale, its validations lie below it: triangles at the bottom edge at their minutes,
+    their PSNRs in the legend."""
     run = load_run(fx.write_run_with_reference(tmp_path))
     fig = _drawn_figure(monkeypatch, lambda: figures.best_so_far(run, tmp_path / "b.png"))
-    search, ref = figures.progress_points(run)
-    for ax, x in zip(fig.axes[:2], ("samples_x", "minutes"), strict=True):
-        (points,) = [c.get_offsets() for c in ax.collections
-                     if c.get_label().startswith("reference run")]
-        assert [p[0] for p in points] == pytest.approx(ref[x].tolist())
+    _, ref = figures.progress_points(run)
+    ax_samples, ax_time = fig.axes[:2]
+    assert not [c for c in ax_samples.collections if c.get_label().startswith("reference")]
+    ((label, points),) = [(c.get_label(), c.get_offsets()) for c in ax_time.collections
+                          if c.get_label().startswith("reference run")]
+    assert [p[0] for p in points] == pytest.approx(ref["minutes"].tolist())
+    low, high = ax_time.get_ylim()
+    trials = run.results.loc[run.results["trial"] != "reference", "psnr"]
+    assert low < trials.min() and ref["psnr"].max() < low  # the trials' scale, not the reference's
+    assert all(low < p[1] < low + 0.1 * (high - low) for p in points)
+    assert "below this scale" in label and f"{ref['psnr'].min():.2f} to" in label
 
 
 def test_rung_labels_sit_above_the_curves_and_the_bicubic_line(
@@ -252,3 +249,66 @@ def test_parallel_coordinates_bicubic_label_stands_clear_and_colours_have_a_scal
     assert len(bars) == 1 and "PSNR" in bars[0].get_ylabel()
     low, high = bars[0].get_ylim()
     assert low == pytest.approx(17.0) and high == pytest.approx(fx.BICUBIC_PSNR)
+
+
+# --- issue 27, item 1: the trials on their own scale ----------------------------------------------
+def _crowded_run(tmp_path: Path) -> Path:
+    """As the main job: the trials within a dB of each other above bicubic (23.82), four stopped
+    at rung 1 within 0.01 dB, one at rung 2, the winner the only one completed, the reference run
+    5 dB below them all."""
+    run = tmp_path / "crowded"
+    fx.write_meta(run)
+    p = {**fx.DEFAULTS, "model_lr": 1e-3}
+
+    def trial(i: int, params: dict, psnrs: list[float]) -> None:
+        noise = [0.3, -0.2, 0.1, -0.4, 0.2, 0.0]  # mean 0: per-frame PSNRs around each mean
+        frames = [[p + noise[(k + i) % 6] for k in range(6)] for p in psnrs]
+        fx.write_trial(run, i, params, psnrs, psnr_frames=frames)
+
+    trial(0, p, [24.70, 24.95, 25.10, 25.20])  # the winner, completed
+    trial(1, {**p, "model_lr": 2e-3}, [24.69, 24.80])  # stopped at rung 2: one completed
+    for i, psnr in enumerate([24.690, 24.692, 24.695, 24.699], 2):  # stopped at rung 1
+        trial(i, {**p, "model_lr": 3e-4 * i}, [psnr])
+    fx.write_reference(run, [18.2, 18.6, 18.5, 18.47])
+    return run
+
+
+def test_learning_curves_keep_the_trials_scale_and_show_every_stopped_trial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = load_run(_crowded_run(tmp_path))
+    fig = _drawn_figure(monkeypatch, lambda: figures.learning_curves(
+        run, fx.trial_id(0), tmp_path / "l.png"))
+    main_ax, ref_ax = [a for a in fig.axes if a.get_ylabel()]
+    low, high = main_ax.get_ylim()
+    assert low > 23.0 and high < 25.7  # bicubic and the trials; not the reference's 18 dB
+    assert "reference run" in ref_ax.get_ylabel()
+    assert [ln for ln in ref_ax.get_lines() if ln.get_label().startswith("reference run")]
+    # The four trials stopped at rung 1 (epoch 1) are four hollow markers side by side.
+    ends = sorted(float(ln.get_xdata()[0]) for ln in main_ax.get_lines()
+                  if ln.get_marker() == "o" and ln.get_markerfacecolor() == "white")
+    assert len(ends) == 5 and ends[-1] == 2.0  # and the one stopped at rung 2, alone there
+    assert len(set(ends[:4])) == 4 and all(0.6 < x < 1.4 for x in ends[:4])
+    # Every entry of the legend is drawn in its colour: no "completed" without a line of it.
+    drawn = {ln.get_color() for a in (main_ax, ref_ax) for ln in a.get_lines()}
+    for handle in fig.legends[0].legend_handles:
+        assert handle.get_color() in drawn or handle.get_markeredgecolor() in drawn, \
+            handle.get_label()
+    labels = [t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text"))
+              if str(t.get_text()).startswith("rung 1")]
+    assert labels and "at the cut" in labels[0]
+
+
+def test_parallel_coordinates_colour_the_trials_not_the_reference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis import importance
+
+    run = load_run(_crowded_run(tmp_path))
+    fig = _drawn_figure(monkeypatch, lambda: figures.parallel_coordinates(
+        run, importance.distributions(run), "best_psnr", fx.trial_id(0), tmp_path / "c.png"))
+    ax = fig.axes[0]
+    (bar,) = [a for a in fig.axes[1:] if "line colour" in a.get_ylabel()]
+    assert bar.get_ylim() == pytest.approx((fx.BICUBIC_PSNR, 25.2))
+    notes = [t.get_text() for t in ax.texts]
+    assert "reference 18.60 dB (below this axis)" in notes
+    # The log-scale model_lr axis is labelled between its ends too (1e-4 ... 0.1).
+    assert {"1e-4", "3e-4", "1e-3", "3e-3", "0.01", "0.03", "0.1"} <= set(notes)

@@ -152,8 +152,11 @@ def test_the_leaderboard_marks_each_trial_at_its_cut_and_compares_only_equals_wi
     heads, rows = leaderboard.table_rows(run)
     tied, cut = heads.index("tied"), heads.index("at cut")
     marks = {r[1]: (r[tied], r[cut]) for r in rows}
-    assert marks == {W: ("winner", "tie r2"), B: ("", "tie r1, tie r2"), C: ("", "tie r1"),
-                     D: ("", "below r1"), E: ("", "above r1")}
+    # With each trial's PSNR there against the trial across the cut (B: against C, whom it is
+    # tied with, not against E, the best stopped).
+    assert marks == {W: ("winner", "tie r2 +0.005"), B: ("", "tie r1 +0.005, tie r2 -0.005"),
+                     C: ("", "tie r1 -0.005"), D: ("", "below r1 -0.405"),
+                     E: ("", "above r1 +0.495")}
     text = leaderboard.render(run)
     assert "ASHA's cut at each rung:" in text
     assert "rung 1 (epoch 1): 5 trials, 2 went on; the cut fell between" in text
