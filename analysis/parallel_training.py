@@ -1,12 +1,13 @@
 """Several trainings at once, one process each, sharing the machine's cores; a progress line for
 every validation of each.
 
-`analysis.retrain` trains the winner and the defaults (times the seeds). One training of this
-small network barely uses a second core (BENCHMARKS.md, "Retraining in parallel"), so where the
-cores allow the trainings run side by side, one process per core (``spawn``: a fresh
-interpreter, no forked torch thread pool), each with ``cores // processes`` torch threads, set in
-the process: the configs keep ``num_threads`` 0, so the ``config.yaml`` each training writes
-trains on any machine as it is. On one core they run one after the other in this process.
+`analysis.retrain` trains the winner and the defaults (times the seeds). Where the cores allow
+the trainings run side by side, one process per core (``spawn``: a fresh interpreter, no forked
+torch thread pool), each with ``cores // processes`` torch threads, set in the process: the
+configs keep ``num_threads`` 0, so the ``config.yaml`` each training writes trains on any machine
+as it is. On one core they run one after the other in this process. What it buys depends on
+the trainings' lengths: for one seed on 2 cores nothing (the winner's longer training loses its
+second thread; BENCHMARKS.md, "Retraining side by side"), with several seeds they pair up.
 
 Each validation is logged as ``python -m trainable`` logs it (`trainable.loop.log_result`),
 prefixed with the training's label, on stderr; warnings of the trainer too.
