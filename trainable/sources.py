@@ -3,12 +3,15 @@
 Every source does the same three things, so :mod:`trainable.store` can cache any of them:
 
 - ``fingerprint(split)``: a JSON-able description that changes whenever the data would (paths,
-  list-file or frame-file sizes and mtimes), read without decoding a single frame;
+  list-file and every frame file's size and mtime), read without decoding a single frame;
 - ``plan(split)``: the clips of a split as :class:`ClipSpec` (name and HR Y shape after
-  :func:`~trainable.imaging.mod_crop`), checking cheap things (lists, folders, missing frames,
-  PNG headers) up front so a bad tree fails in seconds rather than after hours of decoding;
+  :func:`~trainable.imaging.mod_crop`), checking cheap things up front (lists, folders, and every
+  frame's header: missing, not an image, another size than its clip, a PNG cut short) so a bad
+  tree fails in seconds rather than after hours of decoding, with every bad frame in one list
+  (:class:`~trainable.errors.BadFrames`);
 - ``read(clips)``: yields ``(hr_y, lr_y)`` uint8 arrays of shape (t, H, W) and (t, H/s, W/s), in
-  the order given.
+  the order given. The frame-file sources also ``decode(clip)`` one clip, in any process
+  (:class:`ClipDecoder`), so :mod:`trainable.store` can decode a big tree on every core.
 
 All Y conversion and LR generation goes through :mod:`trainable.imaging` (one function for
 training and evaluation). Every bad input raises :class:`~trainable.errors.DataError` naming the
@@ -17,23 +20,25 @@ file, list line or frame at fault.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import math
 import os
 import re
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
-from trainable.errors import DataError
+from trainable.errors import BadFrames, DataError
 from trainable.imaging import downscale, mod_crop, rgb_to_y
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,11 @@ BUILTIN_SPLIT_GAP = 1
 
 # PIL raises all of these for truncated or garbage files, depending on where decoding stops.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# A PNG starts with its signature and the IHDR chunk (width, height) and ends with the IEND chunk:
+# reading the first 24 bytes and the last few finds a garbage or truncated frame without decoding.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND\xaeB`\x82"  # the chunk type and its CRC
+_PNG_TAIL = 64  # bytes read at the end; a few encoders leave padding after IEND
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -79,6 +89,14 @@ class Source(Protocol):
     def centres(self, split: str, frames: int) -> tuple[int, ...]: ...
 
     def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+@runtime_checkable
+class ClipDecoder(Protocol):
+    """A source that decodes one planned clip at a time, in any thread or process (it and its
+    ClipSpecs pickle): what lets the store spread a build over every core."""
+
+    def decode(self, clip: ClipSpec) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def open_source(data: str, *, scale: int, data_lr: str | None = None) -> Source:
@@ -134,20 +152,61 @@ def file_stamp(path: Path) -> list[Any]:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
+def frames_stamp(folders: Sequence[Sequence[Path]]) -> dict[str, Any]:
+    """One digest of every frame file's size and mtime, over clip folders of frame paths: a frame
+    replaced or edited after a build changes it (a missing frame counts too, as missing), without
+    reading a byte of any frame. The stats run on threads (os.stat releases the GIL)."""
+    def stamp(paths: Sequence[Path]) -> str:
+        parts = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+                parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{p.name}:-")
+        return " ".join(parts)
+
+    digest = hashlib.sha256()
+    for line in ordered_map(stamp, folders, default_workers()):
+        digest.update(line.encode())
+        digest.update(b"\n")
+    return {"frames": sum(len(f) for f in folders), "digest": digest.hexdigest()}
+
+
 def natural_key(name: str) -> list[Any]:
     # "frame10" after "frame9": folders that do not zero-pad their frame numbers still sort right.
     return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header only (PIL opens lazily)."""
+    """(width, height) from the file's header, without decoding it. A PNG is also held to its
+    format's ends (the signature and IHDR first, the IEND chunk last), so a garbage or truncated
+    frame is found here; other formats are read by PIL's lazy header parser."""
+    if path.suffix.lower() != ".png":
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except FileNotFoundError:
+            raise DataError(f"missing frame {path}") from None
+        except _PIL_ERRORS as e:
+            raise DataError(f"cannot read frame {path}: {e}") from None
     try:
-        with Image.open(path) as im:
-            return im.size
+        with open(path, "rb") as f:
+            head = f.read(24)
+            if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+                raise DataError(f"cannot read frame {path}: not a PNG file (it does not start "
+                                "with the PNG signature and IHDR header)")
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(24, size - _PNG_TAIL))
+            if _PNG_IEND not in f.read():
+                raise DataError(f"cannot read frame {path}: truncated ({size} bytes, and no "
+                                "IEND chunk at the end, where every PNG ends)")
     except FileNotFoundError:
         raise DataError(f"missing frame {path}") from None
-    except _PIL_ERRORS as e:
+    except OSError as e:
         raise DataError(f"cannot read frame {path}: {e}") from None
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -155,6 +214,26 @@ def read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"missing frame {path}") from None
+    except _PIL_ERRORS as e:
+        raise DataError(f"cannot read frame {path} (corrupt or not an image?): {e}") from None
+
+
+def read_y(path: Path) -> np.ndarray:
+    """(H, W) uint8 Y of an image file (:func:`~trainable.imaging.rgb_to_y`), DataError naming the
+    file if it is missing or not a readable image.
+
+    An RGB frame (every Vimeo90K frame) is copied out of PIL once, not converted to RGB first
+    (a copy of the same pixels) and copied again, as ``np.asarray(im.convert("RGB"))`` does. The
+    copy is into a contiguous array on purpose: ``rgb_to_y`` on a strided view of PIL's own
+    4-byte pixels (its Arrow export, no copy at all) took 5x longer than the copy saves
+    (BENCHMARKS.md, "Vimeo90K at full scale")."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return rgb_to_y(np.asarray(im if im.mode == "RGB" else im.convert("RGB"),
+                                       dtype=np.uint8))
     except FileNotFoundError:
         raise DataError(f"missing frame {path}") from None
     except _PIL_ERRORS as e:
@@ -195,7 +274,60 @@ def ordered_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int) -> It
 
 
 def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """Every core this process may run on (its CPU affinity, which taskset and cgroup cpusets
+    narrow), however many: reading and decoding frames scales past 8 (BENCHMARKS.md, "Vimeo90K at
+    full scale")."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_all(items: Iterable[_T], plan_one: Callable[[_T], _R], where: str) -> list[_R]:
+    """``plan_one`` over every item on threads, in order; the problems of them all (each
+    ``plan_one`` raising DataError or BadFrames) in one BadFrames naming ``where``."""
+    def attempt(item: _T) -> _R | list[str]:
+        try:
+            return plan_one(item)
+        except BadFrames as e:
+            return list(e.problems)
+        except DataError as e:
+            return [str(e)]
+
+    planned: list[_R] = []
+    problems: list[str] = []
+    for result in ordered_map(attempt, items, default_workers()):
+        if isinstance(result, list):
+            problems += result
+        else:
+            planned.append(result)
+    if problems:
+        raise BadFrames(problems, where)
+    return planned
+
+
+def frame_sizes(paths: Sequence[Path]) -> tuple[int, int]:
+    """The (width, height) every frame of one clip has, from their headers (:func:`image_size`);
+    BadFrames naming each frame that is missing, unreadable or of another size than the first."""
+    problems, first = [], None
+    for p in paths:
+        try:
+            size = image_size(p)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        if first is None:
+            first = (p, size)
+        elif size != first[1]:
+            problems.append(_size_problem(p, size, first[0], first[1]))
+    if problems or first is None:
+        raise BadFrames(problems or [f"clip folder {paths[0].parent} has no frames"])
+    return first[1]
+
+
+def _size_problem(path: Path, size: tuple[int, int], first: Path, want: tuple[int, int]) -> str:
+    return (f"frame {path} is {size[0]}x{size[1]}, but frame {first} of the same clip is "
+            f"{want[0]}x{want[1]}; all frames of a clip must have one size")
 
 
 def vimeo_val_split(names: Sequence[str], where: str) -> tuple[list[int], set[int]]:
@@ -243,16 +375,23 @@ def log_once(logger: logging.Logger, message: str) -> None:
 
 
 def _read_y_frames(paths: Sequence[Path], size: tuple[int, int]) -> np.ndarray:
-    """(t, H, W) uint8 Y from image files that must all be ``size`` = (width, height)."""
-    frames = []
-    for p in paths:
-        rgb = read_rgb(p)
-        if (rgb.shape[1], rgb.shape[0]) != size:
-            raise DataError(f"frame {p} is {rgb.shape[1]}x{rgb.shape[0]}, but frame {paths[0]} of "
-                            f"the same clip is {size[0]}x{size[1]}; all frames of a clip must "
-                            "have one size")
-        frames.append(rgb_to_y(rgb))
-    return np.stack(frames)
+    """(t, H, W) uint8 Y from image files that must all be ``size`` = (width, height); BadFrames
+    naming every frame of them that is not."""
+    out = np.empty((len(paths), size[1], size[0]), dtype=np.uint8)
+    problems = []
+    for i, p in enumerate(paths):
+        try:
+            y = read_y(p)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        if (y.shape[1], y.shape[0]) != size:
+            problems.append(_size_problem(p, (y.shape[1], y.shape[0]), paths[0], size))
+            continue
+        out[i] = y
+    if problems:
+        raise BadFrames(problems)
+    return out
 
 
 # --- Vimeo90K --------------------------------------------------------------------------------
@@ -295,8 +434,17 @@ class VimeoSource:
         path = self._list_path(split)
         if not path.is_file():
             raise DataError(f"missing list file {path} (needed for the {split} split)")
+        # Every frame of the split, HR and LR: a frame replaced after a build is noticed (issue
+        # 25), at the cost of a stat per frame (BENCHMARKS.md, "Vimeo90K at full scale").
         return {"root": str(self.root), "list": file_stamp(path),
-                "lr_root": str(self.lr_root) if self.lr_root else None}
+                "lr_root": str(self.lr_root) if self.lr_root else None,
+                "frames": frames_stamp([p for _, name in self._lines(split)
+                                        for p in self._folders(name)])}
+
+    def _folders(self, name: str) -> list[list[Path]]:
+        """The frame paths of one listed clip: HR, then LR where an LR tree is given."""
+        bases = [self.seq] if self.lr_root is None else [self.seq, self.lr_root]
+        return [[b / name / f"im{i}.png" for i in range(1, self.frames + 1)] for b in bases]
 
     def centres(self, split: str, frames: int) -> tuple[int, ...]:
         return (frames // 2,)  # im4 of a septuplet, im2 of a triplet, in every split
@@ -324,8 +472,8 @@ class VimeoSource:
 
     def plan(self, split: str) -> list[ClipSpec]:
         where = self._list_path(split).name
-        return list(ordered_map(lambda ln: self._plan_one(where, *ln), self._lines(split),
-                                default_workers()))
+        return plan_all(self._lines(split), lambda ln: self._plan_one(where, *ln),
+                        f"the {split} split ({where}) of {self.root}")
 
     def _plan_one(self, where: str, lineno: int, name: str) -> ClipSpec:
         if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -334,21 +482,14 @@ class VimeoSource:
         folder = self.seq / name
         if not folder.is_dir():
             raise DataError(f"{where} line {lineno} names {name}, but {folder} does not exist")
-        paths = self._frame_paths(self.seq, name, where, lineno)
-        w, h = image_size(paths[0])
+        paths, *lr = self._folders(name)
+        w, h = frame_sizes(paths)
         hh, ww = hr_shape(w, h, self.scale, paths[0])
         lr_paths = None
-        if self.lr_root is not None:
-            lr_paths = self._frame_paths(self.lr_root, name, where, lineno)
-            self._check_lr_size(lr_paths[0], image_size(lr_paths[0]), paths[0], (w, h))
+        if lr:
+            lr_paths = lr[0]
+            self._check_lr_size(lr_paths[0], frame_sizes(lr_paths), paths[0], (w, h))
         return ClipSpec(name, self.frames, hh, ww, ref=(paths, lr_paths, (w, h)))
-
-    def _frame_paths(self, base: Path, name: str, where: str, lineno: int) -> list[Path]:
-        paths = [base / name / f"im{i}.png" for i in range(1, self.frames + 1)]
-        for p in paths:
-            if not p.is_file():
-                raise DataError(f"missing frame {p} ({where} line {lineno}: {name})")
-        return paths
 
     def _check_lr_size(self, lr_path: Path, lr_size: tuple[int, int], hr_path: Path,
                        hr_size: tuple[int, int]) -> None:
@@ -359,14 +500,14 @@ class VimeoSource:
                             f"{want[0]}x{want[1]}; is data_lr an LR tree for another scale?")
 
     def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return ordered_map(self._read_one, clips, default_workers())
+        return ordered_map(self.decode, clips, default_workers())
 
-    def _read_one(self, clip: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, clip: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
         paths, lr_paths, size = clip.ref
         hr = _read_y_frames(paths, size)
         if lr_paths is None:
             return y_and_lr(hr, self.scale)
-        # plan() checked the first LR frame's size; _read_y_frames holds the others to it.
+        # plan() checked the LR frames' headers; _read_y_frames holds their pixels to them.
         want = (size[0] // self.scale, size[1] // self.scale)
         return np.ascontiguousarray(mod_crop(hr, self.scale)), _read_y_frames(lr_paths, want)
 
@@ -430,16 +571,21 @@ class ClipFolderSource:
         return tuple(range(frames))  # every frame; the loop clamps its window at clip edges
 
     def plan(self, split: str) -> list[ClipSpec]:
-        specs = []
-        for name, frames in self._split_clips(split):
-            w, h = image_size(frames[0])
-            hh, ww = hr_shape(w, h, self.scale, frames[0])
-            specs.append(ClipSpec(name, len(frames), hh, ww, ref=(frames, (w, h))))
-        return specs
+        folder = self.root / split if self.presplit else self.root
+        return plan_all(self._split_clips(split), self._plan_one,
+                        f"the {split} split of the clip folders {folder}")
+
+    def _plan_one(self, clip: tuple[str, list[Path]]) -> ClipSpec:
+        name, frames = clip
+        w, h = frame_sizes(frames)
+        hh, ww = hr_shape(w, h, self.scale, frames[0])
+        return ClipSpec(name, len(frames), hh, ww, ref=(frames, (w, h)))
 
     def read(self, clips: Sequence[ClipSpec]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return ordered_map(lambda c: y_and_lr(_read_y_frames(*c.ref), self.scale), clips,
-                           default_workers())
+        return ordered_map(self.decode, clips, default_workers())
+
+    def decode(self, clip: ClipSpec) -> tuple[np.ndarray, np.ndarray]:
+        return y_and_lr(_read_y_frames(*clip.ref), self.scale)
 
 
 # --- the built-in clips ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -40,9 +40,7 @@ from trainable.imaging import rgb_to_cbcr, rgb_to_y, upscale_bicubic, ycbcr_to_r
 from trainable.loop import resolve_device
 from trainable.metrics import to_uint8
 from trainable.model import EarlyFusionESPCN
-
-if TYPE_CHECKING:
-    from tqdm import tqdm
+from trainable.progress import Progress
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -276,7 +274,7 @@ def upscale(args: argparse.Namespace) -> Path:
         check_residual(model, lr0, args.weights, args.config)
     stream = itertools.chain([first], frames)
     rate = Fraction(args.fps) if args.fps else clip.rate
-    bar = _progress(clip.count, f"upscaling {clip.path.name}")
+    bar = Progress(clip.count, f"upscaling {clip.path.name}", unit="frame")
     try:
         outputs = (upscaler(rgb, win, args.compare) for rgb, win in stream)
         if kind == "video":
@@ -388,13 +386,7 @@ def _output_kind(out: Path) -> str:
                      f"({', '.join(VIDEO_SUFFIXES)}) or a folder name without one for PNG frames")
 
 
-def _progress(total: int | None, desc: str) -> tqdm[Any]:
-    from tqdm import tqdm  # installed with optuna, which this project requires
-
-    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
-
-
-def _counted(frames: Iterator[np.ndarray], bar: tqdm[Any]) -> Iterator[np.ndarray]:
+def _counted(frames: Iterator[np.ndarray], bar: Progress) -> Iterator[np.ndarray]:
     for f in frames:
         yield f
         bar.update(1)
