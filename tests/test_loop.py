@@ -75,16 +75,16 @@ def test_accumulation_equals_one_big_batch_in_fp32():
 
 
 def test_training_improves_and_reports_every_interval(tiny_train, tiny_val, monkeypatch):
-    import trainable.loop
+    import trainable.evaluate
 
     calls = []
-    real = trainable.loop.score_bicubic
+    real = trainable.evaluate.score_bicubic
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainable.loop, "score_bicubic", counted)
+    monkeypatch.setattr(trainable.evaluate, "score_bicubic", counted)
     tr = _trainer(tiny_train, tiny_val, residual=True, optimizer="adam", model_lr=1e-3)
     seen = []
     last = tr.run(lambda r, _: seen.append(r))

@@ -3,7 +3,8 @@
 Every target frame of the split is scored once: the ``frames``-long window centred on it (clamped
 at clip edges) goes in, the output is clamped to [0, 1] and rounded to 8 bits, and PSNR/SSIM are
 computed on the Y channel against the HR frame (see :mod:`trainable.metrics`), then averaged over
-frames.
+frames. The bicubic baseline of a split is the same for every run that scores it: it is computed
+once per machine and kept with the split's cache (:func:`bicubic_scores`).
 
 The source repository's test.py (and the validation of its train.py) scores otherwise: border crop
 = the scale, the output not rounded to 8 bits (`source_convention`). `score_conventions` scores
@@ -12,6 +13,7 @@ one pass of a model in several conventions, so its numbers can stand beside ours
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -20,12 +22,15 @@ import torch
 
 from trainable.imaging import upscale_bicubic
 from trainable.metrics import psnr, ssim, to_uint8
+from trainable.progress import Progress
 from trainable.sampler import as_tensor
 
 if TYPE_CHECKING:
     from trainable.store import SplitData
 
-# Pixels per evaluation batch: bounds memory whatever the frame size.
+# Pixels per evaluation batch: bounds memory whatever the frame size. (9 Vimeo frames a batch
+# instead of 36 ran the model no faster in a whole validation on the CPU: BENCHMARKS.md, "Vimeo90K
+# at full scale".)
 _HR_PIXELS_PER_BATCH = 1 << 22
 
 
@@ -81,25 +86,29 @@ def _windows(data: SplitData, frames: int, device: torch.device
 
 
 def score(predict: Callable[[torch.Tensor], torch.Tensor], data: SplitData, *, frames: int,
-          crop_border: int, device: torch.device) -> Scores:
-    """Average PSNR/SSIM of ``predict`` (LR windows -> (B, 1, H, W) in [0, 1]) over the split."""
+          crop_border: int, device: torch.device, progress: str | None = None) -> Scores:
+    """Average PSNR/SSIM of ``predict`` (LR windows -> (B, 1, H, W) in [0, 1]) over the split.
+    ``progress``: what to call it on a progress bar (a long scoring, the test split's)."""
     return score_conventions(predict, data, frames=frames, device=device,
-                             conventions=(Convention(crop_border),))[0]
+                             conventions=(Convention(crop_border),), progress=progress)[0]
 
 
 def score_conventions(predict: Callable[[torch.Tensor], torch.Tensor], data: SplitData, *,
-                      frames: int, device: torch.device, conventions: Sequence[Convention]
-                      ) -> tuple[Scores, ...]:
+                      frames: int, device: torch.device, conventions: Sequence[Convention],
+                      progress: str | None = None) -> tuple[Scores, ...]:
     """`score` in each of ``conventions``, from one pass of ``predict`` over the split."""
     per_frame: list[list[float]] = [[] for _ in conventions]
     s_sum = [0.0 for _ in conventions]
-    with torch.no_grad():
+    with torch.no_grad(), Progress(data.num_targets, progress or "", unit="frame",
+                                   terminal=None if progress else False) as bar:
         for lr, hr in _windows(data, frames, device):
             out = predict(lr)[:, 0]
             for k, c in enumerate(conventions):
                 sr = to_uint8(out) if c.rounded else out.float().clamp(0, 1) * 255.0
                 per_frame[k] += psnr(sr, hr, c.crop_border).tolist()
                 s_sum[k] += ssim(sr, hr, c.crop_border).sum().item()
+            if progress:
+                bar.update(len(hr))
     count = len(per_frame[0])
     if count == 0:
         raise ValueError(f"{data.source}: the {data.split} split has no frames to score")
@@ -123,18 +132,33 @@ def bicubic_predictor(frames: int, scale: int) -> Callable[[torch.Tensor], torch
 
 
 def score_model(model: torch.nn.Module, data: SplitData, *, frames: int, crop_border: int,
-                device: torch.device) -> Scores:
+                device: torch.device, progress: str | None = None) -> Scores:
     was_training = model.training
     model.eval()
     try:
         return score(model_predictor(model), data, frames=frames, crop_border=crop_border,
-                     device=device)
+                     device=device, progress=progress)
     finally:
         model.train(was_training)
 
 
 def score_bicubic(data: SplitData, *, frames: int, crop_border: int,
-                  device: torch.device) -> Scores:
+                  device: torch.device, progress: str | None = None) -> Scores:
     return score(bicubic_predictor(frames, data.scale), data, frames=frames,
-                 crop_border=crop_border, device=device)
+                 crop_border=crop_border, device=device, progress=progress)
+
+
+def bicubic_scores(data: SplitData, *, frames: int, crop_border: int, device: torch.device,
+                   progress: str | None = None) -> Scores:
+    """:func:`score_bicubic`, computed once per split, border crop and clip sample, and kept with
+    the split's cache for every later run on the machine (`trainable.store.remembered`). Bicubic
+    upscales the window's centre, the target frame itself, so ``frames`` does not change it."""
+    from trainable.store import remembered
+
+    sample = f"-of{data.sampled_from}-n{data.num_clips}" if data.sampled_from else ""
+    kept = remembered(data, f"bicubic-c{crop_border}{sample}", lambda: dataclasses.asdict(
+        score_bicubic(data, frames=frames, crop_border=crop_border, device=device,
+                      progress=progress)))
+    return Scores(psnr=kept["psnr"], ssim=kept["ssim"], frames=kept["frames"],
+                  psnr_frames=tuple(kept["psnr_frames"]))
 

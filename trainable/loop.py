@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from trainable.checkpoint import load_optimizer, load_scaler, model_state, plain_keys, restore_rng, rng_state
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
-from trainable.evaluate import Scores, score_bicubic, score_model
+from trainable.evaluate import Scores, bicubic_scores, score_model
 from trainable.graphed import StepGraph, check_device
 from trainable.model import EarlyFusionESPCN
 from trainable.result import ValidationResult
@@ -275,8 +275,8 @@ class Trainer:
 
     def bicubic_scores(self) -> Scores:
         if self._bicubic is None:
-            self._bicubic = score_bicubic(self.val_data, frames=self.cfg.frames,
-                                          crop_border=self.cfg.crop_border, device=self.device)
+            self._bicubic = bicubic_scores(self.val_data, frames=self.cfg.frames,
+                                           crop_border=self.cfg.crop_border, device=self.device)
         return self._bicubic
 
     def run(self, on_validation: Callable[[ValidationResult, Trainer], None] | None = None
