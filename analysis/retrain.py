@@ -170,8 +170,10 @@ def retrain(run: Run, trial_id: str | None = None, seeds: int = 1, out: Path | N
 def render(report: dict[str, Any]) -> str:
     """The report as text for the terminal."""
     seeds = report["seeds"]
+    scope = report.get("test_scope")
     lines = [f"Retrained to the full budget with seed(s) {', '.join(map(str, seeds))}; best "
-             f"validated weights scored on the {report['split']} split.",
+             f"validated weights scored on the {report['split']} split"
+             + (f" ({scope})." if scope else "."),
              f"Evaluation: {report['evaluation']}.", ""]
     heads = ["config", "trial", "test PSNR", "SSIM", "gain dB", "search val PSNR"]
     rows = []
@@ -240,6 +242,7 @@ def _train_one(cfg: TrainConfig, run_dir: Path, force: bool) -> dict[str, Any]:
         "bicubic_psnr": _finite(test and test.bicubic_psnr),
         "bicubic_ssim": _finite(test and test.bicubic_ssim),
         "test_frames": test and test.frames,
+        "test_scope": test.scope if test else None,
         "val_psnr": _finite(val and val.psnr), "val_ssim": _finite(val and val.ssim),
         "evaluation": summary.evaluation,
         # The same weights and frames as the source repository's test.py scores them.
@@ -287,6 +290,9 @@ def _report(run: Run, scope: str, seeds: list[int], out: Path,
         "split": "test", "seeds": seeds, "evaluation": "PSNR/SSIM on " + convention(crop),
         "source_evaluation": "PSNR/SSIM on " + source_convention(
             candidates[0].config.scale).describe(),
+        # "full", or "sampled N of M clips" (`test_clips`): the same for every run scored here.
+        "test_scope": next((r["test_scope"] for rs in runs.values() for r in rs
+                            if r.get("test_scope")), None),
         "bicubic": {"psnr": w["bicubic_psnr"], "ssim": w["bicubic_ssim"]},
         "configs": configs,
         "winner_minus_defaults": {"psnr_db": _sub(w["test_psnr"], d["test_psnr"]),

@@ -87,7 +87,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         if s and math.isfinite(s["psnr"]):
             print(f"{name:>5}: PSNR {s['psnr']:.3f} dB  SSIM {s['ssim']:.4f}  |  bicubic "
                   f"{s['bicubic_psnr']:.3f} dB  SSIM {s['bicubic_ssim']:.4f}  |  gain "
-                  f"{s['gain_db']:+.3f} dB  ({s['frames']} frames)")
+                  f"{s['gain_db']:+.3f} dB  ({s['frames']} frames, {s.get('scope', 'full')})")
             src = s.get("source_convention")
             if src:
                 print(f"{'':>5}  as the source repository's test.py scores ("

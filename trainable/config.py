@@ -30,8 +30,8 @@ OPTIMIZERS = ("sgd", "adam")
 # What a comparison at equal budget holds fixed: where and on what a run trains, for how long, how
 # it is scored and how the hardware runs it (not how it learns).
 RUN_SETTINGS = ("data", "data_lr", "frames", "scale", "init_weights", "epochs", "epoch_samples",
-                "validation_interval", "crop_border", "seed", "device", "num_threads", "cache_dir",
-                "use_amp", "amp_dtype", "compile", "cuda_graph")
+                "validation_interval", "crop_border", "test_clips", "seed", "device", "num_threads",
+                "cache_dir", "use_amp", "amp_dtype", "compile", "cuda_graph")
 AMP_DTYPES = ("auto", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -105,6 +105,11 @@ class TrainConfig:
     # single runs: inside a search ASHA plays this role (a space that sets it is refused).
     early_stop_patience: int = 0
     crop_border: int = 0  # pixels dropped at each border before scoring (video-paper convention)
+    # The end-of-run test scoring (`trainable.train`) scores at most this many test clips, evenly
+    # spread over the split, and says "sampled" beside the score; 0 scores every clip. 1,000 of
+    # Vimeo90K's 7,824 take about 15 s on 2 CPU cores, under a tenth of the default training
+    # (BENCHMARKS.md, "Vimeo90K at full scale"); the built-in clips' 11 are all scored.
+    test_clips: int = 1000
     # --- run --------------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"
@@ -328,6 +333,7 @@ def _validate(c: TrainConfig) -> None:
            f"must be >= batch_size * gradient_accumulation_steps = {c.samples_per_update}")
     _check(c.validation_interval >= 1, "validation_interval", c.validation_interval, "must be >= 1")
     _check(c.crop_border >= 0, "crop_border", c.crop_border, "must be >= 0")
+    _check(c.test_clips >= 0, "test_clips", c.test_clips, "must be >= 0 (0 scores every test clip)")
     _check(c.device in DEVICES, "device", c.device, f"must be one of {DEVICES}")
     _check(c.num_threads >= 0, "num_threads", c.num_threads, "must be >= 0")
     _check(bool(c.data), "data", c.data, "must name 'builtin' or a data folder")

@@ -150,15 +150,32 @@ def score_bicubic(data: SplitData, *, frames: int, crop_border: int,
 
 def bicubic_scores(data: SplitData, *, frames: int, crop_border: int, device: torch.device,
                    progress: str | None = None) -> Scores:
-    """:func:`score_bicubic`, computed once per split, border crop and clip sample, and kept with
-    the split's cache for every later run on the machine (`trainable.store.remembered`). Bicubic
-    upscales the window's centre, the target frame itself, so ``frames`` does not change it."""
-    from trainable.store import remembered
+    """:func:`score_bicubic`, once per machine (:func:`bicubic_conventions`)."""
+    return bicubic_conventions(data, frames=frames, device=device,
+                               conventions=(Convention(crop_border),), progress=progress)[0]
+
+
+def bicubic_conventions(data: SplitData, *, frames: int, device: torch.device,
+                        conventions: Sequence[Convention], progress: str | None = None
+                        ) -> tuple[Scores, ...]:
+    """The bicubic baseline in each of ``conventions``, each computed once per split, convention
+    and clip sample (those missing in one pass) and kept with the split's cache for every later
+    run on the machine (`trainable.store.keep`). Bicubic upscales the window's centre, the target
+    frame itself, so ``frames`` does not change it."""
+    from trainable.store import keep, recall
 
     sample = f"-of{data.sampled_from}-n{data.num_clips}" if data.sampled_from else ""
-    kept = remembered(data, f"bicubic-c{crop_border}{sample}", lambda: dataclasses.asdict(
-        score_bicubic(data, frames=frames, crop_border=crop_border, device=device,
-                      progress=progress)))
-    return Scores(psnr=kept["psnr"], ssim=kept["ssim"], frames=kept["frames"],
-                  psnr_frames=tuple(kept["psnr_frames"]))
-
+    names = [f"bicubic-c{c.crop_border}{'' if c.rounded else '-float'}{sample}"
+             for c in conventions]
+    kept = [recall(data, name) for name in names]
+    missing = [k for k, value in enumerate(kept) if value is None]
+    if missing:
+        computed = score_conventions(bicubic_predictor(frames, data.scale), data, frames=frames,
+                                     device=device, progress=progress,
+                                     conventions=[conventions[k] for k in missing])
+        for k, scores in zip(missing, computed, strict=True):
+            value = dataclasses.asdict(scores)
+            keep(data, names[k], value)
+            kept[k] = value
+    return tuple(Scores(psnr=v["psnr"], ssim=v["ssim"], frames=v["frames"],
+                        psnr_frames=tuple(v["psnr_frames"])) for v in kept if v is not None)

@@ -72,7 +72,7 @@ from trainable import graphed
 from trainable.checkpoint import plain_keys
 from trainable.config import TrainConfig
 from trainable.errors import ConfigError
-from trainable.evaluate import Scores, score_bicubic, score_model
+from trainable.evaluate import Scores, bicubic_scores, score_model
 from trainable.fused_draw import WINDOW_HR_PIXELS, Batch, MemberStreams
 from trainable.fused_graph import FusedStepGraph
 from trainable.fused_update import FlatUpdate, MemberStep
@@ -112,8 +112,9 @@ MEMBER_FIELDS = tuple(f for f in (
     "nesterov")
     if f in {f.name for f in dataclasses.fields(TrainConfig)})
 # ...and what the group's own configuration sets for all (``compile`` must be off;
-# ``cuda_graph`` replays the group's update as one CUDA graph, trainable.fused_graph).
-GROUP_FIELDS = ("num_threads", "cache_dir", "compile", "cuda_graph")
+# ``cuda_graph`` replays the group's update as one CUDA graph, trainable.fused_graph; a group
+# never scores the test split, so ``test_clips`` changes nothing in it).
+GROUP_FIELDS = ("num_threads", "cache_dir", "compile", "cuda_graph", "test_clips")
 
 # EarlyFusionESPCN's parameters, in its parameters() order (the optimizer state's indices).
 _KEYS = ("body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias", "sub_pixel.weight",
@@ -362,8 +363,8 @@ class FusedTrainer:
 
     def bicubic_scores(self) -> Scores:
         if self._bicubic is None:
-            self._bicubic = score_bicubic(self.val_data, frames=self.shape.frames,
-                                          crop_border=self.shape.crop_border, device=self.device)
+            self._bicubic = bicubic_scores(self.val_data, frames=self.shape.frames,
+                                           crop_border=self.shape.crop_border, device=self.device)
         return self._bicubic
 
     def _train(self, updates: dict[int, int]) -> dict[int, IntervalStats]:

@@ -19,7 +19,7 @@ kernel's default read-around (up to megabytes a fault) made each sample read far
 few pages once the cache no longer fitted in memory (BENCHMARKS.md, "Vimeo90K at full scale").
 
 A cache folder also keeps what is computed once from its frames and is the same for every run
-(:func:`remembered`: the bicubic baseline's scores).
+(:func:`keep` and :func:`recall`: the bicubic baseline's scores).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +74,8 @@ _META = "meta.json"
 # a second to start); a smaller one, or a video source, by threads in this process.
 PROCESS_MIN_CLIPS = 256
 _CHUNK_CLIPS = 16  # clips a worker decodes per task: the progress bar's step
-# Names of what `remembered` keeps in a cache folder (built here from numbers, never from input).
-_REMEMBERED = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+# Names of what `keep` keeps in a cache folder (built here from numbers, never from input).
+_KEPT = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -182,30 +182,38 @@ def check_splits(spec: DataSpec, splits: Sequence[str] = SPLITS, *, decode: bool
     return counts
 
 
-def remembered(data: SplitData, name: str, compute: Callable[[], dict[str, Any]]
-               ) -> dict[str, Any]:
-    """``compute()``, kept in ``data``'s cache folder as ``<name>.json`` the first time and read
-    back after, by every run on the machine: for what depends only on the split's frames (the
-    bicubic baseline's scores). Computed afresh, and not kept, for a split outside the cache or
-    a cache folder this process may not write."""
-    if not _REMEMBERED.fullmatch(name):
-        raise ValueError(f"{name!r} is not a name for a file kept with a cache")
-    if data.folder is None:
-        return compute()
-    path = data.folder / f"{name}.json"
+def recall(data: SplitData, name: str) -> dict[str, Any] | None:
+    """What `keep` kept as ``name`` with ``data``'s cache; None where nothing (readable) is."""
+    path = _kept_path(data, name)
+    if path is None:
+        return None
     try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        pass  # not there yet, or unreadable: computed again (and rewritten)
-    value = compute()
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # not there yet, or unreadable: computed again (and rewritten)
+    return value if isinstance(value, dict) else None
+
+
+def keep(data: SplitData, name: str, value: dict[str, Any]) -> None:
+    """Keep ``value`` with ``data``'s cache folder as ``<name>.json`` for every later run on the
+    machine: for what depends only on the split's frames (the bicubic baseline's scores). Kept
+    nowhere for a split outside the cache, or in a cache folder this process may not write."""
+    path = _kept_path(data, name)
+    if path is None:
+        return
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=data.folder)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=path.parent)
         with os.fdopen(fd, "w") as fh:
             json.dump(value, fh)
         os.replace(tmp, path)  # whole or not at all: concurrent trials may race to write it
     except OSError as e:
         log.info("not keeping %s with the cache %s: %s", name, data.folder, e)
-    return value
+
+
+def _kept_path(data: SplitData, name: str) -> Path | None:
+    if not _KEPT.fullmatch(name):
+        raise ValueError(f"{name!r} is not a name for a file kept with a cache")
+    return None if data.folder is None else data.folder / f"{name}.json"
 
 
 def sampled(data: SplitData, max_clips: int) -> SplitData:

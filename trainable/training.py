@@ -4,7 +4,8 @@
 resolved ``config.yaml`` and the command line (``command.txt``), TensorBoard logs (``tb/``), the
 full training state (``checkpoint.pt``, resumable with ``resume=``), the best validated weights as a
 weights-only state dict (``model.pt``) and ``summary.json``, which scores those weights against
-bicubic on the validation and test splits. It returns the same numbers as a `Summary`.
+bicubic on the validation and test splits (the test split sampled to ``test_clips`` clips, and said
+so). It returns the same numbers as a `Summary`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from trainable.config import TrainConfig
 from trainable.errors import ConfigError
 from trainable.evaluate import (
     Convention,
-    bicubic_predictor,
+    bicubic_conventions,
     convention,
     model_predictor,
     score_conventions,
@@ -51,6 +52,8 @@ class SplitScores:
     bicubic_ssim: float
     gain_db: float  # psnr - bicubic_psnr
     frames: int
+    clips: int = 0  # clips scored
+    scope: str = "full"  # "full", or "sampled N of M clips" (`trainable.store.SplitData.scope`)
     # The same weights and frames scored as the source repository's test.py scores (border crop
     # = scale, output not rounded: trainable.evaluate.source_convention).
     source: SplitScores | None = None
@@ -58,10 +61,11 @@ class SplitScores:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"psnr": self.psnr, "ssim": self.ssim,
                              "bicubic_psnr": self.bicubic_psnr, "bicubic_ssim": self.bicubic_ssim,
-                             "gain_db": self.gain_db, "frames": self.frames}
+                             "gain_db": self.gain_db, "frames": self.frames, "clips": self.clips,
+                             "scope": self.scope}
         if self.source is not None:
             d["source_convention"] = {k: v for k, v in self.source.to_dict().items()
-                                      if k != "frames"}
+                                      if k not in ("frames", "clips", "scope")}
         return d
 
 
@@ -134,6 +138,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: str | Path | None = None
         return open_split(cfg.data_spec, name)
 
     train_data, val = split("train"), split("val")
+    if not no_test:
+        split("test")  # a missing or bad test split refused now, not after the training
     # open_split has logged the data's description once already.
     log.info("data: %d train clips, %d val clips", train_data.num_clips, val.num_clips)
     trainer = Trainer(cfg, train_data, val, log_dir=out / "tb")
@@ -181,7 +187,7 @@ def _equivalent_command(out: Path, resume: str | Path | None, allow_budget_chang
 
 
 # Settings of where and how fast a run trains, not of what it trains: a resume may change them.
-RUN_ONLY = frozenset({"device", "num_threads", "cache_dir"})
+RUN_ONLY = frozenset({"device", "num_threads", "cache_dir", "test_clips"})
 
 
 def _first_line(e: BaseException) -> str:
@@ -256,24 +262,32 @@ def _write_resumed_model(trainer: Trainer, checkpoint: Path, model_path: Path) -
 
 def _score(cfg: TrainConfig, trainer: Trainer, out: Path, no_test: bool,
            split: Callable[[str], SplitData]) -> dict[str, Any]:
-    """The best validated weights, as saved in model.pt, scored on val (and test)."""
+    """The best validated weights, as saved in model.pt, scored on val (and on at most
+    ``test_clips`` clips of test, evenly spread); bicubic from the split's cache after the first
+    run on the machine (`trainable.evaluate.bicubic_conventions`)."""
+    from trainable.store import sampled
+
     if trainer.status == "diverged" or not (out / "model.pt").exists():
         return {}
     device = trainer.device
     trainer.model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
-    splits = {"val": trainer.val_data} if no_test else {"val": trainer.val_data, "test": split("test")}
+    splits = {"val": trainer.val_data}
+    if not no_test:
+        splits["test"] = sampled(split("test"), cfg.test_clips)
     scores: dict[str, Any] = {"best_epoch": trainer.best_epoch}
     ours, theirs = Convention(cfg.crop_border), source_convention(cfg.scale)
     trainer.model.eval()
     for name, data in splits.items():
+        shown = f"scoring {name} ({data.scope})" if name == "test" else None
         m, m_src = score_conventions(model_predictor(trainer.model), data, frames=cfg.frames,
-                                     device=device, conventions=(ours, theirs))
-        b, b_src = score_conventions(bicubic_predictor(cfg.frames, cfg.scale), data,
-                                     frames=cfg.frames, device=device, conventions=(ours, theirs))
+                                     device=device, conventions=(ours, theirs), progress=shown)
+        b, b_src = bicubic_conventions(data, frames=cfg.frames, device=device,
+                                       conventions=(ours, theirs),
+                                       progress=shown and f"{shown}, bicubic")
         source = SplitScores(psnr=m_src.psnr, ssim=m_src.ssim, bicubic_psnr=b_src.psnr,
                              bicubic_ssim=b_src.ssim, gain_db=m_src.psnr - b_src.psnr,
                              frames=m_src.frames)
         scores[name] = SplitScores(psnr=m.psnr, ssim=m.ssim, bicubic_psnr=b.psnr,
                                    bicubic_ssim=b.ssim, gain_db=m.psnr - b.psnr, frames=m.frames,
-                                   source=source)
+                                   clips=data.num_clips, scope=data.scope, source=source)
     return scores

@@ -54,6 +54,8 @@ _NOT_SEARCHABLE = {
     **{k: "it is the budget (ASHA's max_t and time unit); set it in `budget`" for k in _BUDGET_KEYS},
     **{k: "it says where or how a trial runs, not how it learns"
        for k in ("data", "data_lr", "cache_dir", "device", "num_threads", "cuda_graph")},
+    "test_clips": "it says how much of the test split is scored after training, not how a trial "
+                  "learns",
     "early_stop_patience": _PATIENCE,
     "init_weights": "it names the weights every trial starts from; set it in `config`",
 }
