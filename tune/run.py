@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="NAME", help="finish an interrupted run of this name")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the space and print the plan; starts no Ray")
+    p.add_argument("--check-data", action="store_true",
+                   help="before the search, decode every frame of the data once (in parallel, "
+                        "with a progress bar) and list every bad one; without it only the "
+                        "frames' headers are checked at start")
     p.add_argument("--seed", type=int, help="seed for the searcher and the trials")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (localhost)")
     p.add_argument("-v", "--verbose", action="store_true", help="show Ray's own progress output")
@@ -411,7 +415,7 @@ def _check_before_ray(spec: SearchSpec, args: argparse.Namespace) -> None:
     _check_local_gpus(spec, args)
     # The data last: opening every split the search reads decodes it into the frame cache once
     # (a real start then finds it there), and an empty or unreadable --data fails here.
-    _prepare_data(spec)
+    _prepare_data(spec, decode_all=args.check_data)
 
 
 def _check_local_gpus(spec: SearchSpec, args: argparse.Namespace) -> None:
@@ -437,10 +441,27 @@ def _claim(run_dir: Path) -> Any:
     return lock(run_dir)
 
 
-def _prepare_data(spec: SearchSpec) -> None:
-    """Decode the data set into the machine's frame cache once, before any trial starts."""
+# Every split a search needs: train and val for its trials, test for `analysis.retrain` after it.
+SEARCH_SPLITS = ("train", "val", "test")
+
+
+def check_data(spec: SearchSpec, *, decode_all: bool = False) -> None:
+    """Every split the search will need, checked at once before anything starts (no Ray): the
+    list files (the test list included), folders and every frame's header, or with
+    ``decode_all`` every frame decoded. A BadFrames (exit 2) lists every bad frame of them all."""
+    from trainable.store import check_splits
+
+    counts = check_splits(spec.base.data_spec, SEARCH_SPLITS, decode=decode_all)
+    log.info("data checked%s: %s", " (every frame decoded)" if decode_all else "",
+             ", ".join(f"{split} {n} clips" for split, n in counts.items()))
+
+
+def _prepare_data(spec: SearchSpec, *, decode_all: bool = False) -> None:
+    """Check the data (`check_data`), then decode train and val into the machine's frame cache
+    once, before any trial starts."""
     from trainable.store import open_split
 
+    check_data(spec, decode_all=decode_all)
     cfg = spec.base
     for split in ("train", "val"):
         data = open_split(cfg.data_spec, split)
