@@ -357,10 +357,11 @@ class RayRun:
 def _start_ray_for(spec: SearchSpec, args: argparse.Namespace, address: str | None, *,
                    resume: bool, killed_node: str | None = None,
                    killed_session: str | None = None) -> RayRun:
-    """Start (or join) Ray with every Ray setting the search needs (`_check_before_ray` has
-    checked and decoded the data)."""
+    """Decode train and val into the frame cache, then start (or join) Ray with every Ray
+    setting the search needs (`_check_before_ray` has checked the data)."""
     from tune.ray_edge import environment, processes, state_repair, version
 
+    _prepare_data(spec)
     environment.local_token_auth(address, args.verbose)
     import ray
 
@@ -413,9 +414,10 @@ def _check_before_ray(spec: SearchSpec, args: argparse.Namespace) -> None:
     if spec.base.data != "builtin" and not Path(spec.base.data).exists():
         raise InputError(f"--data {spec.base.data}: no such folder")
     _check_local_gpus(spec, args)
-    # The data last: opening every split the search reads decodes it into the frame cache once
-    # (a real start then finds it there), and an empty or unreadable --data fails here.
-    _prepare_data(spec, decode_all=args.check_data)
+    # The data last: every split the search needs (test too), each frame's header or with
+    # --check-data each frame decoded; a missing list or bad frames fail here, in seconds.
+    # The caches are built after (`_prepare_data`), by a real start only.
+    check_data(spec, decode_all=args.check_data)
 
 
 def _check_local_gpus(spec: SearchSpec, args: argparse.Namespace) -> None:
@@ -446,9 +448,11 @@ SEARCH_SPLITS = ("train", "val", "test")
 
 
 def check_data(spec: SearchSpec, *, decode_all: bool = False) -> None:
-    """Every split the search will need, checked at once before anything starts (no Ray): the
-    list files (the test list included), folders and every frame's header, or with
-    ``decode_all`` every frame decoded. A BadFrames (exit 2) lists every bad frame of them all."""
+    """Every split the search will need, checked at once before anything starts (no Ray, no run
+    folder; a dry run may call it too): the list files (the test list included), folders and
+    every frame's header, or with ``decode_all`` every frame decoded. A BadFrames (exit 2) lists
+    every bad frame of them all; a split already cached is taken as it is (its key holds every
+    frame's stamp)."""
     from trainable.store import check_splits
 
     counts = check_splits(spec.base.data_spec, SEARCH_SPLITS, decode=decode_all)
@@ -456,12 +460,11 @@ def check_data(spec: SearchSpec, *, decode_all: bool = False) -> None:
              ", ".join(f"{split} {n} clips" for split, n in counts.items()))
 
 
-def _prepare_data(spec: SearchSpec, *, decode_all: bool = False) -> None:
-    """Check the data (`check_data`), then decode train and val into the machine's frame cache
-    once, before any trial starts."""
+def _prepare_data(spec: SearchSpec) -> None:
+    """Decode train and val into the machine's frame cache once, before any trial starts (after
+    `check_data`)."""
     from trainable.store import open_split
 
-    check_data(spec, decode_all=decode_all)
     cfg = spec.base
     for split in ("train", "val"):
         data = open_split(cfg.data_spec, split)
