@@ -91,3 +91,31 @@ def test_the_window_is_a_float64_gaussian_and_the_blur_a_valid_convolution():
     w = torch.tensor(_gaussian_taps(), dtype=torch.float64)
     ref = torch.nn.functional.conv2d(frames[:, None], torch.outer(w, w)[None, None])[:, 0]
     torch.testing.assert_close(_blur_valid(frames, _gaussian_taps()), ref, rtol=1e-12, atol=1e-12)
+
+
+def _ssim_float64(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
+    """SSIM as it was computed before issue 25: float64, five blurred maps, the batch at once."""
+    from trainable.metrics import _C1, _C2, _blur_valid, _gaussian_taps
+
+    if crop_border:
+        a = a[:, crop_border:-crop_border, crop_border:-crop_border]
+        b = b[:, crop_border:-crop_border, crop_border:-crop_border]
+    a, b = a.double(), b.double()
+    mu_a, mu_b, aa, bb, ab = _blur_valid(torch.stack([a, b, a * a, b * b, a * b]),
+                                         _gaussian_taps()).unbind(0)
+    num = (2 * mu_a * mu_b + _C1) * (2 * (ab - mu_a * mu_b) + _C2)
+    den = (mu_a**2 + mu_b**2 + _C1) * (aa - mu_a**2 + bb - mu_b**2 + _C2)
+    return (num / den).mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize("noise", [1, 20, 255])
+def test_ssim_in_pieces_is_the_whole_batchs_ssim(noise):
+    """Issue 25: SSIM a piece of the batch at a time on the CPU, from four maps, on 448x256
+    frames that span every level and on a flat bright one (where float32 was off by 3e-5)."""
+    a, b = _pair(seed=noise, shape=(5, 256, 448), noise=noise)
+    a[1], b[1] = 255, 254  # flat and bright: the means are largest, the variances 0
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ours = ssim(ta, tb)
+    assert ours.dtype == torch.float64 and ours.shape == (5,)
+    assert torch.allclose(ours, _ssim_float64(ta, tb), rtol=0, atol=1e-12)
+    assert torch.allclose(ssim(ta, tb, 3), _ssim_float64(ta, tb, 3), rtol=0, atol=1e-12)

@@ -63,45 +63,30 @@ def _blur_valid(x: torch.Tensor, taps: list[float]) -> torch.Tensor:
     return out
 
 
-# SSIM's pixels per piece on the CPU: a piece's five maps (about 2 MB) stay in the cache through the
-# blur's 22 passes; a batch at once streamed tens of MB through memory for each of them.
-_SSIM_CPU_PIXELS = 1 << 17
-# Pixel values are shifted by this before the squares, so the float32 windowed variances subtract
-# numbers below 2**15 (not 2**16): within 1e-7 of float64 SSIM per frame (tests/test_metrics.py).
-_SSIM_SHIFT = 128.0
+# SSIM's pixels per piece on the CPU (two 448x256 frames): a piece's four float64 maps (about
+# 7 MB) stay in the cache through the blur's 22 passes; the whole batch at once streamed a hundred
+# MB through memory for each of them, and SSIM took two thirds of a validation.
+_SSIM_CPU_PIXELS = 1 << 18
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
     """Structural similarity (11x11 Gaussian window, sigma 1.5, valid region only), per frame.
 
-    Computed in float32 on values shifted by 128 (the means shifted back where they enter), a
-    frame or so at a time on the CPU: 4-7x faster than float64 over the whole batch, where it
-    took two thirds of a validation (BENCHMARKS.md, "Vimeo90K at full scale"), and within 1e-7
-    of it. The result is float64, as the other metrics'."""
-    if a.shape != b.shape:
-        raise ValueError(f"image shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if a.ndim != 3:
-        raise ValueError(f"expected (B, H, W) Y frames, got shape {tuple(a.shape)}")
-    h, w = a.shape[1] - 2 * crop_border, a.shape[2] - 2 * crop_border
-    if min(h, w) < 11:
-        raise ValueError(f"SSIM needs frames of at least 11x11 pixels, got {(h, w)}")
-    per = a.shape[0] if a.device.type != "cpu" else max(1, _SSIM_CPU_PIXELS // (h * w))
-    return torch.cat([_ssim_f32(a[i : i + per], b[i : i + per], crop_border)
-                      for i in range(0, a.shape[0], per)])
+    In float64 (float32's windowed variances were off by up to 3e-5 on flat bright regions), a
+    piece of the batch at a time on the CPU, and from four blurred maps (a, b, a^2 + b^2, ab:
+    the two variances are only ever summed): 4-5x faster than the whole batch's five maps, the
+    same values to 1e-15 (BENCHMARKS.md, "Vimeo90K at full scale")."""
+    a, b = _prepare(a, b, crop_border)
+    if min(a.shape[-2:]) < 11:
+        raise ValueError(f"SSIM needs frames of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
+    per = a.shape[0] if a.device.type != "cpu" else max(1, _SSIM_CPU_PIXELS // a[0].numel())
+    return torch.cat([_ssim(a[i : i + per], b[i : i + per]) for i in range(0, a.shape[0], per)])
 
 
-def _ssim_f32(a: torch.Tensor, b: torch.Tensor, crop_border: int) -> torch.Tensor:
-    if crop_border:
-        a = a[:, crop_border:-crop_border, crop_border:-crop_border]
-        b = b[:, crop_border:-crop_border, crop_border:-crop_border]
-    a = a.float() - _SSIM_SHIFT
-    b = b.float() - _SSIM_SHIFT
-    # var_a + var_b from one blurred map of a^2 + b^2: four maps instead of five.
+def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     mu_a, mu_b, sq, ab = _blur_valid(torch.stack([a, b, a * a + b * b, a * b]),
                                      _gaussian_taps()).unbind(0)
-    var_sum = sq - mu_a * mu_a - mu_b * mu_b
-    cov = ab - mu_a * mu_b
-    mu_a, mu_b = mu_a + _SSIM_SHIFT, mu_b + _SSIM_SHIFT
-    num = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
-    den = (mu_a * mu_a + mu_b * mu_b + _C1) * (var_sum + _C2)
-    return (num / den).double().mean(dim=(1, 2))
+    mu_aa, mu_bb = mu_a * mu_a, mu_b * mu_b
+    num = (2 * mu_a * mu_b + _C1) * (2 * (ab - mu_a * mu_b) + _C2)
+    den = (mu_aa + mu_bb + _C1) * (sq - mu_aa - mu_bb + _C2)
+    return (num / den).mean(dim=(1, 2))
