@@ -314,5 +314,53 @@ def test_a_dry_run_that_passes_names_its_run_folder(tmp_path: Path) -> None:
                    "--dry-run")
     assert probe.returncode == 0, probe.stdout + probe.stderr
     assert f"Run folder:   {tmp_path / 'runs' / 'fresh'} (a new run" in probe.stdout
-    assert "data train:" in probe.stderr and "data val:" in probe.stderr  # opened, as a start does
+    assert "data checked: train" in probe.stderr and "test" in probe.stderr  # as a start does
     assert not (tmp_path / "runs").exists()
+
+
+def _vimeo_tree(root: Path, *, test_list: bool) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    names = ["00001/0001", "00002/0001", "00002/0002", "00003/0001"]
+    for k, name in enumerate(names):
+        for i in range(1, 8):
+            (root / "sequences" / name).mkdir(parents=True, exist_ok=True)
+            rgb = np.random.default_rng(k * 8 + i).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(root / "sequences" / name / f"im{i}.png")
+    (root / "sep_trainlist.txt").write_text("\n".join(names[:3]) + "\n")
+    if test_list:
+        (root / "sep_testlist.txt").write_text(names[3] + "\n")
+    return root
+
+
+def test_the_start_check_covers_the_test_split(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: a search never opens the test split, yet the retraining after it needs one."""
+    from trainable.errors import DataError
+    from tune.space import load_space, with_overrides
+
+    root = _vimeo_tree(tmp_path / "vimeo", test_list=False)
+    (root / "sep_testlist.txt").write_text("00003/0001\n")
+    spec = with_overrides(load_space("smoke"), data=str(root))
+    monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
+    run.check_data(spec)  # a whole tree passes
+    (root / "sep_testlist.txt").unlink()
+    with pytest.raises(DataError, match="missing list file .*sep_testlist.txt"):
+        run.check_data(spec)
+
+
+def test_a_missing_test_list_is_refused_at_start(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: found at start (exit 2, one line, no Ray, no run folder), not after training."""
+    monkeypatch.setenv("ESPCN_TUNE_CACHE", str(tmp_path / "cache"))
+    root = _vimeo_tree(tmp_path / "vimeo", test_list=False)
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    probe = _probe("--space", "smoke", "--storage", str(storage), "--name", "notest",
+                   "--data", str(root))
+    assert probe.returncode == 2, probe.stdout + probe.stderr
+    assert probe.stdout.strip() == "NORAY"
+    err = [ln for ln in probe.stderr.strip().splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and "missing list file" in err[0] and "sep_testlist.txt" in err[0]
+    assert list(storage.iterdir()) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from pathlib import Path
 
@@ -12,9 +14,10 @@ from PIL import Image
 
 from trainable import sources, store
 from trainable.config import DataSpec, TrainConfig
-from trainable.errors import DataError
+from trainable.errors import BadFrames, DataError
 from trainable.imaging import downscale, upscale_bicubic
-from trainable.store import SplitData, cache_root, open_split
+from trainable.sources import rgb_to_y
+from trainable.store import SplitData, cache_root, check_splits, open_split, remembered, sampled
 
 
 def _vimeo(root: Path, names: list[str]) -> Path:
@@ -198,3 +201,147 @@ def test_a_config_names_its_data_in_one_value(tmp_path: Path) -> None:
     cfg = TrainConfig(data=str(tmp_path), data_lr=str(tmp_path / "lr"), scale=3,
                       cache_dir=str(tmp_path / "cache"))
     assert cfg.data_spec == DataSpec(str(tmp_path), 3, str(tmp_path / "lr"), str(tmp_path / "cache"))
+
+
+# --- issue 25: Vimeo90K at full scale ------------------------------------------------------------
+def _corrupt_pixels(path: Path) -> None:
+    """Garbage in the middle of the compressed pixels: the header and the end (IEND) stay intact,
+    so only decoding finds it."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"IDAT") + 20
+    data[at : at + 40] = bytes(b ^ 0xFF for b in data[at : at + 40])
+    path.write_bytes(bytes(data))
+
+
+def test_a_build_goes_on_past_bad_frames_and_lists_every_one(tmp_path: Path) -> None:
+    names = [f"00001/{i:04d}" for i in range(1, 9)]
+    root = _vimeo(tmp_path / "v", names)
+    bad = [root / "sequences/00001/0002/im3.png", root / "sequences/00001/0002/im6.png",
+           root / "sequences/00001/0007/im1.png"]
+    for p in bad:
+        _corrupt_pixels(p)
+    with pytest.raises(BadFrames) as e:
+        open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), "train")
+    listed = [p for p in e.value.problems if "cannot read frame" in p]
+    assert len(e.value.problems) == 3 and all(str(p) in " ".join(listed) for p in bad)
+    assert all(str(p) in str(e.value) for p in bad)  # the message is the list
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # nothing half-built
+
+
+def test_a_build_on_processes_writes_what_threads_write_and_lists_bad_frames_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [f"0000{1 + i // 4}/{i % 4 + 1:04d}" for i in range(12)]
+    root = _vimeo(tmp_path / "v", names)
+    threads = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "t"), "train")
+    monkeypatch.setattr(store, "PROCESS_MIN_CLIPS", 1)
+    procs = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "p"), "train", workers=2)
+    for a, b in zip(threads.groups, procs.groups, strict=True):
+        assert a.names == b.names
+        np.testing.assert_array_equal(a.hr, b.hr)
+        np.testing.assert_array_equal(a.lr, b.lr)
+    first = np.asarray(Image.open(root / "sequences" / procs.groups[0].names[0] / "im1.png"))
+    np.testing.assert_array_equal(procs.groups[0].hr[0, 0], rgb_to_y(first))  # on disk, not lost
+    _corrupt_pixels(root / "sequences/00003/0002/im4.png")
+    with pytest.raises(BadFrames, match="00003/0002/im4.png"):
+        open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "p"), "train", workers=2)
+
+
+def test_every_bad_frame_of_every_split_is_listed_before_any_decoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _vimeo(tmp_path / "v", NAMES)
+    bad = {root / "sequences/00002/0001/im2.png": "missing frame",
+           root / "sequences/00002/0002/im7.png": "truncated",
+           root / "sequences/00003/0001/im4.png": "not a PNG file",  # the test split's clip
+           root / "sequences/00001/0001/im5.png": "is 24x24, but frame"}
+    for p, why in bad.items():
+        if why == "missing frame":
+            p.unlink()
+        elif why == "truncated":
+            p.write_bytes(p.read_bytes()[:80])
+        elif why == "not a PNG file":
+            p.write_bytes(b"<html>not found</html>" * 10)
+        else:
+            Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(p)
+
+    def boom(*_a, **_k):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(sources.VimeoSource, "decode", boom)
+    with pytest.raises(BadFrames) as e:
+        check_splits(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"))
+    assert len(e.value.problems) == len(bad)
+    for p, why in bad.items():
+        assert any(str(p) in line and why in line for line in e.value.problems), (p, why)
+
+
+def test_a_replaced_frame_is_noticed_and_its_split_rebuilt(tmp_path: Path) -> None:
+    root = _vimeo(tmp_path / "v", NAMES)
+    spec = DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache")
+    old = open_split(spec, "test")
+    frame = root / "sequences/00003/0001/im4.png"  # the test clip's centre
+    rgb = np.full((24, 32, 3), 200, np.uint8)
+    Image.fromarray(rgb).save(frame)  # same size, same name: only its bytes and mtime changed
+    new = open_split(spec, "test")
+    assert new.folder != old.folder
+    np.testing.assert_array_equal(new.groups[0].hr[0, 3], rgb_to_y(rgb))
+    assert not np.array_equal(old.groups[0].hr[0, 3], new.groups[0].hr[0, 3])
+
+
+def _advice(path: Path) -> set[str]:
+    """The VmFlags of this process's mappings of ``path`` (/proc/self/smaps)."""
+    flags: set[str] = set()
+    mine = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            mine = line.endswith(str(path))
+        elif mine and line.startswith("VmFlags:"):
+            flags |= set(line.split()[1:])
+    return flags
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc")
+def test_the_train_maps_are_advised_random_and_the_others_not(tmp_path: Path) -> None:
+    root = _vimeo(tmp_path / "v", NAMES)
+    spec = DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache")
+    train, val = open_split(spec, "train"), open_split(spec, "val")
+    assert train.folder and val.folder
+    for name in ("g0_hr.npy", "g0_lr.npy"):
+        assert "rr" in _advice(train.folder / name)  # MADV_RANDOM: no read-around on a fault
+        flags = _advice(val.folder / name)
+        assert flags and "rr" not in flags  # scored clip by clip: the read-ahead helps
+
+
+def test_sampled_spreads_the_clips_evenly_without_copying(tmp_path: Path) -> None:
+    from synthetic import make_split
+
+    data = make_split("test", clips=10, t=3, hr_size=(16, 16))
+    assert sampled(data, 0) is data and sampled(data, 10) is data
+    four = sampled(data, 4)
+    assert four.groups[0].names == ("clip0", "clip3", "clip6", "clip9")
+    assert four.groups[0].hr.base is not None  # a strided view of the split's array
+    assert (four.num_clips, four.sampled_from, four.scope) == (4, 10, "sampled 4 of 10 clips")
+    assert data.scope == "full"
+
+
+def test_scores_computed_once_are_kept_with_the_cache(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainable import evaluate
+
+    root = _vimeo(tmp_path / "v", NAMES)
+    test = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), "test")
+    calls = []
+    real = evaluate.score_bicubic
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(evaluate, "score_bicubic", counted)
+    first = evaluate.bicubic_scores(test, frames=3, crop_border=0, device=torch.device("cpu"))
+    again = evaluate.bicubic_scores(test, frames=5, crop_border=0, device=torch.device("cpu"))
+    assert calls == [1] and first == again  # bicubic upscales the centre: frames changes nothing
+    assert test.folder and json.loads((test.folder / "bicubic-c0.json").read_text())["frames"] == 1
+    evaluate.bicubic_scores(test, frames=3, crop_border=1, device=torch.device("cpu"))
+    assert calls == [1, 1]  # another border crop is another score
+    with pytest.raises(ValueError, match="not a name"):
+        remembered(test, "../escape", dict)

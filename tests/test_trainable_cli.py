@@ -147,3 +147,22 @@ def test_train_returns_what_summary_json_holds_and_a_reproducing_command(clip_ro
     assert summary.val.gain_db == summary.val.psnr - summary.val.bicubic_psnr
     command = (out / "command.txt").read_text().split()
     assert command[:4] == ["python", "-m", "trainable", "--config"] and "--no-test" in command
+
+
+def test_test_scoring_is_bounded_and_says_it_sampled(tmp_path, cache, capsys):
+    """Issue 25: at most `test_clips` test clips, evenly spread, and "sampled" wherever the score
+    is shown; val is scored whole and says "full"."""
+    from synthetic import write_clip_folders
+
+    root = tmp_path / "presplit"
+    write_clip_folders(root / "train", clips=3, t=3, size=(80, 80))
+    write_clip_folders(root / "val", clips=1, t=3, size=(80, 80), seed=10)
+    write_clip_folders(root / "test", clips=5, t=3, size=(80, 80), seed=20)
+    out = tmp_path / "out"
+    assert main(["--set", f"data={root}", *TINY, "--set", "test_clips=2", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test"]["clips"] == 2 and summary["test"]["frames"] == 2 * 3
+    assert summary["test"]["scope"] == "sampled 2 of 5 clips"
+    assert summary["val"]["scope"] == "full" and summary["val"]["clips"] == 1
+    printed = capsys.readouterr().out
+    assert "(6 frames, sampled 2 of 5 clips)" in printed and "(3 frames, full)" in printed
