@@ -21,7 +21,7 @@ from pathlib import Path
 
 from trainable.config import DataSpec
 from trainable.config_file import load_config
-from trainable.errors import InputError
+from trainable.errors import BadFrames, InputError
 from trainable.sources import SPLITS
 
 
@@ -89,10 +89,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"checked: every frame of {', '.join(f'{s} ({n} clips)' for s, n in counts.items())}"
               f" decoded in {time.perf_counter() - start:.1f} s; no bad frame")
         return 0
-    for split in splits:
-        data = open_split(spec, split, workers=args.workers)
+    problems: list[str] = []
+    for split in splits:  # each split built even when one before it met bad frames
+        try:
+            data = open_split(spec, split, workers=args.workers)
+        except BadFrames as e:
+            problems += e.problems
+            continue
         size = sum(g.hr.nbytes + g.lr.nbytes for g in data.groups)
         print(f"{split}: {data.num_clips} clips, {size / 1e9:.2f} GB in {data.folder}")
+    if problems:
+        raise BadFrames(problems, f"building {', '.join(splits)} of {spec.data}")
     print(f"built in {time.perf_counter() - start:.1f} s")
     return 0
 
