@@ -167,7 +167,7 @@ def frames_stamp(folders: Sequence[Sequence[Path]]) -> dict[str, Any]:
         return " ".join(parts)
 
     digest = hashlib.sha256()
-    for line in ordered_map(stamp, folders, default_workers()):
+    for line in ordered_map(stamp, folders, io_workers()):
         digest.update(line.encode())
         digest.update(b"\n")
     return {"frames": sum(len(f) for f in folders), "digest": digest.hexdigest()}
@@ -283,6 +283,12 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def io_workers() -> int:
+    """Threads for reading file headers and stats: at least 8 whatever the cores, since they
+    mostly wait on the disk (cold, 8 planned a Vimeo tree 1.4x faster than 2 on 2 cores)."""
+    return max(8, default_workers())
+
+
 def plan_all(items: Iterable[_T], plan_one: Callable[[_T], _R], where: str) -> list[_R]:
     """``plan_one`` over every item on threads, in order; the problems of them all (each
     ``plan_one`` raising DataError or BadFrames) in one BadFrames naming ``where``."""
@@ -296,7 +302,7 @@ def plan_all(items: Iterable[_T], plan_one: Callable[[_T], _R], where: str) -> l
 
     planned: list[_R] = []
     problems: list[str] = []
-    for result in ordered_map(attempt, items, default_workers()):
+    for result in ordered_map(attempt, items, io_workers()):
         if isinstance(result, list):
             problems += result
         else:
