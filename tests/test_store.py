@@ -312,15 +312,28 @@ def test_the_train_maps_are_advised_random_and_the_others_not(tmp_path: Path) ->
 
 
 def test_sampled_spreads_the_clips_evenly_without_copying(tmp_path: Path) -> None:
+    import dataclasses
+
     from synthetic import make_split
 
     data = make_split("test", clips=10, t=3, hr_size=(16, 16))
     assert sampled(data, 0) is data and sampled(data, 10) is data
     four = sampled(data, 4)
-    assert four.groups[0].names == ("clip0", "clip3", "clip6", "clip9")
-    assert four.groups[0].hr.base is not None  # a strided view of the split's array
+    assert [n for g in four.groups for n in g.names] == ["clip0", "clip3", "clip6", "clip8"]
+    assert all(g.hr.base is not None for g in four.groups)  # strided views of the split's array
     assert (four.num_clips, four.sampled_from, four.scope) == (4, 10, "sampled 4 of 10 clips")
     assert data.scope == "full"
+    # Exactly the cap, over every group in proportion, each within one step of even.
+    other = make_split("test", clips=2222, t=1, hr_size=(8, 8)).groups[0]
+    two = dataclasses.replace(data, groups=(other, dataclasses.replace(other, names=tuple(
+        f"b{i}" for i in range(2222)))))
+    picked = sampled(two, 1000)
+    assert picked.num_clips == 1000 and picked.sampled_from == 4444
+    for prefix in ("clip", "b"):
+        rows = [int(n.removeprefix(prefix)) for g in picked.groups for n in g.names
+                if n.startswith(prefix) and n.removeprefix(prefix).isdigit()]
+        steps = {b - a for a, b in zip(rows, rows[1:], strict=False)}
+        assert len(rows) == 500 and steps == {4, 5}
 
 
 def test_scores_computed_once_are_kept_with_the_cache(tmp_path: Path,

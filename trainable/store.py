@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import mmap
 import multiprocessing
 import os
@@ -156,11 +155,12 @@ def check_splits(spec: DataSpec, splits: Sequence[str] = SPLITS, *, decode: bool
         check_split(split)
     source = open_source(spec.data, scale=spec.scale, data_lr=spec.data_lr)
     log_once(log, f"data: {source.description}")
+    # Every split's key first (a missing list file is refused in seconds), then the frames.
+    folders = {split: _cache_folder(spec, source, split) for split in splits}
     clips: dict[str, list[ClipSpec]] = {}
     counts: dict[str, int] = {}
     problems: list[str] = []
-    for split in splits:
-        final = _cache_folder(spec, source, split)
+    for split, final in folders.items():
         if not decode and (final / _META).is_file():
             counts[split] = _load(final, split, spec.scale).num_clips
             continue
@@ -217,21 +217,28 @@ def _kept_path(data: SplitData, name: str) -> Path | None:
 
 
 def sampled(data: SplitData, max_clips: int) -> SplitData:
-    """At most ``max_clips`` clips of ``data``, evenly spread over each clip-shape group (strided
-    views of the maps: nothing is copied); ``data`` itself when it has no more (or 0 is given)."""
+    """``max_clips`` clips of ``data``, evenly spread over each clip-shape group; ``data`` itself
+    when it has no more (or 0 is given). Nothing is copied: a group's pick is at most two strided
+    views of its maps (steps ``q + 1`` then ``q``, for ``n = q * k + r`` clips), so the clips lie
+    evenly to within one."""
     total = data.num_clips
     if max_clips <= 0 or total <= max_clips:
         return data
-    groups, left = [], max_clips
-    for g in data.groups:
-        n = g.hr.shape[0]
-        want = min(left, max(1, math.floor(max_clips * n / total)))
-        if want <= 0:
-            break
-        step = math.ceil(n / want)
-        groups.append(dataclasses.replace(g, hr=g.hr[::step], lr=g.lr[::step],
-                                          names=g.names[::step]))
-        left -= len(g.names[::step])
+    sizes = [g.hr.shape[0] for g in data.groups]
+    share = [min(n, max_clips * n // total) for n in sizes]
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):  # what flooring left over
+        extra = min(max_clips - sum(share), sizes[i] - share[i])
+        share[i] += max(0, extra)
+    groups = []
+    for g, n, k in zip(data.groups, sizes, share, strict=True):
+        if k == 0:
+            continue
+        q, r = divmod(n, k)
+        cut = r * (q + 1)  # the first r picks step q + 1, the other k - r step q
+        for part in (slice(0, cut, q + 1), slice(cut, n, q)):
+            if part.start < part.stop:
+                groups.append(dataclasses.replace(g, hr=g.hr[part], lr=g.lr[part],
+                                                  names=g.names[part]))
     return dataclasses.replace(data, groups=tuple(groups), sampled_from=total)
 
 
