@@ -62,6 +62,9 @@ _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"  # the chunk type and its CRC
 _PNG_TAIL = 64  # bytes read at the end; a few encoders leave padding after IEND
+# Clips a planning or stamping thread takes at a time: one clip a task cost several times the
+# work itself in thread-pool overhead (BENCHMARKS.md, "Vimeo90K at full scale").
+_IO_CHUNK = 64
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -155,22 +158,28 @@ def file_stamp(path: Path) -> list[Any]:
 def frames_stamp(folders: Sequence[Sequence[Path]]) -> dict[str, Any]:
     """One digest of every frame file's size and mtime, over clip folders of frame paths: a frame
     replaced or edited after a build changes it (a missing frame counts too, as missing), without
-    reading a byte of any frame. The stats run on threads (os.stat releases the GIL)."""
-    def stamp(paths: Sequence[Path]) -> str:
+    reading a byte of any frame. The stats run on threads, many folders a task (os.stat releases
+    the GIL; a task a folder cost 4x the stats themselves)."""
+    def stamp(chunk: Sequence[Sequence[Path]]) -> str:
         parts = []
-        for p in paths:
-            try:
-                st = os.stat(p)
-                parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
-            except OSError:
-                parts.append(f"{p.name}:-")
+        for paths in chunk:
+            for p in paths:
+                try:
+                    st = os.stat(p)
+                    parts.append(f"{p.name}:{st.st_size}:{st.st_mtime_ns}")
+                except OSError:
+                    parts.append(f"{p.name}:-")
+            parts.append("\n")
         return " ".join(parts)
 
     digest = hashlib.sha256()
-    for line in ordered_map(stamp, folders, io_workers()):
-        digest.update(line.encode())
-        digest.update(b"\n")
+    for text in ordered_map(stamp, chunked(folders, _IO_CHUNK), io_workers()):
+        digest.update(text.encode())
     return {"frames": sum(len(f) for f in folders), "digest": digest.hexdigest()}
+
+
+def chunked(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def natural_key(name: str) -> list[Any]:
@@ -191,20 +200,25 @@ def image_size(path: Path) -> tuple[int, int]:
         except _PIL_ERRORS as e:
             raise DataError(f"cannot read frame {path}: {e}") from None
     try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-            if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-                raise DataError(f"cannot read frame {path}: not a PNG file (it does not start "
-                                "with the PNG signature and IHDR header)")
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(24, size - _PNG_TAIL))
-            if _PNG_IEND not in f.read():
-                raise DataError(f"cannot read frame {path}: truncated ({size} bytes, and no "
-                                "IEND chunk at the end, where every PNG ends)")
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise DataError(f"missing frame {path}") from None
     except OSError as e:
         raise DataError(f"cannot read frame {path}: {e}") from None
+    try:  # os.pread, not open(): a buffered file object cost more than the reads themselves
+        head = os.pread(fd, 24, 0)
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, _PNG_TAIL, max(24, size - _PNG_TAIL))
+    except OSError as e:
+        raise DataError(f"cannot read frame {path}: {e}") from None
+    finally:
+        os.close(fd)
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise DataError(f"cannot read frame {path}: not a PNG file (it does not start with the "
+                        "PNG signature and IHDR header)")
+    if _PNG_IEND not in tail:
+        raise DataError(f"cannot read frame {path}: truncated ({size} bytes, and no IEND chunk "
+                        "at the end, where every PNG ends)")
     width, height = struct.unpack(">II", head[16:24])
     return width, height
 
@@ -289,24 +303,29 @@ def io_workers() -> int:
     return max(8, default_workers())
 
 
-def plan_all(items: Iterable[_T], plan_one: Callable[[_T], _R], where: str) -> list[_R]:
-    """``plan_one`` over every item on threads, in order; the problems of them all (each
-    ``plan_one`` raising DataError or BadFrames) in one BadFrames naming ``where``."""
-    def attempt(item: _T) -> _R | list[str]:
-        try:
-            return plan_one(item)
-        except BadFrames as e:
-            return list(e.problems)
-        except DataError as e:
-            return [str(e)]
+def plan_all(items: Sequence[_T], plan_one: Callable[[_T], _R], where: str) -> list[_R]:
+    """``plan_one`` over every item on threads (many items a task), in order; the problems of
+    them all (each ``plan_one`` raising DataError or BadFrames) in one BadFrames naming
+    ``where``."""
+    def attempt(chunk: Sequence[_T]) -> list[_R | list[str]]:
+        out: list[_R | list[str]] = []
+        for item in chunk:
+            try:
+                out.append(plan_one(item))
+            except BadFrames as e:
+                out.append(list(e.problems))
+            except DataError as e:
+                out.append([str(e)])
+        return out
 
     planned: list[_R] = []
     problems: list[str] = []
-    for result in ordered_map(attempt, items, io_workers()):
-        if isinstance(result, list):
-            problems += result
-        else:
-            planned.append(result)
+    for results in ordered_map(attempt, chunked(items, _IO_CHUNK), io_workers()):
+        for result in results:
+            if isinstance(result, list):
+                problems += result
+            else:
+                planned.append(result)
     if problems:
         raise BadFrames(problems, where)
     return planned
