@@ -358,3 +358,37 @@ def test_scores_computed_once_are_kept_with_the_cache(tmp_path: Path,
     assert calls == [1, 1]  # another border crop is another score
     with pytest.raises(ValueError, match="not a name"):
         remembered(test, "../escape", dict)
+
+
+class _DyingSource(sources.VimeoSource):
+    """Kills the worker process that decodes clip 00002/0003 (never this test's own process)."""
+
+    parent = 0
+
+    def decode(self, clip):
+        import os
+
+        if clip.name == "00002/0003" and os.getpid() != self.parent:
+            os._exit(3)
+        return super().decode(clip)
+
+
+def test_a_dead_decoding_process_leaves_its_clips_to_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import os
+
+    names = [f"0000{1 + i // 4}/{i % 4 + 1:04d}" for i in range(12)]
+    root = _vimeo(tmp_path / "v", names)
+    whole = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "c"), "train")  # threads
+    source = _DyingSource(root.resolve(), 4, None)
+    source.parent = os.getpid()
+    monkeypatch.setattr(store, "PROCESS_MIN_CLIPS", 1)
+    monkeypatch.setattr(store, "_CHUNK_CLIPS", 2)
+    clips = source.plan("train")
+    out = tmp_path / "out"
+    out.mkdir()
+    with caplog.at_level("WARNING", logger="trainable.store"):
+        meta = store._write_arrays(source, "train", 4, clips, store._group_plan(clips), out, 2)
+    assert any("ended abruptly" in r.getMessage() for r in caplog.records)
+    assert "00002/0003" in meta["groups"][0]["names"]
+    np.testing.assert_array_equal(np.load(out / "g0_hr.npy"), whole.groups[0].hr)  # every clip

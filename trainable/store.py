@@ -34,10 +34,12 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,39 +359,51 @@ def _decode_all(source: Source, clips: Sequence[ClipSpec],
     with Progress(len(clips), what, unit="clip") as bar:
         if not isinstance(source, ClipDecoder):
             return _decode_in_order(source, clips, slots, bar)
-        executor: Executor
-        here: Source | None = None  # threads get the source with each task
-        if workers > 1 and len(clips) >= PROCESS_MIN_CLIPS:
-            executor = ProcessPoolExecutor(workers, mp_context=_process_context(),
-                                           initializer=_start_worker, initargs=(source,))
-        else:
-            executor, here = ThreadPoolExecutor(max(1, workers)), source
         chunks = [range(i, min(i + _CHUNK_CLIPS, len(clips)))
                   for i in range(0, len(clips), _CHUNK_CLIPS)]
         found: dict[int, list[str]] = {}
-        with executor:
-            pending: dict[Future[list[str]], int] = {}
-            waiting = iter(enumerate(chunks))
+        if workers > 1 and len(clips) >= PROCESS_MIN_CLIPS and _processes_can_start():
+            pool = ProcessPoolExecutor(workers, mp_context=_process_context(),
+                                       initializer=_start_worker, initargs=(source,))
             try:
-                while True:
-                    # At most 4 chunks a worker in flight: memory stays bounded, the cores busy.
-                    for k, chunk in waiting:
-                        jobs = [(clips[i], None if slots is None else slots[i]) for i in chunk]
-                        pending[executor.submit(_decode_chunk, jobs, here)] = k
-                        if len(pending) >= 4 * max(1, workers):
-                            break
-                    if not pending:
-                        break
-                    done, _ = wait(pending, return_when="FIRST_COMPLETED")
-                    for future in done:
-                        k = pending.pop(future)
-                        found[k] = future.result()
-                        bar.update(len(chunks[k]))
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+                _run_chunks(pool, None, clips, slots, chunks, found, workers, bar)
+            except BrokenProcessPool as e:  # a worker died (killed, out of memory): threads
+                log.warning("a decoding process ended abruptly (%s); decoding the %d clips "
+                            "left on threads", e, sum(len(c) for k, c in enumerate(chunks)
+                                                     if k not in found))
+        if len(found) < len(chunks):
+            _run_chunks(ThreadPoolExecutor(max(1, workers)), source, clips, slots, chunks, found,
+                        workers, bar)
         return [p for k in sorted(found) for p in found[k]]
+
+
+def _run_chunks(executor: Executor, source: Source | None, clips: Sequence[ClipSpec],
+                slots: Sequence[tuple[str, str, int]] | None, chunks: Sequence[range],
+                found: dict[int, list[str]], workers: int, bar: Progress) -> None:
+    """Every chunk not in ``found`` through ``executor`` (``source``: a thread's), its bad frames
+    into ``found`` as it ends."""
+    with executor:
+        pending: dict[Future[list[str]], int] = {}
+        waiting = ((k, c) for k, c in enumerate(chunks) if k not in found)
+        try:
+            while True:
+                # At most 4 chunks a worker in flight: memory stays bounded, the cores busy.
+                for k, chunk in waiting:
+                    jobs = [(clips[i], None if slots is None else slots[i]) for i in chunk]
+                    pending[executor.submit(_decode_chunk, jobs, source)] = k
+                    if len(pending) >= 4 * max(1, workers):
+                        break
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when="FIRST_COMPLETED")
+                for future in done:
+                    k = pending.pop(future)
+                    found[k] = future.result()
+                    bar.update(len(chunks[k]))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def _decode_in_order(source: Source, clips: Sequence[ClipSpec],
@@ -401,6 +415,16 @@ def _decode_in_order(source: Source, clips: Sequence[ClipSpec],
             _write_clip(maps, clips[i], slots[i], hr, lr)
         bar.update(1)
     return []
+
+
+def _processes_can_start() -> bool:
+    """Whether worker processes can start here: multiprocessing runs the main script again in
+    each (by module name, or else by path), which a script read from stdin does not have."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None):
+        return True
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
 
 
 def _process_context() -> Any:
