@@ -78,13 +78,13 @@ def test_training_improves_and_reports_every_interval(tiny_train, tiny_val, monk
     import trainable.evaluate
 
     calls = []
-    real = trainable.evaluate.score_bicubic
+    real = trainable.evaluate.bicubic_predictor
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainable.evaluate, "score_bicubic", counted)
+    monkeypatch.setattr(trainable.evaluate, "bicubic_predictor", counted)
     tr = _trainer(tiny_train, tiny_val, residual=True, optimizer="adam", model_lr=1e-3)
     seen = []
     last = tr.run(lambda r, _: seen.append(r))

@@ -17,7 +17,7 @@ from trainable.config import DataSpec, TrainConfig
 from trainable.errors import BadFrames, DataError
 from trainable.imaging import downscale, upscale_bicubic
 from trainable.sources import rgb_to_y
-from trainable.store import SplitData, cache_root, check_splits, open_split, remembered, sampled
+from trainable.store import SplitData, cache_root, check_splits, keep, open_split, recall, sampled
 
 
 def _vimeo(root: Path, names: list[str]) -> Path:
@@ -339,25 +339,35 @@ def test_sampled_spreads_the_clips_evenly_without_copying(tmp_path: Path) -> Non
 def test_scores_computed_once_are_kept_with_the_cache(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from trainable import evaluate
+    from trainable.evaluate import Convention, source_convention
 
     root = _vimeo(tmp_path / "v", NAMES)
     test = open_split(DataSpec(str(root), scale=4, cache_dir=tmp_path / "cache"), "test")
-    calls = []
-    real = evaluate.score_bicubic
+    calls: list[int] = []
+    real = evaluate.score_conventions
 
     def counted(*a, **k):
-        calls.append(1)
+        calls.append(len(k["conventions"]))
         return real(*a, **k)
 
-    monkeypatch.setattr(evaluate, "score_bicubic", counted)
-    first = evaluate.bicubic_scores(test, frames=3, crop_border=0, device=torch.device("cpu"))
-    again = evaluate.bicubic_scores(test, frames=5, crop_border=0, device=torch.device("cpu"))
+    monkeypatch.setattr(evaluate, "score_conventions", counted)
+    cpu = torch.device("cpu")
+    first = evaluate.bicubic_scores(test, frames=3, crop_border=0, device=cpu)
+    again = evaluate.bicubic_scores(test, frames=5, crop_border=0, device=cpu)
     assert calls == [1] and first == again  # bicubic upscales the centre: frames changes nothing
     assert test.folder and json.loads((test.folder / "bicubic-c0.json").read_text())["frames"] == 1
-    evaluate.bicubic_scores(test, frames=3, crop_border=1, device=torch.device("cpu"))
-    assert calls == [1, 1]  # another border crop is another score
+    # Ours kept, the source repository's convention not yet: only that one is computed.
+    both = evaluate.bicubic_conventions(test, frames=3, device=cpu,
+                                        conventions=(Convention(0), source_convention(4)))
+    assert calls == [1, 1] and both[0] == first and both[1] != first
+    assert (test.folder / "bicubic-c4-float.json").is_file()
+    assert evaluate.bicubic_conventions(test, frames=3, device=cpu, conventions=(
+        source_convention(4), Convention(0))) == both[::-1]
+    assert calls == [1, 1]  # both kept now, in any order
     with pytest.raises(ValueError, match="not a name"):
-        remembered(test, "../escape", dict)
+        recall(test, "../escape")
+    with pytest.raises(ValueError, match="not a name"):
+        keep(test, "../escape", {})
 
 
 class _DyingSource(sources.VimeoSource):
