@@ -226,19 +226,31 @@ def test_gpus_asked_of_a_machine_without_one_are_refused_before_ray(tmp_path: Pa
 def test_ray_and_optuna_output_stays_out_of_the_terminal_unless_verbose(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 20, item 4: Ray's experiment box and /tmp/ray TensorBoard hint (its new output
-    engine prints them at verbose=0), its token-auth notice, Optuna's study line."""
+    engine prints them at verbose=0), its token-auth notice, Optuna's study line. Issue 24, item
+    5: Ray's words on a failed attempt (Tune's traceback, the raylet's lines, the analysis's
+    "Failed to fetch metrics") are kept out without -v, and reach the user with it."""
+    import logging
     import sys
 
     import optuna
+    import ray._private.worker
 
-    for name in ("RAY_AIR_NEW_OUTPUT", "RAY_AUTH_MODE", "RAY_ADDRESS"):
+    for name in ("RAY_AIR_NEW_OUTPUT", "RAY_AUTH_MODE", "RAY_ADDRESS",
+                 "TUNE_PRINT_ALL_TRIAL_ERRORS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(ray._private.worker, "_worker_logs_enabled", True)
+    fetch = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    monkeypatch.setattr(fetch, "level", logging.NOTSET)
     before = optuna.logging.get_verbosity()
     try:
         environment.driver_env(verbose=True)
         assert "RAY_AIR_NEW_OUTPUT" not in os.environ
+        assert "TUNE_PRINT_ALL_TRIAL_ERRORS" not in os.environ
+        assert ray._private.worker._worker_logs_enabled and fetch.level == logging.NOTSET
         environment.driver_env(verbose=False)
         assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+        assert os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] == "0"
+        assert not ray._private.worker._worker_logs_enabled and fetch.level == logging.ERROR
         assert optuna.logging.get_verbosity() == optuna.logging.WARNING
     finally:
         optuna.logging.set_verbosity(before)
