@@ -80,7 +80,9 @@ class RungCut:
         tied = len(self.at_cut)
         verdict = (f"{tied} of {n} within noise of it (paired per-frame test): which of those "
                    "went on was a coin toss" if tied else
-                   "none within noise of it (paired per-frame test): a clear cut")
+                   "none within noise of it on these frames (paired per-frame test); but the "
+                   "trials share one seed, and another moves each by about as much as a small "
+                   "gap (docs/analysis.md)")
         above = [t for t, m in self.marks.items() if m == "above"]
         late = (f"; {len(above)} stopped clearly above the last in (ASHA judges each trial "
                 "against the results at the rung so far)" if above else "")
