@@ -305,8 +305,7 @@ def search_and_kill(cluster: Cluster, storage: Path, name: str, space: str, data
             else:
                 if retry_line is None and "[retry]" in log.read_text(errors="replace"):
                     retry_line = time.time()
-                if first_after is None and _epochs(victim[0])[-1:] and \
-                        _epochs(victim[0])[-1] > victim[1]:
+                if first_after is None and _past(victim):
                     first_after = time.time()
             time.sleep(0.1)
     finally:
@@ -314,8 +313,7 @@ def search_and_kill(cluster: Cluster, storage: Path, name: str, space: str, data
             driver.kill()
         driver.wait()
     wall = time.monotonic() - started
-    if victim is not None and first_after is None and _epochs(victim[0])[-1:] \
-            and _epochs(victim[0])[-1] > victim[1]:
+    if victim is not None and first_after is None and _past(victim):
         first_after = time.time()  # it came in the last poll
     loss = _figures(driver.returncode, log.read_text(errors="replace"), wall, run_dir, victim,
                     killed, killed_at, first_after, readme)
@@ -350,6 +348,14 @@ def _epochs(trial: Path) -> list[int]:
     from analysis.run_folder import read_results
 
     return [r.epoch for r in read_results(trial)]
+
+
+def _past(victim: tuple[Path, int]) -> bool:
+    """Whether the killed trial has a result past the epoch it was killed after. One read of its
+    result.json: the retry's Ray rewrites the file, and a second read (as this once did) may
+    find it empty (IndexError in .ci/run)."""
+    epochs = _epochs(victim[0])
+    return bool(epochs) and epochs[-1] > victim[1]
 
 
 def _figures(rc: int, output: str, wall: float, run_dir: Path, victim: tuple[Path, int] | None,
