@@ -98,7 +98,7 @@ def count_fused(members: int, amp: str, device: str, data, batch: int = 16, patc
         cfg = TrainConfig(data="unused", batch_size=batch, patch_size=p, residual=True,
                           optimizer="adam", weight_decay=0.0, num_threads=1, device=device,
                           **AMP[amp])
-        g = FusedTrainer(cfg, train, val, members)
+        g = FusedTrainer(cfg, train, val, members, grouped=True)  # a card's form, on any device
         for i in range(members):
             g.add(i, cfg.replace(seed=i, model_lr=1e-3 * (1 + i % 4)))
         return g

@@ -18,26 +18,34 @@ and what they are trained and scored on (data, ``crop_border``, device). Per mem
 
 How, and why this way (figures in BENCHMARKS.md, "Fused trials (issue 16): CPU"):
 
-- **Model: grouped convolutions.** Member i's frames are channels ``[i*T, (i+1)*T)`` of one input;
-  all three convolutions use ``groups=N`` (conv1 too: members draw different patches), and
-  ``pixel_shuffle`` puts member i's output in channel i. The alternative, the members' stacked
-  parameters under ``torch.func.vmap`` (PyTorch's ensembling recipe), was measured beside it
-  (``bench/fused_model.py``): vmap lowers to the same grouped convolutions plus reshapes, 93
-  operator calls per forward + backward against 22, and no faster on the CPU.
+- **Model on a card: grouped convolutions.** Member i's frames are channels ``[i*T, (i+1)*T)``
+  of one input; all three convolutions use ``groups=N`` (conv1 too: members draw different
+  patches), and ``pixel_shuffle`` puts member i's output in channel i. The alternative, the
+  members' stacked parameters under ``torch.func.vmap`` (PyTorch's ensembling recipe), was
+  measured beside it (``bench/fused_model.py``): vmap lowers to the same grouped convolutions
+  plus reshapes, 93 operator calls per forward + backward against 22, and no faster on the CPU.
+- **Model on the CPU: each member's own network.** A grouped convolution is no cheaper there
+  than the members' own (8 members cost 11x one), and it rounds the last bits differently from
+  one network's. So on the CPU each stepping member runs train_step's forward and loss
+  (:func:`trainable.loop.micro_batch_loss`, autocast included) on a plain EarlyFusionESPCN whose
+  parameters are views of the flat buffer, on the batches a solo PatchSampler yields: with the
+  update below, a member trains bit for bit as its solo Trainer (fp16 Adam to float rounding:
+  docs/training.md, "Reproducing a trial"). ``grouped=True`` runs a card's form on the CPU.
 - **Flat buffers** (``trainable.fused_update``): parameters, gradients and optimizer states are
   each one buffer; the convolutions' weights are views of it, ``torch.autograd.grad`` hands the
   gradients over (one ``_foreach_copy_`` into the buffer) and Adam/SGD with per-member
-  coefficients is a fixed number of elementwise kernels whatever N. fp16 gives each member its
-  own loss scale, as a GradScaler each: a non-finite gradient skips only that member's step.
-- **Mixed precision by hand**, with autocast's casts for this network: the parameter buffer is
-  copied into the low precision once per update (not one cast per weight), the residual's
-  bicubic (fp32) is added in the low precision, the loss is taken in fp32.
+  coefficients is a fixed number of elementwise kernels whatever N, each in torch.optim's
+  single-tensor order of operations. fp16 gives each member its own loss scale, as a GradScaler
+  each: a non-finite gradient skips only that member's step.
+- **Mixed precision by hand** (grouped), with autocast's casts for this network: the parameter
+  buffer is copied into the low precision once per update (not one cast per weight), the
+  residual's bicubic (fp32) is added in the low precision, the loss is taken in fp32.
 - **Patches** (``trainable.fused_draw``): each member draws exactly what a solo Trainer with its
   seed draws on the device path; the deterministic part of the draw, the float conversion and
-  the residual's bicubic are done once for a window of batches of all members.
-- **Losses**: each member's summed squared error stays in its own channel and the backward is
-  seeded per member with its loss weight (and its loss scale), so each member's gradient is the
-  one of its own mean loss, as in train_step, with no extra kernel for the mean.
+  (grouped) the residual's bicubic are done once for a window of batches of all members.
+- **Losses** (grouped): each member's summed squared error stays in its own channel and the
+  backward is seeded per member with its loss weight (and its loss scale), so each member's
+  gradient is the one of its own mean loss, as in train_step, with no extra kernel for the mean.
 - **Isolation.** Nothing crosses members: the grouped convolutions, the per-member losses and
   every update are per member. A member whose loss turns non-finite is caught at the same
   update counts as a solo Trainer catches it (every 32 updates and at an interval's end), ends
@@ -80,11 +88,13 @@ from trainable.loop import (
     _DIVERGENCE_CHECK_EVERY,
     IntervalStats,
     amp_dtype,
+    autocast_for,
     checkpoint_state,
     conclude_interval,
     initial_weights,
     log_result,
     make_optimizer,
+    micro_batch_loss,
     resolve_device,
     resumed_status,
 )
@@ -152,10 +162,13 @@ class FusedTrainer:
     Slots are filled with :meth:`add` and emptied with :meth:`remove`, both between intervals;
     :meth:`run_interval` trains every running member to its next validation point and returns one
     ValidationResult per member, as :meth:`Trainer.run_interval` would have for it alone.
+
+    ``grouped``: every member's convolutions in one grouped kernel (default: on a card) or each
+    member through its own network (default: on the CPU); tests run the card's form on the CPU.
     """
 
     def __init__(self, shape: TrainConfig, train: SplitData, val: SplitData, capacity: int, *,
-                 window_hr_pixels: int = WINDOW_HR_PIXELS) -> None:
+                 window_hr_pixels: int = WINDOW_HR_PIXELS, grouped: bool | None = None) -> None:
         if capacity < 1:
             raise ConfigError(f"The value of `capacity` is {capacity}, but must be >= 1.")
         if shape.compile:
@@ -189,12 +202,27 @@ class FusedTrainer:
                                [(s.offset, s.size) for s in self._segments],
                                scaled=self._lowp == torch.float16)
         self._flat, self._grad = self._opt.params, self._opt.grad
-        # What the forward reads: the parameters, or their copy in the low precision.
-        weights = self._flat if self._lowp is None else torch.empty(at, dtype=self._lowp, device=dev)
+        # On the CPU each member steps through its own plain network, with the operators a solo
+        # Trainer's train_step runs (``_member_steps``): a grouped convolution is no cheaper
+        # there than the members' own, and a member then trains bit for bit as it does alone.
+        # On a card one grouped convolution serves every member.
+        self._grouped = dev.type != "cpu" if grouped is None else grouped
+        # What the forward reads: the parameters, or their copy in the low precision (grouped;
+        # per member autocast casts them, as in a solo Trainer).
+        weights = (torch.empty(at, dtype=self._lowp, device=dev)
+                   if self._lowp is not None and self._grouped else self._flat)
         self._weights = weights
         self._leaves = [self._fused_view(weights, s).detach().requires_grad_()
-                        for s in self._segments]
+                        for s in self._segments] if self._grouped else []
         self._grad_views = [self._fused_view(self._grad, s) for s in self._segments]
+        # Per member: its parameters as leaves (views of the flat buffer), by name, and its
+        # gradients' place in the flat buffer.
+        self._member_params = [{s.key: self._member_view(self._flat, s, i).detach()
+                                .requires_grad_() for s in self._segments}
+                               for i in range(n)] if not self._grouped else []
+        self._member_grads = [[self._member_view(self._grad, s, i) for s in self._segments]
+                              for i in range(n)]
+        self._stepping: list[int] = []  # the members that step in the update being prepared
         self._zeros = torch.zeros(n, device=dev)
         # Per-member losses are sums kept in the member's channel, (1, N, 1, 1[, 1, 1]) with a
         # loss border; these views of N-vectors have that shape.
@@ -203,14 +231,20 @@ class FusedTrainer:
         # Without a border a member's mean loss is its sum / hr_pixels (its seed in the backward).
         self._unit = 1.0 / (self._k * hr_pixels)
         self._unit_seed = torch.full(sum_shape, self._unit, device=dev)
-        self._loss_unit = 1.0 / hr_pixels if shape.loss_border == 0 else 1.0
+        # A member's summed loss (``_loss_sum``) times this is its sum of per-update losses; per
+        # member the sum is that already, as train_until's.
+        self._loss_unit = (1.0 if not self._grouped else
+                           (1.0 / hr_pixels if shape.loss_border == 0 else 1.0) / self._k)
         self._scale_view = self._opt.scale.view(sum_shape) if self._opt.scaled else None
         self._loss_sum = torch.zeros(n, device=dev)
         self._loss_view = self._loss_sum.view(sum_shape)
 
         # --- patches, members, validation ---------------------------------------------------
-        self._streams = MemberStreams(train, shape, capacity, self.device, self._lowp,
-                                      window_hr_pixels)
+        # Per member, the batches are a solo PatchSampler's (fp32 LR, HR target): the network
+        # adds the residual itself.
+        self._streams = MemberStreams(train, shape, capacity, self.device,
+                                      self._lowp if self._grouped else None, window_hr_pixels,
+                                      residual=shape.residual and self._grouped)
         self._members: list[_Member | None] = [None] * n
         self._eval_model = EarlyFusionESPCN(shape.frames, shape.scale, shape.residual).to(dev)
         self._bicubic: Scores | None = None
@@ -415,14 +449,18 @@ class FusedTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
-        at_end = {id(t): t.tolist() for t in (self._loss_sum, *stopped.values())}
-        sums = {i: at_end[id(stopped.get(i, self._loss_sum))][i] for i in updates}
+        # Each member's mean loss per update, in fp32 as train_until takes it.
+        members = list(updates)
+        sums = torch.stack([stopped.get(i, self._loss_sum)[i] for i in members])
+        counts = torch.tensor([max(done[i], 1) for i in members], dtype=sums.dtype,
+                              device=sums.device)
+        means = dict(zip(members, sums.mul_(self._loss_unit).div_(counts).tolist(), strict=True))
         if events:
             data_time = sum(a.elapsed_time(b) for a, b in events) / 1000.0
         finite_weights = self._finite_members()
         stats = {}
         for i in updates:
-            mean = sums[i] * self._loss_unit / self._k / max(done[i], 1)
+            mean = means[i]
             stats[i] = IntervalStats(
                 loss=mean, updates=done[i], seconds=elapsed, data_seconds=data_time,
                 diverged=i in diverged or not math.isfinite(mean) or not finite_weights[i])
@@ -469,6 +507,7 @@ class FusedTrainer:
     def _prepare(self, active: list[int]) -> None:
         """The host's part of an update: each stepping member's rows, one copy to the device."""
         opt = self._opt
+        self._stepping = list(active)
         opt.prepare([MemberStep(i, m.cfg.lr_at(m.samples_seen), m.cfg.weight_decay,
                                 m.cfg.momentum, m.cfg.grad_clip)
                      for i, m in ((i, self._member(i)) for i in active)])
@@ -477,6 +516,11 @@ class FusedTrainer:
         """The device's part of an update, from `_prepare`'s rows: a fixed set of kernels
         whatever N, which trainable.fused_graph captures."""
         opt = self._opt
+        if not self._grouped:
+            self._member_steps(batches)
+            with torch.no_grad():
+                opt.apply()
+            return
         if self._lowp is not None:
             with torch.no_grad():
                 self._weights.copy_(self._flat)
@@ -498,6 +542,40 @@ class FusedTrainer:
                     self._loss_view.addcmul_(sums, batch.weight)
         with torch.no_grad():
             opt.apply()
+
+    def _member_steps(self, batches: Sequence[Batch]) -> None:
+        """Per member (on the CPU), the gradients of an update as train_step computes them: each
+        stepping member's micro-batches through its own network (micro_batch_loss), its loss
+        times its loss scale (fp16), the gradients summed over the micro-batches; each member's
+        loss summed as train_until sums it."""
+        t, s, k = self.shape.frames, self.shape.scale, self._k
+        stepping = self._stepping
+        losses: list[list[torch.Tensor]] = [[] for _ in stepping]
+        autocast = autocast_for(self.device, self._lowp)
+        for j, batch in enumerate(batches):
+            scaled = []
+            for n, i in enumerate(stepping):
+                mask = None
+                if batch.mask is not None:  # (B, p, 1, p, 1) -> (B, 1, H, W), the sampler's
+                    m = batch.mask[:, i]
+                    b, p = m.shape[0], m.shape[1]
+                    mask = m.expand(b, p, s, p, s).reshape(b, 1, p * s, p * s)
+                net = functools.partial(torch.func.functional_call, self._eval_model,
+                                        self._member_params[i])
+                loss = micro_batch_loss(net, batch.x[:, i * t:(i + 1) * t],
+                                        batch.target[:, i:i + 1], mask, autocast=autocast, k=k)
+                losses[n].append(loss.detach())
+                scaled.append(loss * self._opt.scale.narrow(0, i, 1) if self._opt.scaled
+                              else loss)
+            leaves = [v for i in stepping for v in self._member_params[i].values()]
+            grads = torch.autograd.grad(scaled, leaves)
+            views = [v for i in stepping for v in self._member_grads[i]]
+            with torch.no_grad():
+                (torch._foreach_copy_ if j == 0 else torch._foreach_add_)(views, grads)
+        with torch.no_grad():
+            for n, i in enumerate(stepping):
+                total = losses[n][0] if k == 1 else torch.stack(losses[n]).sum()
+                self._loss_sum.narrow(0, i, 1).add_(total)
 
     # --- checkpoints ------------------------------------------------------------------------------
     def member_state(self, slot: int) -> dict[str, Any]:

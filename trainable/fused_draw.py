@@ -35,6 +35,7 @@ class Batch(NamedTuple):
 
     x: torch.Tensor  # LR (B, N*T, p, p) in the step's precision
     target: torch.Tensor  # (B, N, H, W) float32: HR, minus the bicubic in fp32 with the residual
+    # (when the window carries it: MemberStreams' ``residual``)
     bicubic: torch.Tensor | None  # (B, N, H, W) the residual's bicubic, in the low precision
     mask: torch.Tensor | None  # (B, N, p, 1, p, 1) 1 where the loss counts (loss border)
     weight: torch.Tensor | None  # (1, N, 1, 1, 1, 1) 1 / HR pixels counted (loss border)
@@ -52,10 +53,14 @@ class MemberStreams:
     """
 
     def __init__(self, data: SplitData, shape: TrainConfig, capacity: int, device: torch.device,
-                 lowp: torch.dtype | None, window_hr_pixels: int) -> None:
+                 lowp: torch.dtype | None, window_hr_pixels: int, *, residual: bool) -> None:
+        """``lowp``: the precision of the batches' LR (None: fp32); ``residual``: the batches
+        carry the residual's bicubic (fp32: subtracted from the target). Without either, a batch
+        is what a solo PatchSampler yields (fp32 LR, HR target), for a network that adds the
+        residual itself."""
         self.n, self.b = capacity, shape.batch_size
         self.frames, self.scale, self.patch = shape.frames, shape.scale, shape.patch_size
-        self.device, self.lowp, self.residual = device, lowp, shape.residual
+        self.device, self.lowp, self.residual = device, lowp, residual
         storage = _storage_device(data, device)
         counts = np.array([g.lr.shape[0] * len(g.centres) for g in data.groups], dtype=np.int64)
         self.gather = _DeviceGather(data, counts, shape.frames, shape.patch_size, 0, storage,

@@ -5,9 +5,10 @@ major (all members' conv1 weights, then all members' conv1 biases, ...). Each me
 for an update (learning rate, Adam's bias corrections, momentum, weight decay, whether it steps
 at all) are rows of N values, spread over the buffers by one ``index_select``, so an update is
 a fixed number of elementwise kernels whatever N. The formulas are torch.optim's single-tensor
-ones (weight decay added to the gradient, as ``make_optimizer`` builds them):
+ones (weight decay added to the gradient, as ``make_optimizer`` builds them), in its order of
+operations, so that on the CPU an update rounds as torch.optim's does, to the last bit:
 
-    Adam: g += wd p;  m += w1 (g - m);  v = b2m v + g (c2 g);  p += neg m / (sqrt(v) / bc2s + eps)
+    Adam: g += wd p;  m += w1 (g - m);  v = b2m v + g (c2 g);  p += (neg m) / (sqrt(v) / bc2s + eps)
     SGD:  g += wd p;  buf = mom buf + on g;  p += neg buf
 
 with ``w1 = 1 - beta1, b2m = beta2, c2 = 1 - beta2, neg = -lr / (1 - beta1^t),
@@ -24,7 +25,10 @@ backs off, while the others step; after 2000 finite steps in a row a scale grows
 skip is known only on the device, so there the rows are finished on the device, with Adam's
 bias corrections read from a table by each member's step count.
 
-grad_clip is per member: each member's gradient norm is one ``index_add`` over the buffer.
+grad_clip is per member, as clip_grad_norm_ takes it: the norm of each parameter tensor's norm,
+one reduction per tensor over all members' blocks. fp16 Adam's step size ``neg`` is finished on
+the device in fp32, where torch.optim divides in double: there a member agrees with a solo
+Trainer to float rounding only.
 """
 
 from __future__ import annotations
@@ -200,7 +204,7 @@ class FlatUpdate:
             m, v = self.states
             m.lerp_(g, full["w1"])
             v.mul_(full["b2m"]).addcmul_(g, g * full["c2"])
-            p.addcmul_(m / v.sqrt().div_(full["bc2s"]).add_(EPS), full["neg"])
+            p.addcdiv_(m * full["neg"], v.sqrt().div_(full["bc2s"]).add_(EPS))
         else:
             (buf,) = self.states
             buf.mul_(full["mom"]).addcmul_(g, full["on"])
@@ -209,11 +213,18 @@ class FlatUpdate:
     def _clip_factor(self, clip: torch.Tensor, unscale: torch.Tensor | None = None
                      ) -> torch.Tensor:
         """clip_grad_norm_'s factor per member (N,): min(1, max_norm / (norm + 1e-6)) of the
-        (unscaled) gradient, with ``clip`` inf for members that do not clip (a factor of 1)."""
-        norm = torch.index_add(self._zeros, 0, self.member_of, self.grad.square()).sqrt_()
+        (unscaled) gradient, with ``clip`` inf for members that do not clip (a factor of 1).
+        The norm is taken as clip_grad_norm_ takes it: each parameter tensor's norm, then the
+        norm of those (one reduction over all members' blocks per tensor)."""
+        n = self.capacity
+        norm = torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(self.grad[o:o + n * s].view(n, s), dim=1)
+             for o, s in self.segments], dim=1), dim=1)
         if unscale is not None:
             norm = norm.mul_(unscale)
-        return (clip / norm.add_(1e-6)).clamp_(max=1.0)
+        # max_norm / (norm + 1e-6) as clip_grad_norm_ computes it: a Python float divided by a
+        # tensor is the tensor's reciprocal times the float (Tensor.__rtruediv__).
+        return torch.reciprocal(norm.add_(1e-6)).mul_(clip).clamp_(max=1.0)
 
     def _finish_rows(self) -> None:
         """With a GradScaler: which members step, their scales, and the rows that depend on it.

@@ -115,16 +115,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     k = len(micro_batches)
     losses = []
     for lr, hr, *mask in micro_batches:
-        with autocast():
-            out = model(lr)
-        if mask:
-            err = (out.float() - hr).square_().mul_(mask[0])
-            loss = err.sum() / mask[0].sum().clamp_(min=1.0)
-        else:
-            loss = F.mse_loss(out.float(), hr)
-        if k > 1:
-            loss = loss / k
-        scaler.scale(loss).backward()
+        loss = micro_batch_loss(model, lr, hr, mask[0] if mask else None, autocast=autocast, k=k)
+        torch.autograd.backward(scaler.scale(loss))
         losses.append(loss.detach())
     # Without accumulation no division and no running sum: on a GPU, where this step is bound by
     # kernel launches (BENCHMARKS.md, "GPU"), every kernel left out counts.
@@ -137,6 +129,32 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     if zero_grad:
         optimizer.zero_grad(set_to_none=True)
     return total
+
+
+def micro_batch_loss(model: Callable[[torch.Tensor], torch.Tensor], lr: torch.Tensor,
+                     hr: torch.Tensor, mask: torch.Tensor | None, *,
+                     autocast: Callable[[], contextlib.AbstractContextManager[object]], k: int
+                     ) -> torch.Tensor:
+    """One micro-batch's share of an update's loss, as train_step takes it (and a fused group on
+    the CPU, member by member): the model under ``autocast``, the mean squared error in fp32
+    (with a ``mask``, over the pixels it counts), divided by the ``k`` micro-batches."""
+    with autocast():
+        out = model(lr)
+    if mask is not None:
+        err = (out.float() - hr).square_().mul_(mask)
+        loss = err.sum() / mask.sum().clamp_(min=1.0)
+    else:
+        loss = F.mse_loss(out.float(), hr)
+    if k > 1:
+        loss = loss / k
+    return loss
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None
+                 ) -> Callable[[], contextlib.AbstractContextManager[object]]:
+    """The training step's autocast: ``dtype`` (the AMP precision, None: off) on ``device``."""
+    return functools.partial(torch.autocast, device.type, dtype=dtype or torch.float32,
+                             enabled=dtype is not None)
 
 
 def conclude_interval(cfg: TrainConfig, stats: IntervalStats, *, samples_seen: int, status: str,
@@ -262,8 +280,7 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return autocast_for(self.device, self.amp_dtype)()
 
     @property
     def epoch(self) -> int:
