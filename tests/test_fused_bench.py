@@ -22,3 +22,10 @@ def test_fused_model_compares_grouped_convolutions_with_vmap():
     assert row["grouped_ops"] < row["vmap_ops"]
     assert row["grouped_ms"] > 0 and row["vmap_ms"] > 0
     assert "calls for N=2" in fused_model.residual_under_vmap()
+
+
+def test_fused_cpu_times_both_forms_of_a_group(tiny_train, tiny_val):
+    fused_cpu = load_bench("fused_cpu")
+    rates = fused_cpu.compare_forms(2, (tiny_train, tiny_val), threads=1, amp="off", rounds=1,
+                                    epoch_samples=16, batch=8, patch=8)
+    assert rates.keys() == {"grouped", "per_member"} and min(rates.values()) > 0
