@@ -513,8 +513,9 @@ class FusedTrainer:
                      for i, m in ((i, self._member(i)) for i in active)])
 
     def _apply_update(self, batches: Sequence[Batch]) -> None:
-        """The device's part of an update, from `_prepare`'s rows: a fixed set of kernels
-        whatever N, which trainable.fused_graph captures."""
+        """The device's part of an update, from `_prepare`'s rows: grouped, a fixed set of
+        kernels whatever N, which trainable.fused_graph captures; per member, each stepping
+        member's own network, then the same flat update."""
         opt = self._opt
         if not self._grouped:
             self._member_steps(batches)
