@@ -4,7 +4,9 @@ reader, the parameter ranges' forms. Fast, no run folder beyond one written here
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,28 @@ def test_the_json_form_is_the_space_files_and_sections() -> None:
     assert d["overrides"] == {"trials": 8, "fuse": 2} and d["command"][-1] == "2"
 
 
+def test_a_record_without_its_optional_sections_round_trips(tmp_path: Path) -> None:
+    # FULL has every section; a run may have none of these (a grid search has no search plan, a
+    # run still going no winner), another scheduler, a conditional grid and a grid of lists.
+    sparse = FULL.replace(
+        budget=None, search=None, best_trial=None, scheduler=SchedulerPlan("hyperband", 1, 4),
+        params=(ParamRange("m", "grid", choices=((0.1, 0.5), (0.3,))),
+                ParamRange("s", "grid", choices=("cosine", "step"), branches=(
+                    ("cosine", (ParamRange("lr_min_fraction", "uniform", 0.0, 0.1),)),
+                    ("step", ())))))
+    assert (sparse.budget, sparse.search, sparse.best_trial) == (None, None, None)
+    no_bicubic = FULL.replace(best_trial=dataclasses.replace(FULL.best_trial, bicubic_psnr=None))
+    for rec in (sparse, no_bicubic):
+        record.write(tmp_path, rec)
+        assert record.read(tmp_path) == rec
+
+
+def test_a_value_json_has_no_form_for_is_written_as_its_text(tmp_path: Path) -> None:
+    # YAML reads an unquoted 2026-12-01 as a date; the space document keeps what the file said.
+    record.write(tmp_path, FULL.replace(space={"note": datetime.date(2026, 12, 1)}))
+    assert record.read(tmp_path).space == {"note": "2026-12-01"}
+
+
 def _v1(**over: object) -> dict:
     """A schema-1 record as the code before the typed record wrote it."""
     return {"name": "old", "command": ["python", "-m", "tune.run"], "space_file": "/s.yaml",
@@ -120,6 +144,15 @@ def test_a_schema_1_record_reads_into_the_typed_one() -> None:
                                    spec={"params": {"model_lr": {"uniform": [0, 1]}}}), "old")
     assert bare.budget is None and bare.space is None and bare.search is None
     assert bare.searched == ["model_lr"]
+    # The searched names, where given, are the record's params (not the spec's every range); a
+    # search plan without its algorithm was TPE's; an old winner may lack its path and bicubic.
+    older = RunRecord.from_json(_v1(searched=["lr_scheduler_milestones"],
+                                    spec={"params": _v1()["spec"]["params"], "search": {"seed": 1}},
+                                    best_trial={"trial_id": "t", "best_psnr": 20, "best_epoch": 2}),
+                                "old")
+    assert [p.name for p in older.params] == ["lr_scheduler_milestones"]
+    assert older.search == SearchPlan("optuna", 1)
+    assert older.best_trial == BestTrial("t", 20.0, 2, None, {}, "")
     assert RunRecord.from_json({}, "empty") == RunRecord(
         name="", command=(), space_file=None, space=None, params=(), budget=None,
         scheduler=SchedulerPlan("asha"), search=None, evaluation=None, default_config=None,
@@ -156,6 +189,7 @@ def test_a_range_reads_from_the_space_files_form_or_is_unrecorded(defn: object,
                                                             "the budget"),
     (ParamRange("m", "grid", choices=((0.1, 0.5), (0.3,))), "grid of [0.1, 0.5], [0.3]"),
     (ParamRange("m", "unrecorded"), "range not recorded"),
+    (ParamRange("m", "choice", choices=("AdamW", None)), "choice of AdamW, None"),  # as written
 ])
 def test_each_range_in_words(p: ParamRange, words: str) -> None:
     assert p.describe() == words
@@ -171,6 +205,8 @@ def test_milestone_scalars_for_plots() -> None:
     assert varying.scalars("no") == dict.fromkeys(names)
     one = ParamRange("m", "milestones", 0.1, 0.5, count=(1, 1))
     assert one.scalar_names() == ["m/first"] and one.scalars((0.25,)) == {"m/first": 0.25}
+    two = ParamRange("m", "milestones", 0.1, 0.5, count=(2, 2))
+    assert two.scalar_names() == ["m/first", "m/last"]
     assert varying.scalar_range("lr_scheduler_milestones/count") == ParamRange(
         "lr_scheduler_milestones/count", "choice", choices=(1, 2, 3))
     assert varying.scalar_range("lr_scheduler_milestones/last") == ParamRange(
@@ -183,6 +219,7 @@ def test_milestone_scalars_for_plots() -> None:
 @pytest.mark.parametrize("value, marks", [
     ([0.1, 0.5], [0.1, 0.5]), ((0.2,), [0.2]), ([], []), (None, None), ("0.1", None),
     ({"a": 1}, None), ([0.1, "x"], None), ([0.1, float("nan")], None), (3, None),
+    ({0.5: 1}, None), (b"ab", None),  # iterable as numbers, but no list
 ])
 def test_milestone_list(value: object, marks: list[float] | None) -> None:
     assert record.milestone_list(value) == marks
@@ -226,6 +263,45 @@ def test_bad_folders_are_one_line_each(tmp_path: Path) -> None:
     (runs / "r2" / record.META_FILE).write_text("{not json")
     with pytest.raises(record.RunFolderError, match="unreadable run record"):
         record.read(runs / "r2")
-    (runs / "r3" / record.META_FILE).write_text(json.dumps({**FULL.to_json(), "budget": {"epochs": 2}}))
-    with pytest.raises(record.RunFolderError, match=r"unreadable run record \(KeyError"):
+    bad = runs / "r3" / record.META_FILE  # each message names the file
+    bad.write_text(json.dumps({**FULL.to_json(), "budget": {"epochs": 2}}))
+    with pytest.raises(record.RunFolderError,
+                       match=rf"^{re.escape(str(bad))}: unreadable run record \(KeyError"):
         record.read(runs / "r3")
+    bad.write_text(json.dumps({**FULL.to_json(), "schema": record.SCHEMA + 1}))
+    with pytest.raises(record.RunFolderError, match=rf"^{re.escape(str(bad))}: schema 3 is newer "
+                                                    r"than this espcn-tune reads \(2\)"):
+        record.read(runs / "r3")
+
+
+@pytest.mark.parametrize("runs, hint", [
+    (0, ""), (5, "; run folders inside it: .*r0, .*r4"),
+    (6, "; run folders inside it: .*r0, .*r4 and 1 more")])
+def test_a_folder_of_runs_names_at_most_five_of_them(tmp_path: Path, runs: int, hint: str) -> None:
+    for i in range(runs):
+        (tmp_path / f"r{i}").mkdir()
+        record.write(tmp_path / f"r{i}", FULL)
+    with pytest.raises(record.RunFolderError, match=r"no espcn_tune.record\)" + hint + "$"):
+        record.read(tmp_path)
+
+
+def test_a_folder_that_cannot_be_listed_gets_no_hint(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)  # as root, chmod cannot refuse a listing
+    with pytest.raises(record.RunFolderError, match=r"no espcn_tune.record\)$"):
+        record.read(tmp_path)
+
+
+def test_a_run_recorded_under_the_old_name_is_read_and_moved_on_write(tmp_path: Path) -> None:
+    record.write(tmp_path, FULL)
+    (tmp_path / record.META_FILE).rename(tmp_path / record.LEGACY_META_FILE)
+    assert record.exists(tmp_path) and record.read(tmp_path) == FULL
+    record.write(tmp_path, FULL.replace(finished=None))  # the new name, the old one gone
+    assert not (tmp_path / record.LEGACY_META_FILE).exists()
+    assert record.read(tmp_path).finished is None
+    # Both names (a copy put back by hand): the new one is the record.
+    (tmp_path / record.LEGACY_META_FILE).write_text(json.dumps(FULL.to_json()))
+    assert record.read(tmp_path).finished is None
