@@ -48,7 +48,8 @@ MODULES: dict[str, list[str]] = {
     "trainable/sampler.py": ["tests/test_sampler_device.py", "tests/test_loop.py"],
     "tune/fusion.py": ["tests/test_fusion.py"],
     "analysis/record.py": ["tests/test_record.py"],
-    "analysis/outcomes.py": ["tests/test_outcomes.py"],
+    # A retried trial's outcome (trial_state.json, issue 24) is tested beside its attempts.
+    "analysis/outcomes.py": ["tests/test_outcomes.py", "tests/test_trial_attempts.py"],
 }
 MARKER = "not slow"
 
