@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from analysis import record
-from analysis.record import SchedulerPlan
+from analysis.record import ParamRange, SchedulerPlan
 from analysis.tables import load_run
 from tests import run_fixture as fx
 
@@ -44,6 +44,8 @@ def test_trials_without_results(tmp_path: Path) -> None:
     assert _outcomes(run)["3f2a1006"] == "no results"
     unfinished = _rewrite(run, finished=None)
     assert _outcomes(unfinished)["3f2a1006"] == "running/interrupted"
+    # A trial that stopped short of its budget in a run still going may yet report again.
+    assert _outcomes(unfinished)["3f2a1002"] == "running/interrupted"
 
 
 def test_the_last_report_decides_and_an_unknown_budget_is_complete(tmp_path: Path) -> None:
@@ -64,6 +66,9 @@ def test_the_last_report_decides_and_an_unknown_budget_is_complete(tmp_path: Pat
     got = _outcomes(_rewrite(run, budget=None))
     assert got["3f2a1007"] == "completed" and got["3f2a1002"] == "stopped by ASHA at rung 1 " \
                                                                   "(epoch 1)"
+    # Every epoch of the budget reported, the last line not saying so: completed.
+    fx.write_trial(run, 8, fx.DEFAULTS, [24.0, 24.5, 25.0, 25.5], statuses=["running"] * 4)
+    assert _outcomes(run)["3f2a1008"] == "completed"
 
 
 @pytest.mark.parametrize("change, defaults", [
@@ -73,6 +78,11 @@ def test_the_last_report_decides_and_an_unknown_budget_is_complete(tmp_path: Pat
     ({"lr_scheduler_milestones": [0.1]}, None),
     ({"lr_scheduler_milestones": [0.1, 0.8, 0.9]}, None),
     ({"batch_size": 17}, None),
+    # A key the trials share says nothing, even where the defaults differ (the run's budget).
+    ({"epoch_samples": 1024}, "3f2a1000"),
+    # A default the trials have no counterpart for (None) matches no trial's number or list.
+    ({"lr_scheduler_gamma": None}, None),
+    ({"lr_scheduler_milestones": None}, None),
 ])
 def test_the_defaults_trial_is_the_first_whose_config_matches(tmp_path: Path, change: dict,
                                                               defaults: str | None) -> None:
@@ -85,6 +95,32 @@ def test_the_defaults_trial_is_the_first_whose_config_matches(tmp_path: Path, ch
     _rewrite(run, default_config=want)
     flagged = load_run(run).trials.set_index("trial")["is_defaults"]
     assert list(flagged.index[flagged]) == ([defaults] if defaults else [])
+
+
+def test_a_searched_choice_of_words_is_compared_as_words(tmp_path: Path) -> None:
+    run = fx.write_small_run(tmp_path)  # every trial ran the default optimizer, sgd
+    rec = record.read(run)
+    _rewrite(run, params=(*rec.params, ParamRange("optimizer", "choice",
+                                                         choices=("sgd", "adamw"))))
+    assert _flagged(run) == ["3f2a1000"]
+    assert rec.default_config is not None
+    _rewrite(run, default_config={**rec.default_config, "optimizer": "adamw"})
+    assert _flagged(run) == []
+
+
+def test_a_field_the_trials_differ_in_decides_though_not_searched(tmp_path: Path) -> None:
+    # Two trials that differ in a field the record does not list as searched (two values).
+    run = tmp_path / "two"
+    fx.write_meta(run)
+    fx.write_trial(run, 0, {**fx.DEFAULTS, "lr_scheduler_gamma": 0.3}, [24.0])
+    fx.write_trial(run, 1, fx.DEFAULTS, [24.0])
+    _rewrite(run, params=(ParamRange("model_lr", "loguniform", 1e-4, 1e-1),))
+    assert _flagged(run) == ["3f2a1001"]
+
+
+def _flagged(run: Path) -> list[str]:
+    flagged = load_run(run).trials.set_index("trial")["is_defaults"]
+    return list(flagged.index[flagged])
 
 
 def test_no_defaults_without_a_default_config_or_keys_to_compare(tmp_path: Path) -> None:
