@@ -1,10 +1,13 @@
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from trainable.config import TrainConfig
+from trainable.errors import DataError
 from trainable.loop import Trainer, train_step
 from trainable.model import EarlyFusionESPCN
 from trainable.sampler import PatchSampler
@@ -166,6 +169,86 @@ def test_prefetched_batches_equal_sequential_samples(tiny_train):
         assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
     # Exactly `count` were drawn: both generators are in the same state afterwards.
     assert torch.equal(a.sample(4)[0], b.sample(4)[0])
+
+
+def _in_a_thread(fn, *args):
+    """``fn(*args)``'s result, or its exception, from a thread; "hung" when it has not returned
+    after a minute (a prefetch that lost a batch, or blocks on a full queue, never does)."""
+    out = ["hung"]
+
+    def run():
+        try:
+            out[0] = fn(*args)
+        except Exception as e:  # handed to the test
+            out[0] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(60)
+    return out[0]
+
+
+def _host_sampler(data, seed=5):
+    return PatchSampler(data, frames=3, patch_size=8, seed=seed, device=torch.device("cpu"))
+
+
+def test_a_consumer_slower_than_the_prefetch_gets_every_batch(tiny_train):
+    # A training step takes longer than the producer waits on a full queue (0.1 s); it retries.
+    def slowly():
+        got = []
+        for batch in _host_sampler(tiny_train).batches(5, 4):
+            time.sleep(0.3)
+            got.append(batch[0])
+        return got
+
+    got = _in_a_thread(slowly)
+    assert got != "hung" and len(got) == 5
+    want = _host_sampler(tiny_train)
+    assert all(torch.equal(lr, want.sample(4)[0]) for lr in got)
+
+
+def test_a_consumer_that_stops_early_stops_the_prefetch(tiny_train):
+    def stop_after_one():
+        batches = _host_sampler(tiny_train).batches(10, 4)
+        next(batches)
+        time.sleep(0.3)  # the producer fills the queue and waits
+        batches.close()  # the worker is joined: it must see the stop while the queue is full
+        return "stopped"
+
+    assert _in_a_thread(stop_after_one) == "stopped"
+
+
+def test_an_error_while_prefetching_reaches_the_consumer(tiny_train):
+    sampler = _host_sampler(tiny_train)
+    real, calls = sampler.sample, []
+
+    def fails_second(batch_size):
+        calls.append(batch_size)
+        if len(calls) == 2:
+            raise DataError("clip 'a' vanished")
+        return real(batch_size)
+
+    sampler.sample = fails_second
+    got = _in_a_thread(lambda: list(sampler.batches(4, 4)))
+    assert isinstance(got, DataError) and "vanished" in str(got)
+
+
+def test_the_host_path_draws_ahead_on_a_thread_the_device_path_in_the_callers(tiny_train):
+    # From two batches on, the host path overlaps the step; the device path needs no thread.
+    me = threading.current_thread().name
+    for gather, count, where in (("auto", 2, {"patch-prefetch"}), ("auto", 1, {me}),
+                                 ("torch", 3, {me})):
+        sampler = PatchSampler(tiny_train, frames=3, patch_size=8, seed=5,
+                               device=torch.device("cpu"), gather=gather)
+        real, threads = sampler.sample, set()
+
+        def noted(batch_size, real=real, threads=threads):
+            threads.add(threading.current_thread().name)
+            return real(batch_size)
+
+        sampler.sample = noted
+        assert len(list(sampler.batches(count, 4))) == count
+        assert threads == where, (gather, count)
 
 
 def test_a_loss_mask_leaves_what_it_masks_out_of_the_loss():

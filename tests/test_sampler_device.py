@@ -115,6 +115,21 @@ def test_a_checkpoint_of_the_numpy_generator_reseeds_deterministically(gather):
     lr_a, lr_b = a.sample(16)[0], b.sample(16)[0]
     assert torch.equal(lr_a, lr_b)  # same checkpoint, same continuation
     assert not torch.equal(lr_a, fresh.sample(16)[0])  # and not a restart from the seed
+    other = make(7)  # another checkpoint, another continuation
+    other.load_state_dict({**old, "rng": np.random.Generator(np.random.PCG64(6)).bit_generator.state})
+    assert not torch.equal(lr_a, other.sample(16)[0])
+
+
+def test_reseeding_an_old_checkpoint_says_so(caplog):
+    # As the trainer kept the numpy generator before checkpoints had a kind.
+    old = {"rng": np.random.Generator(np.random.PCG64(5)).bit_generator.state}
+    sampler = _torch_sampler(_two_shape_split())
+    with caplog.at_level("WARNING", logger="trainable.sampler"):
+        sampler.load_state_dict(old)
+    seed = sampler.device_position()[0]
+    assert caplog.messages == [
+        f"resuming a numpy-sampler checkpoint on the torch-chunks sampler: reseeded ({seed}); the "
+        "patches differ from an uninterrupted run's"]
 
 
 @pytest.mark.parametrize("border", [0, 2])
