@@ -11,19 +11,22 @@ from trainable.store import ClipGroup, SplitData
 CPU = torch.device("cpu")
 
 
-def _coded_group(n, t, size, scale, base):
-    """LR pixel (y, x) of frame k of clip i holds a code naming the group, clip, frame and place."""
-    lr = np.empty((n, t, size, size), dtype=np.uint8)
+def _coded_group(n, t, size, scale, base, width=None):
+    """LR pixel (y, x) of frame k of clip i holds a code naming the group, clip, frame and place;
+    ``size`` rows of ``width`` (or ``size``) pixels."""
+    width = width or size
+    lr = np.empty((n, t, size, width), dtype=np.uint8)
     for i in range(n):
         for k in range(t):
             lr[i, k] = (base + 17 * i + 5 * k + np.arange(size)[:, None] * 3
-                        + np.arange(size)[None, :] * 7) % 256
+                        + np.arange(width)[None, :] * 7) % 256
     return ClipGroup(hr=lr.repeat(scale, 2).repeat(scale, 3), lr=lr, centres=tuple(range(t)),
                      names=tuple(f"g{base}c{i}" for i in range(n)))
 
 
 def _two_shape_split(scale=2):
-    groups = (_coded_group(2, 5, 12, scale, 0), _coded_group(3, 4, 20, scale, 100))
+    # The second group's clips are not square: each path must tell a frame's height from its width.
+    groups = (_coded_group(2, 5, 12, scale, 0), _coded_group(3, 4, 20, scale, 100, width=16))
     return SplitData(split="train", scale=scale, groups=groups, source="codes")
 
 
@@ -63,7 +66,7 @@ def test_device_gather_draws_real_windows_from_every_group_with_aligned_targets(
     assert all(c.tobytes() in valid for c in codes)
     # The HR target is the centre frame's window, pixel-aligned at the HR scale.
     assert torch.equal(hr[:, 0, ::2, ::2], lr[:, 1])
-    # Both groups (12x12 and 20x20 clips) appear in one batch.
+    # Both groups (12x12 and 16x20 clips) appear in one batch.
     from_small = _reference_patches(SplitData("train", 2, data.groups[:1], "g0"), 3, 6)
     small = [c for c in codes if c.tobytes() in from_small]
     assert 0 < len(small) < len(codes)
@@ -118,6 +121,19 @@ def test_a_checkpoint_of_the_numpy_generator_reseeds_deterministically(gather):
     other = make(7)  # another checkpoint, another continuation
     other.load_state_dict({**old, "rng": np.random.Generator(np.random.PCG64(6)).bit_generator.state})
     assert not torch.equal(lr_a, other.sample(16)[0])
+
+
+def test_a_draw_into_given_tensors_fills_them():
+    # The CUDA graph draws into static tensors that its captured gather reads (trainable.graphed).
+    gather = _torch_sampler(_two_shape_split()).device_gather()
+    out = (torch.empty(8, dtype=torch.int64), torch.empty((3, 8), dtype=torch.int64),
+           torch.empty((2, 8), dtype=torch.float64))
+    gather.generator.manual_seed(1)
+    got = gather.draw(8, out)
+    gather.generator.manual_seed(1)
+    fresh = gather.draw(8)
+    for g, o, f in zip(got, out, fresh, strict=True):
+        assert g.data_ptr() == o.data_ptr() and torch.equal(o, f)
 
 
 def test_reseeding_an_old_checkpoint_says_so(caplog):
