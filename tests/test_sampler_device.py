@@ -123,6 +123,21 @@ def test_a_checkpoint_of_the_numpy_generator_reseeds_deterministically(gather):
     assert not torch.equal(lr_a, other.sample(16)[0])
 
 
+def test_three_clip_shapes_draw_real_windows_alike_on_both_paths():
+    # Past two groups, a sample's place in its group and each group's place in the device buffer
+    # are counted from every group before it.
+    data = SplitData("train", 2, (_coded_group(2, 5, 12, 2, 0), _coded_group(3, 4, 20, 2, 100, 16),
+                                  _coded_group(2, 3, 10, 2, 200, 14)), "codes")
+    host = PatchSampler(data, frames=3, patch_size=6, seed=2, device=CPU)
+    device = _torch_sampler(data, seed=2)
+    assert device.device_gather().sample(4)[0].dtype == torch.uint8  # a quarter of float32
+    valid = _reference_patches(data, 3, 6)
+    for _ in range(3):
+        (h_lr, h_hr), (d_lr, d_hr) = host.sample(16), device.sample(16)
+        assert torch.equal(h_lr, d_lr) and torch.equal(h_hr, d_hr)
+        assert all(c.tobytes() in valid for c in (h_lr * 255).round().to(torch.uint8).numpy())
+
+
 def test_a_draw_into_given_tensors_fills_them():
     # The CUDA graph draws into static tensors that its captured gather reads (trainable.graphed).
     gather = _torch_sampler(_two_shape_split()).device_gather()
