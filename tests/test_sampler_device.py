@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainable.errors import DataError
 from trainable.sampler import PatchSampler
 from trainable.store import ClipGroup, SplitData
 
@@ -136,6 +137,19 @@ def test_three_clip_shapes_draw_real_windows_alike_on_both_paths():
         (h_lr, h_hr), (d_lr, d_hr) = host.sample(16), device.sample(16)
         assert torch.equal(h_lr, d_lr) and torch.equal(h_hr, d_hr)
         assert all(c.tobytes() in valid for c in (h_lr * 255).round().to(torch.uint8).numpy())
+
+
+def test_batches_drawn_elsewhere_move_the_position():
+    # trainable.graphed draws through its own copy of the device path and counts them here.
+    data = _two_shape_split()
+    a, b = _torch_sampler(data, seed=3), _torch_sampler(data, seed=3)
+    a.sample(4), a.sample(4), a.sample(4)
+    b.sample(4)
+    b.advance(2)
+    assert b.device_position() == a.device_position() == (3, 3)
+    assert torch.equal(a.sample(4)[0], b.sample(4)[0])
+    with pytest.raises(DataError, match="sampled on the CPU"):
+        PatchSampler(data, frames=3, patch_size=6, seed=3, device=CPU).device_gather()
 
 
 def test_a_draw_into_given_tensors_fills_them():
