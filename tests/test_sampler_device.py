@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainable.errors import DataError
-from trainable.sampler import PatchSampler
+from trainable.sampler import PatchSampler, draw_numbers
 from trainable.store import ClipGroup, SplitData
 
 CPU = torch.device("cpu")
@@ -150,6 +150,15 @@ def test_batches_drawn_elsewhere_move_the_position():
     assert torch.equal(a.sample(4)[0], b.sample(4)[0])
     with pytest.raises(DataError, match="sampled on the CPU"):
         PatchSampler(data, frames=3, patch_size=6, seed=3, device=CPU).device_gather()
+
+
+def test_a_draw_covers_every_target_and_all_eight_orientations():
+    target, flips, crop_u = draw_numbers(torch.Generator().manual_seed(0), 7, 4096)
+    assert sorted(target.unique().tolist()) == list(range(7))
+    assert flips.shape == (3, 4096) and sorted(flips.unique().tolist()) == [0, 1]
+    assert len((flips[0] * 4 + flips[1] * 2 + flips[2]).unique()) == 8
+    # float64: a float32 draw times a frame size can round up to the size itself.
+    assert crop_u.dtype == torch.float64 and 0 <= crop_u.min() and crop_u.max() < 1
 
 
 def test_a_draw_into_given_tensors_fills_them():
