@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainable import sampler as sampler_module
 from trainable.errors import DataError
 from trainable.sampler import PatchSampler, draw_numbers
 from trainable.store import ClipGroup, SplitData
@@ -159,6 +160,29 @@ def test_a_draw_covers_every_target_and_all_eight_orientations():
     assert len((flips[0] * 4 + flips[1] * 2 + flips[2]).unique()) == 8
     # float64: a float32 draw times a frame size can round up to the size itself.
     assert crop_u.dtype == torch.float64 and 0 <= crop_u.min() and crop_u.max() < 1
+
+
+@pytest.mark.parametrize("rows, cols", [(6, 12), (12, 6)])
+def test_a_clip_narrower_than_the_patch_either_way_is_refused_by_name(rows, cols):
+    data = SplitData("train", 2, (_coded_group(2, 3, rows, 2, 0, width=cols),), "codes")
+    with pytest.raises(DataError, match=rf"^codes: clip 'g0c0' is {cols}x{rows} LR pixels, "
+                                        r"smaller than patch_size 7$"):
+        PatchSampler(data, frames=3, patch_size=7, seed=0, device=CPU)
+    PatchSampler(data, frames=3, patch_size=6, seed=0, device=CPU)  # exactly the patch: fine
+
+
+def test_a_split_without_target_frames_is_refused():
+    g = _coded_group(1, 3, 8, 2, 0)
+    data = SplitData("train", 2, (ClipGroup(hr=g.hr, lr=g.lr, centres=(), names=g.names),), "codes")
+    with pytest.raises(DataError, match="^codes: the train split has no training frames$"):
+        PatchSampler(data, frames=3, patch_size=6, seed=0, device=CPU)
+
+
+def test_the_chunk_seeds_stay_what_they_were():
+    # A checkpoint holds (seed, batches drawn): a run resumed by a later espcn-tune draws the
+    # patches the interrupted one would have only while each chunk's seed stays the same.
+    assert sampler_module._chunk_seed(3, 0) == 8908447917015295944
+    assert sampler_module._chunk_seed(3, 1) == 7758986611523537374
 
 
 def test_a_draw_into_given_tensors_fills_them():
