@@ -245,14 +245,19 @@ def test_a_packed_trial_uploads_only_what_fits_its_share_of_the_card(monkeypatch
 
     data = _two_shape_split()
     nbytes = sum(g.hr.nbytes + g.lr.nbytes for g in data.groups)
-    card = torch.device("cuda", 0)
+    card = torch.device("cuda", 1)  # the trial's card, asked by name (card 0 is full)
     # A card with 20x the split free: uploaded when the trial has the whole card...
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _d: (20 * nbytes, 20 * nbytes))
-    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0, raising=False)
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda d: (20 * nbytes, 20 * nbytes) if d == card else (0, 20 * nbytes))
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction",
+                        lambda d: 1.0 if d == card else 0.0, raising=False)
     assert sampler._storage_device(data, card) == card
     # ...kept on the CPU when it is capped at 1/8 of it (the split would be 40% of its share).
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 0.125, raising=False)
     assert sampler._storage_device(data, card) == CPU
+    # A torch without the getter (< 2.6): the whole card.
+    monkeypatch.delattr(torch.cuda, "get_per_process_memory_fraction")
+    assert sampler._storage_device(data, card) == card
 
 
 def test_a_batch_depends_only_on_the_seed_and_the_batches_before_it(monkeypatch):
