@@ -280,11 +280,13 @@ def test_a_batch_depends_only_on_the_seed_and_the_batches_before_it(monkeypatch)
     assert not torch.equal(straight[0], next(_torch_sampler(data, seed=4).batches(1, 4))[0])
 
 
-def test_a_checkpoint_from_before_the_chunks_reseeds_deterministically():
+def test_a_checkpoint_from_before_the_chunks_reseeds_deterministically(caplog):
     data = _two_shape_split()
     old = {"kind": "torch", "rng": torch.Generator().manual_seed(5).get_state()}
     a, b = _torch_sampler(data, seed=1), _torch_sampler(data, seed=2)
-    a.load_state_dict(old)
+    with caplog.at_level("WARNING", logger="trainable.sampler"):
+        a.load_state_dict(old)
+    assert caplog.messages[0].startswith("resuming a torch-sampler checkpoint on the torch-chunks")
     b.load_state_dict(old)
     assert a.state_dict() == b.state_dict() and a.state_dict()["drawn"] == 0
     assert torch.equal(a.sample(8)[0], b.sample(8)[0])
