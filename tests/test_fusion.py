@@ -381,3 +381,19 @@ def test_a_fused_group_out_of_memory_ends_its_trials_as_a_solo_trial_does(
                                  "the test)")
         assert t.epochs_trained <= 1  # its validation, if any, before the group failed
         assert not (tmp_path / "oom" / t.dir / "error.txt").exists()  # never retried
+
+
+def test_an_unknown_trial_or_a_bad_config_is_named(engine) -> None:
+    with pytest.raises(RuntimeError, match="^trial nobody is in no fused group of this engine$"):
+        engine.next_result("nobody", 0)
+    with pytest.raises(ConfigError, match="trial t9's config"):
+        engine.join("t9", {**_cfg(0.01), "batch_size": "many"}, None)
+
+
+def test_a_member_checkpoint_is_read_as_tensors_only() -> None:
+    import datetime
+    import pickle
+
+    assert fusion._load(fusion._dump({"w": torch.ones(2)}))["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(pickle.UnpicklingError):  # no pickle beyond weights_only
+        fusion._load(fusion._dump({"when": datetime.date(2026, 12, 7)}))
