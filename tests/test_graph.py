@@ -470,9 +470,113 @@ def test_a_fused_groups_batches_must_keep_their_fields(eager_graph_code, tiny_tr
     batches = group._streams.next_batches(active, 1, 8)
     group._graph.update(batches, active)
     assert all(b.mask is not None for b in batches)  # the loss border's
-    with pytest.raises(ValueError, match="a fused group's batches changed their fields"):
+    with pytest.raises(ValueError, match="^a fused group's batches changed their fields$"):
         group._graph.update([Batch(b.x, b.target, b.bicubic, None, b.weight) for b in batches],
                             active)
+
+
+def test_a_fused_groups_window_must_keep_its_micro_batches(eager_graph_code, tiny_train,
+                                                           tiny_val):
+    # A graph reads a fixed set of static batches: a window of fewer micro-batches than the
+    # first is refused, not trained on a leftover of the previous window.
+    group = _fused(_cfg(cuda_graph=True, gradient_accumulation_steps=2), tiny_train, tiny_val)
+    active = list(group.members)
+    batches = group._streams.next_batches(active, 2, 16)
+    assert len(batches) == 2
+    group._graph.update(batches, active)
+    with pytest.raises(ValueError):
+        group._graph.update(batches[:1], active)
+
+
+def test_the_graph_is_captured_only_for_a_cuda_group():
+    from types import SimpleNamespace
+
+    from trainable.fused_graph import FusedStepGraph
+
+    # torch.device("cuda") needs no card: only the capture itself does.
+    for device, capture, capturing in [("cpu", True, False), ("cpu", False, False),
+                                       ("cuda", True, True), ("cuda", False, False)]:
+        group = SimpleNamespace(device=torch.device(device))
+        assert FusedStepGraph(group, capture=capture).capturing is capturing, (device, capture)
+
+
+class _GraphOnTheCpu:
+    """What a captured CUDA graph does on a replay, on the CPU: the update it was captured for.
+    It keeps what it was captured with, so a replay for another combination of clipping and
+    weight decay, or after ``cover_steps`` replaced the step table (a real graph would run the
+    wrong kernels or read a freed table), is recorded as stale."""
+
+    def __init__(self, group, static, key):
+        self.group, self.static, self.key = group, static, key
+        self.table = getattr(group._opt, "_table", None)
+        self.stale = 0
+
+    def replay(self):
+        opt = self.group._opt
+        if (opt.clipping, opt.decay) != self.key or getattr(opt, "_table", None) is not self.table:
+            self.stale += 1
+        self.group._apply_update(self.static)
+
+
+def _graph_on_the_cpu(group):
+    """The group's FusedStepGraph capturing as on a card, with `_GraphOnTheCpu` as the graph
+    (the capture itself, CUDA streams and torch.cuda.graph, is covered only by the GPU tests)."""
+    from trainable.fused_graph import FusedStepGraph, _Captured
+
+    class OnTheCpu(FusedStepGraph):
+        def _capture(self, static, active, key):
+            assert static is self._static and active
+            graph = _GraphOnTheCpu(self.group, static, key)
+            self.captured.append((key, graph))
+            self._graphs[key] = _Captured(graph, graph.table)
+            return self._graphs[key]
+
+    g = OnTheCpu(group, capture=False)
+    g.capturing, g.captured = True, []
+    group._graph = g
+    return g
+
+
+@pytest.mark.parametrize("over", [dict(), FP16], ids=["adam", "fp16"])
+def test_one_graph_per_clipping_and_decay_and_a_new_one_for_a_new_step_table(
+        eager_graph_code, tiny_train, tiny_val, over):
+    from trainable.fused import FusedTrainer
+
+    # Member 2 (weight decay) trains 1 epoch, member 1 (clipping) 3, member 0 4: the update's
+    # combination is (clip, decay) in the group's epoch 1, (clip, no decay) in 2 and 3, neither
+    # after. Member 3 joins in epoch 3 with a longer budget: with fp16 Adam, cover_steps then
+    # replaces the step table the graphs read, so the (clip, no decay) graph is captured again.
+    members = {0: dict(seed=0, model_lr=1e-3, epochs=4),
+               1: dict(seed=1, model_lr=3e-3, grad_clip=0.05, epochs=3),
+               2: dict(seed=2, model_lr=5e-4, weight_decay=1e-4, epochs=1)}
+    late = dict(seed=3, model_lr=2e-3, epochs=6)
+    cfg = _cfg(cuda_graph=True, **over)
+
+    def group_of(graph):
+        group = FusedTrainer(cfg, tiny_train, tiny_val, 4)
+        for slot, m in members.items():
+            group.add(slot, cfg.replace(**m))
+        on_cpu = _graph_on_the_cpu(group) if graph else None
+        group.run_interval()
+        group.run_interval()
+        table = getattr(group._opt, "_table", None)
+        group.add(3, cfg.replace(**late))
+        replaced = getattr(group._opt, "_table", None) is not table
+        _run_group(group)
+        return group, on_cpu, replaced
+
+    plain, _, _ = group_of(graph=False)
+    group, g, replaced = group_of(graph=True)
+    assert replaced == (over == FP16)
+    keys = [key for key, _ in g.captured]
+    expect = [(True, True), (True, False)] + [(True, False)] * replaced + [(False, False)]
+    assert keys == expect
+    updates = cfg.epoch_samples // cfg.samples_per_update * (2 + 6)  # member 3: epochs 3-8
+    assert g.replays == updates and g.eager_updates == 0
+    assert [graph.stale for _, graph in g.captured] == [0] * len(keys)
+    for slot in plain.members:
+        a, b = plain.member_state(slot), group.member_state(slot)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), slot
 
 
 def test_capture_lint_of_a_fused_update(eager_graph_code, tiny_train, tiny_val):
