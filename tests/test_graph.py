@@ -212,6 +212,48 @@ def test_exact_resume_and_the_checkpoint_loads_without_cuda_graph(eager_graph_co
     plain.run_interval()
 
 
+def test_each_chunk_is_drawn_once(eager_graph_code, monkeypatch, tiny_train, tiny_val):
+    # The ring loads the chunks an update needs and keeps them: a chunk drawn twice costs a
+    # card its draw again (three kernels and a gather per chunk), with the same patches.
+    monkeypatch.setattr(sampler, "_CHUNK_HR_PIXELS", 5 * 8 * (8 * tiny_train.scale) ** 2)
+    cfg = _cfg(cuda_graph=True, gradient_accumulation_steps=3)
+    tr = Trainer(cfg, tiny_train, tiny_val)
+    tr.train_until(0)
+    ring = tr._graphed.ring
+    loaded = []
+    load = ring._load
+
+    def counted(chunk, slot):
+        loaded.append(chunk)
+        load(chunk, slot)
+    ring._load = counted
+    tr.train_until(20 * cfg.samples_per_update)  # 60 batches in chunks of 5
+    assert ring.per == 5 and loaded == list(range(12))
+
+
+def _step_graph(tr, lr=None, capture=None):
+    opt = tr.optimizer if lr is None else torch.optim.SGD(tr.model.parameters(), lr=lr)
+    return graphed.StepGraph(tr.cfg, tr.sampler, tr.model, opt, tr.scaler, tr._graphed._step,
+                             capture=capture)
+
+
+def test_a_step_graph_captures_only_on_a_cuda_device(eager_graph_code, tiny_train, tiny_val):
+    tr = Trainer(_cfg(cuda_graph=True), tiny_train, tiny_val)
+    tr.train_until(0)
+    for capture in (True, False, None):
+        assert _step_graph(tr, capture=capture).capturing is False, capture
+
+
+@pytest.mark.parametrize("lr", [1e-3, torch.tensor([1e-3]), torch.tensor(1e-3, dtype=torch.float64)],
+                         ids=["float", "1-dim", "float64"])
+def test_a_step_graph_needs_a_0_dim_float32_lr_tensor(eager_graph_code, tiny_train, tiny_val, lr):
+    tr = Trainer(_cfg(cuda_graph=True), tiny_train, tiny_val)
+    tr.train_until(0)
+    with pytest.raises(ValueError, match=r"^StepGraph needs the optimizer's lr as a 0-dim float32 "
+                                         r"tensor on cpu, got "):
+        _step_graph(tr, lr=lr)
+
+
 def test_load_optimizer_keeps_the_live_lr_tensor_and_steps_on_the_device():
     model = torch.nn.Linear(3, 2)
     saved = torch.optim.Adam(model.parameters(), lr=0.125)  # not fused: CPU step tensors
@@ -236,15 +278,22 @@ def test_divergence_is_caught_at_the_same_update_as_the_plain_loop(eager_graph_c
     assert graph.sampler.state_dict() == plain.sampler.state_dict()
 
 
-def test_the_warm_up_is_undone_in_place(eager_graph_code, tiny_train, tiny_val):
+@pytest.mark.parametrize("before", [0, 5], ids=["fresh", "under-way"])
+def test_the_warm_up_is_undone_in_place(eager_graph_code, tiny_train, tiny_val, before):
     # What _warm_up_and_capture does around its side stream, without the stream (CUDA only).
+    # "under-way": a StepGraph is built anew after every load, so the warm-up can start from a
+    # resumed optimizer's moments and a GradScaler's grown tracker, which it must put back, not
+    # reset to a fresh optimizer's and scaler's.
     for over in ({}, FP16, dict(optimizer="sgd", momentum=0.9)):
         cfg = _cfg(cuda_graph=True, **over)
         tr, fresh = Trainer(cfg, tiny_train, tiny_val), Trainer(cfg, tiny_train, tiny_val)
         for t in (tr, fresh):
-            t.train_until(0)
+            t.train_until(before * cfg.samples_per_update)
         g = tr._graphed
-        g._write_lrs(0, 8)
+        if before:
+            assert tr.optimizer.state and (not tr.scaler.is_enabled()
+                                           or tr.scaler.state_dict()["_growth_tracker"] > 0)
+        g._write_lrs(before * cfg.samples_per_update, 8)
         ptrs = [p.data_ptr() for p in tr.model.parameters()]
         saved = graphed._Snapshot(g)
         for _ in range(graphed.WARMUP_UPDATES):
@@ -253,11 +302,10 @@ def test_the_warm_up_is_undone_in_place(eager_graph_code, tiny_train, tiny_val):
             g._body()
             g.drawn += 1
         saved.restore()
-        g.drawn = 0
         assert [p.data_ptr() for p in tr.model.parameters()] == ptrs
         # After the undo, the next updates are those of a trainer that never warmed up.
         for t in (tr, fresh):
-            t.train_until(6 * cfg.samples_per_update)
+            t.train_until((before + 6) * cfg.samples_per_update)
         assert all(torch.equal(a, b) for a, b in zip(tr.model.parameters(),
                                                      fresh.model.parameters(), strict=True))
         assert tr.scaler.state_dict() == fresh.scaler.state_dict()

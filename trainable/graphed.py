@@ -155,7 +155,7 @@ class StepGraph:
         self.capturing = capture and dev.type == "cuda"
         self.k, self.batch = cfg.gradient_accumulation_steps, cfg.batch_size
         self.ring = _Ring(sampler, self.batch, self.k, self.capturing)
-        # Device state the graph reads and advances (host mirrors: self.drawn, self._at).
+        # Device state the graph reads and advances (host mirror of the cursor: self.drawn).
         self.cursor = torch.zeros((), dtype=torch.int64, device=dev)  # ring position, in batches
         self.update = torch.zeros((), dtype=torch.int64, device=dev)  # index into the LR table
         self.table = torch.zeros(max(WARMUP_UPDATES, min(_TABLE_UPDATES, _total_updates(cfg))),
@@ -166,7 +166,6 @@ class StepGraph:
         self._ar_b = torch.arange(self.batch, device=dev)
         self._positions = self.ring.slots * self.ring.per
         self.drawn = 0  # batches of the stream drawn (host); set from the sampler in train()
-        self._at = 0  # the LR table's next row (host)
         self._graph: Any = None
         self.eager_updates = 0  # updates run without a graph (all of them when not capturing)
         # The residual's cached mirror index is read by the graph at its address: keep it alive
