@@ -10,6 +10,7 @@ they were written on a CPU machine and have not run yet.
 from __future__ import annotations
 
 import collections
+import time
 
 import pytest
 import torch
@@ -88,6 +89,17 @@ def test_cuda_graph_on_a_machine_without_cuda_is_one_line_and_exit_2(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`cuda_graph` is True" in err and "cuda_graph: false" in err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_check_device_passes_a_cuda_device_and_names_auto_only_for_auto(monkeypatch):
+    monkeypatch.setattr(graphed, "_CAPTURE", True)
+    cfg = _cfg(cuda_graph=True, device="cuda")
+    graphed.check_device(cfg, torch.device("cuda"))  # a torch.device needs no card
+    graphed.check_device(cfg, torch.device("cuda", 1))
+    with pytest.raises(ConfigError, match=r"^The value of `cuda_graph` is True, but this run's "
+                                          r"device is 'cpu': a CUDA graph needs a CUDA device; "
+                                          r"set cuda_graph: false\.$"):
+        graphed.check_device(cfg, torch.device("cpu"))
 
 
 def test_a_space_with_cuda_graph_needs_gpus(tmp_path):
@@ -229,6 +241,20 @@ def test_each_chunk_is_drawn_once(eager_graph_code, monkeypatch, tiny_train, tin
     ring._load = counted
     tr.train_until(20 * cfg.samples_per_update)  # 60 batches in chunks of 5
     assert ring.per == 5 and loaded == list(range(12))
+
+
+def test_a_healthy_interval_runs_past_the_divergence_checks(eager_graph_code, tiny_train,
+                                                            tiny_val):
+    # 40 updates, a divergence check at the 32nd that must find the loss finite; the seconds
+    # spent drawing are a part of the interval's time.
+    cfg = _cfg(cuda_graph=True, epochs=10)
+    tr = Trainer(cfg, tiny_train, tiny_val)
+    tr.train_until(0)
+    t0 = time.perf_counter()
+    done, diverged, seconds = tr._graphed.train(40, 0, 32)
+    wall = time.perf_counter() - t0
+    assert (done, diverged) == (40, False)
+    assert 0.0 < seconds <= wall
 
 
 def _step_graph(tr, lr=None, capture=None):
