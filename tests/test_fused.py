@@ -340,10 +340,13 @@ def test_a_member_checkpoint_is_a_trainer_checkpoint(tiny_train, tiny_val, tmp_p
     _assert_curves_match(_run(group)[1], rest)
 
 
-def test_a_member_resumed_in_another_group_continues_bitwise(tiny_train, tiny_val):
+@pytest.mark.parametrize("over", [{}, dict(optimizer="sgd", momentum=0.9, weight_decay=1e-4)],
+                         ids=["adam", "sgd-momentum"])
+def test_a_member_resumed_in_another_group_continues_bitwise(tiny_train, tiny_val, over):
     """The promise: a member checkpoint resumed in a group of the same capacity, in the same
-    slot, continues exactly as the uninterrupted member does (other members may differ)."""
-    cfgs = [_cfg(**m) for m in MEMBERS]
+    slot, continues exactly as the uninterrupted member does (other members may differ). With
+    SGD its momentum buffers go through the checkpoint under torch.optim's key."""
+    cfgs = [_cfg(**m, **over) for m in MEMBERS]
     straight = _group(tiny_train, tiny_val, cfgs)
     straight_results = _run(straight)
     first = _group(tiny_train, tiny_val, cfgs)
@@ -352,6 +355,10 @@ def test_a_member_resumed_in_another_group_continues_bitwise(tiny_train, tiny_va
     other = FusedTrainer(cfgs[0], tiny_train, tiny_val, 3)
     other.add(0, cfgs[1].replace(seed=7))
     other.add(2, cfgs[2], state)
+    assert other.member_state(0)["optimizer"]["state"] == {}  # the fresh member's steps stay 0
+    assert all(entry.keys() == ({"step", "exp_avg", "exp_avg_sq"} if not over
+                                else {"momentum_buffer"})
+               for entry in state["optimizer"]["state"].values()) and state["optimizer"]["state"]
     rest = _run(other)[2]
     assert _equal_weights(_weights(other, 2), _weights(straight, 2))
     assert [r.psnr for r in rest] == [r.psnr for r in straight_results[2][1:]]
