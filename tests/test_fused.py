@@ -190,7 +190,8 @@ def test_the_first_updates_gradients_are_the_solo_trainers(tiny_train, tiny_val,
     {},  # Adam, fp32
     dict(optimizer="sgd", momentum=0.9, weight_decay=1e-4),
     dict(grad_clip=0.05, weight_decay=1e-3),
-    dict(gradient_accumulation_steps=2, loss_border=1),
+    # The border's mask, with batches of 4 patches of 8 pixels: its two sizes told apart.
+    dict(gradient_accumulation_steps=2, loss_border=1, batch_size=4),
     dict(use_amp=True),  # bf16, the CPU's mixed precision
     dict(FP16, optimizer="sgd", momentum=0.9),  # a loss scale per member
     FP16,  # with Adam: to float rounding (docs/training.md, "Reproducing a trial")
@@ -308,6 +309,7 @@ def test_a_member_checkpoint_is_a_trainer_checkpoint(tiny_train, tiny_val, tmp_p
     state, want = group.member_state(1), solo.state_dict()
     assert state.keys() == want.keys()
     assert state["config"] == want["config"] and state["samples_seen"] == 128
+    assert group.samples_seen(1) == 128 and group.status(1) == state["status"] == "running"
     for key in ("scaler", "sampler", "samples_seen", "epoch", "best_epoch", "status"):
         assert state[key] == want[key], key
     # The global RNG is the process's (the group and the solo Trainer share it here): its form.
