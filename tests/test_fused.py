@@ -426,3 +426,14 @@ def test_the_grouped_update_costs_the_same_operator_calls_for_any_number_of_memb
 
     for over in ({}, FP16, dict(optimizer="sgd", grad_clip=1.0)):
         assert calls(1, **over) == calls(4, **over)
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused_naming_both(tiny_train, tiny_val):
+    adam = Trainer(_cfg(**MEMBERS[0]), tiny_train, tiny_val)
+    adam.run_interval()
+    sgd = _cfg(**MEMBERS[0], optimizer="sgd", momentum=0.9)
+    group = FusedTrainer(sgd, tiny_train, tiny_val, 2)
+    with pytest.raises(ConfigError, match=r"^The checkpoint's optimizer state has \['exp_avg', "
+                                          r"'exp_avg_sq', 'step'\], but a sgd member needs "
+                                          r"\['momentum_buffer'\]\.$"):
+        group.add(0, sgd, adam.state_dict())
