@@ -397,3 +397,251 @@ def test_a_member_checkpoint_is_read_as_tensors_only() -> None:
     assert fusion._load(fusion._dump({"w": torch.ones(2)}))["w"].tolist() == [1.0, 1.0]
     with pytest.raises(pickle.UnpicklingError):  # no pickle beyond weights_only
         fusion._load(fusion._dump({"when": datetime.date(2026, 12, 7)}))
+
+
+# --- the trial's side and the driver's, against real engine actors on the session's Ray ---------
+# Fast (seconds): each trains a real fused group of two-epoch trials on the six small clips. The
+# slow searches above run the same functions inside Ray Tune; these call them from the test
+# itself, so that a wrong engine count, resource share, join order, resume epoch or report is
+# seen in the fast suite (and mutation testing, which learns which test reaches which function
+# in the test's own process, can score them).
+def _member_spec(tmp_path: Path, clip_root: Path, **replace: Any):
+    import dataclasses
+
+    from tune.space import load_space, with_overrides
+
+    path = tmp_path / "member.yaml"
+    path.write_text("params:\n  model_lr: {loguniform: [1.0e-3, 5.0e-2]}\n"
+                    "config: {batch_size: 8, use_amp: false, patch_size: 8}\n"
+                    "budget: {epochs: 2, epoch_samples: 64, validation_interval: 1}\n"
+                    "trials: 4\nresources: {cpus: 1, fuse: 2}\n")
+    return dataclasses.replace(with_overrides(load_space(path), data=str(clip_root)), **replace)
+
+
+def _facts(name: str) -> dict[str, Any]:
+    """What an engine actor was started with and holds, read in the actor (`__ray_call__`)."""
+    import ray
+
+    def facts(engine) -> dict[str, Any]:  # nested: Ray ships it by value to the actor
+        import ray
+
+        return {"capacity": engine.capacity, "num_threads": engine.num_threads,
+                "resources": ray.get_runtime_context().get_assigned_resources(),
+                "threads": sorted({g.trainer.shape.num_threads for g in engine.groups.values()})}
+
+    return ray.get(fusion._engine(name).__ray_call__.remote(facts))
+
+
+def _members(name: str) -> set[str]:
+    import ray
+
+    return {t for g in ray.get(fusion._engine(name).stats.remote()) for t in g["members"]}
+
+
+def _until(check, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _engines_gone(names: list[str]) -> bool:
+    import ray
+
+    live = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == fusion.NAMESPACE}
+    return not live & set(names)
+
+
+@pytest.mark.parametrize("gpus, include_defaults, inside, in_cluster, cpus, count, share", [
+    (0.0, True, False, 2.0, 1.0, 1, None),  # on the CPU: one engine, whatever the cluster's GPUs
+    (1.0, True, False, 2.0, 1.0, 2, 0.9),  # one per card; the reference run beside takes 0.1
+    (1.0, True, True, 2.0, 0.5, 2, 1.0),  # the reference is a trial: whole cards
+    (1.0, False, False, 0.5, 1.0, 1, 1.0),  # no reference; half a card in the cluster: one
+])
+def test_engines_start_one_per_card_and_end_with_the_search(
+        ray_session, clip_root, tmp_path, gpus, include_defaults, inside, in_cluster, cpus,
+        count, share) -> None:
+    spec = _member_spec(tmp_path, clip_root, gpus_per_trial=gpus, cpus_per_trial=cpus,
+                        include_defaults=include_defaults, reference_inside=inside)
+    names = fusion.start_engines(spec, "starts", in_cluster)
+    try:
+        assert names == [f"fusion-starts-{i}" for i in range(count)]
+        for name in names:
+            facts = _facts(name)
+            assert facts["capacity"] == 2 and facts["num_threads"] == 1  # fuse; max(1, cpus)
+            want = {"CPU": cpus, **({"GPU": share} if share else {})}
+            assert facts["resources"] == pytest.approx(want)
+    finally:
+        fusion.stop_engines()
+    assert fusion._ENGINES == []
+    _until(lambda: _engines_gone(names), "an engine outlived stop_engines")
+
+
+def test_a_trial_joins_the_first_engine_with_room_and_waits_for_one(
+        ray_session, clip_root, tmp_path, monkeypatch) -> None:
+    """Two engines of one slot each (a card each, 0.5 CPU): the trials fill them in order; a
+    third waits, and is refused with its id once three leases have passed; the driver's word
+    (`FusionCallback`, on a trial's end or error) frees a slot for the next."""
+    from types import SimpleNamespace
+
+    spec = _member_spec(tmp_path, clip_root, gpus_per_trial=1.0, cpus_per_trial=0.5, fuse=1,
+                        include_defaults=False)
+    cfg = spec.trial_config({"model_lr": 1e-3})
+    names = fusion.start_engines(spec, "joins", 2.0)
+    callback = fusion.FusionCallback(names)
+    try:
+        assert fusion._join(names, "a", cfg, None) == names[0]
+        assert fusion._join(names, "b", cfg, None) == names[1]
+        assert _members(names[0]) == {"a"} and _members(names[1]) == {"b"}
+        monkeypatch.setattr(fusion, "LEASE_S", 1.0)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"^no fused group had room for trial c in 3 s$"):
+            fusion._join(names, "c", cfg, None)
+        assert time.monotonic() - started >= 3.0  # it waited three leases
+        monkeypatch.setattr(fusion, "LEASE_S", 20.0)
+        callback.on_trial_complete(0, [], SimpleNamespace(trial_id="a"))
+        assert fusion._join(names, "c", cfg, None) == names[0]
+        callback.on_trial_error(0, [], SimpleNamespace(trial_id="b"))
+        assert fusion._join(names, "d", cfg, None) == names[1]
+        _until(lambda: _members(names[0]) == {"c"} and _members(names[1]) == {"d"},
+               "a trial that ended kept its slot")
+        assert _facts(names[0])["threads"] == [1]  # the engine's (`_new_trainer`)
+    finally:
+        fusion.stop_engines()
+    callback.on_trial_complete(0, [], SimpleNamespace(trial_id="c"))  # engines gone: no error
+
+
+class _TrialSession:
+    """What `run_member` reads of Ray Tune's trial session (its id and folder, the checkpoint it
+    resumes from) and what it reports, for a call from the test itself; each report's checkpoint
+    folder is copied, as Tune does, before it is deleted."""
+
+    def __init__(self, trial_id: str, root: Path, checkpoint: Path | None = None) -> None:
+        self.trial_id, self.root, self.checkpoint = trial_id, root, checkpoint
+        self.reports: list[tuple[dict[str, Any], Path | None]] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from ray import tune
+
+        monkeypatch.setattr(tune, "get_context", lambda: self)
+        monkeypatch.setattr(tune, "report", self.report)
+        monkeypatch.setattr(tune, "get_checkpoint", lambda: (
+            tune.Checkpoint.from_directory(self.checkpoint) if self.checkpoint else None))
+
+    def get_trial_id(self) -> str:
+        return self.trial_id
+
+    def get_trial_dir(self) -> str:
+        return str(self.root / "staging" / self.trial_id)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
+        import shutil
+
+        kept = None
+        if checkpoint is not None:
+            kept = self.root / "kept" / f"{self.trial_id}-{len(self.reports)}"
+            shutil.copytree(checkpoint.path, kept)
+        self.reports.append((metrics, kept))
+
+
+def test_a_member_reports_each_validation_with_a_solo_checkpoint_and_resumes_from_one(
+        ray_session, clip_root, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from analysis import run_folder
+    from trainable.weights import checkpoint_weights
+
+    spec = _member_spec(tmp_path, clip_root)
+    names = fusion.start_engines(spec, "member", 0.0)
+    run_dir = tmp_path / "run"
+    try:
+        first = _TrialSession("t1", tmp_path)
+        first.install(monkeypatch)
+        fusion.run_member({"model_lr": 1e-3}, spec=spec, engines=names, run_dir=str(run_dir))
+        rows = [m for m, _ in first.reports]
+        assert [(r["epoch"], r["status"]) for r in rows] == [(1, "running"), (2, "completed")]
+        for metrics, kept in first.reports:  # a solo Trainer's checkpoint, at its epoch
+            state = torch.load(kept / run_folder.CHECKPOINT_STATE, weights_only=True)
+            assert state["samples_seen"] == metrics["epoch"] * 64
+            checkpoint_weights(kept / run_folder.CHECKPOINT_STATE, 3, 4, False)
+            assert json.loads((kept / run_folder.CHECKPOINT_META).read_text())["epoch"] == \
+                metrics["epoch"]
+        folder = run_dir / "t1"  # the run folder's, not Ray's staging folder
+        written = json.loads((folder / "trial_config.json").read_text())
+        assert written["num_threads"] == 1 and written["model_lr"] == 1e-3
+        _until(lambda: "t1" not in _members(names[0]), "a finished member kept its slot")
+
+        # Resumed from its epoch-1 checkpoint (a retry, or a restored run): it trains epoch 2
+        # only, to the same figures, and its attempt says where it started.
+        given = shutil.copytree(first.reports[0][1], tmp_path / "given")
+        shutil.rmtree(tmp_path / "kept")
+        second = _TrialSession("t1", tmp_path, given)
+        second.install(monkeypatch)
+        fusion.run_member({"model_lr": 1e-3}, spec=spec, engines=names, run_dir=str(run_dir))
+        speeds = ("samples_per_s", "steps_per_s", "data_time_share")  # timings: they vary
+
+        def figures(row: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in row.items() if k not in speeds}
+
+        assert [figures(m) for m, _ in second.reports] == [figures(rows[1])]
+        attempts = [json.loads(x) for x in (folder / "placement.jsonl").read_text().splitlines()]
+        assert [a.get("resumed_from_epoch") for a in attempts] == [None, 1]
+        assert all(a["fused"] and a["engine"] == names[0] and "finished" in a
+                   and "error" not in a for a in attempts)
+        _until(lambda: not _members(names[0]), "a finished member kept its slot")
+    finally:
+        fusion.stop_engines()
+
+
+def test_a_member_whose_group_runs_out_of_memory_reports_infeasible_once(
+        ray_session, clip_root, tmp_path, monkeypatch) -> None:
+    import ray
+
+    from analysis.result_row import INFEASIBLE
+
+    def out_of_memory(engine) -> None:  # in the engine: its next group fails at once
+        real = type(engine)._new_trainer
+
+        def new_trainer(self, cfg):
+            trainer = real(self, cfg)
+
+            def run_interval():
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+            trainer.run_interval = run_interval
+            return trainer
+
+        type(engine)._new_trainer = new_trainer
+
+    spec = _member_spec(tmp_path, clip_root)
+    names = fusion.start_engines(spec, "oom", 0.0)
+    try:
+        ray.get(fusion._engine(names[0]).__ray_call__.remote(out_of_memory))
+        session = _TrialSession("t2", tmp_path)
+        session.install(monkeypatch)
+        fusion.run_member({"model_lr": 1e-3}, spec=spec, engines=names, run_dir=str(tmp_path))
+        ((row, kept),) = session.reports
+        assert row["status"] == INFEASIBLE and kept is None
+        assert row["reason"] == ("out of memory in a fused group of 1: CUDA out of memory. "
+                                 "Tried to allocate 9.00 GiB")
+        _until(lambda: not _members(names[0]), "an infeasible member kept its place")
+    finally:
+        fusion.stop_engines()
+
+
+def test_an_engine_built_in_this_process_trains_with_its_own_threads(clip_root, tmp_path) -> None:
+    """`FusionEngine._new_trainer` itself (the actor tests run it in the engine's process): the
+    group gets the engine's capacity and threads, and the trial's data."""
+    spec = _member_spec(tmp_path, clip_root)
+    threads = torch.get_num_threads()
+    engine = fusion.FusionEngine(capacity=3, num_threads=1)
+    try:
+        assert engine.join("a", spec.trial_config({"model_lr": 1e-3}).replace(
+            num_threads=2).to_dict(), None)
+        (group,) = engine.groups.values()
+        assert group.trainer.capacity == 3 and group.trainer.shape.num_threads == 1
+        assert (group.trainer.train_data.split, group.trainer.val_data.split) == ("train", "val")
+    finally:
+        engine.leave("a")
+        torch.set_num_threads(threads)
