@@ -437,3 +437,15 @@ def test_a_checkpoint_of_another_optimizer_is_refused_naming_both(tiny_train, ti
                                           r"'exp_avg_sq', 'step'\], but a sgd member needs "
                                           r"\['momentum_buffer'\]\.$"):
         group.add(0, sgd, adam.state_dict())
+
+
+def test_a_checkpoint_whose_optimizer_has_no_state_is_refused(tiny_train, tiny_val):
+    """torch writes an optimizer's ``state`` always (empty before its first step): a checkpoint
+    without one was edited, and is refused, not read as a member not yet stepped."""
+    solo = Trainer(_cfg(**MEMBERS[0]), tiny_train, tiny_val)
+    solo.run_interval()
+    state = solo.state_dict()
+    del state["optimizer"]["state"]
+    group = FusedTrainer(_cfg(**MEMBERS[0]), tiny_train, tiny_val, 2)
+    with pytest.raises(ConfigError, match=r"^The checkpoint's optimizer has no `state`"):
+        group.add(0, _cfg(**MEMBERS[0]), state)

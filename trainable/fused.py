@@ -607,7 +607,11 @@ class FusedTrainer:
 
     def _load_optimizer(self, slot: int, state: dict[str, Any]) -> None:
         """A Trainer-format optimizer state into the slot's part of the flat state buffers."""
-        saved = state.get("state", {})
+        if "state" not in state:  # torch writes one, empty before the first step: an edited file
+            raise ConfigError("The checkpoint's optimizer has no `state`, but torch writes one "
+                              "(empty before the first step): the file was not written by a "
+                              "Trainer or a fused group.")
+        saved = state["state"]
         adam = self._opt.adam
         want = ("exp_avg", "exp_avg_sq") if adam else ("momentum_buffer",)
         steps = 0
