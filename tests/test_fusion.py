@@ -182,6 +182,16 @@ def test_a_resumed_member_continues_bitwise_in_a_real_group(monkeypatch, tiny_tr
     assert [h["psnr"] for h in resumed["history"]] == [h["psnr"] for h in want["history"]]
 
 
+def test_a_retried_trial_takes_the_place_of_its_old_member(engine) -> None:
+    """Ray retries a failed trial under the same id while its old member may still be listed:
+    the old one leaves, so the retry does not hold two of the group's slots."""
+    assert engine.join("a", _cfg(0.01), None)
+    assert engine.join("a", _cfg(0.01), None)
+    assert engine.join("b", _cfg(0.02), None)  # two slots: the retry and b
+    assert not engine.join("c", _cfg(0.03), None)
+    assert _ask_all(engine, {"a": 0, "b": 0})["a"].epoch == 1
+
+
 def test_a_member_that_stops_asking_is_dropped_after_its_lease(engine, monkeypatch) -> None:
     monkeypatch.setattr(fusion, "LEASE_S", 0.2)
     engine.join("a", _cfg(1e-3), None)
