@@ -192,6 +192,24 @@ def test_a_retried_trial_takes_the_place_of_its_old_member(engine) -> None:
     assert _ask_all(engine, {"a": 0, "b": 0})["a"].epoch == 1
 
 
+def test_groups_of_two_shapes_take_turns(engine) -> None:
+    """Two groups that are both ready at every choice (their trials ask at once) train in turn:
+    neither waits while the other runs to its end."""
+    order: list[int] = []
+    with engine.cond:  # the engine's thread waits until both are set up
+        assert engine.join("a", _cfg(0.01, epochs=6), None)
+        assert engine.join("b", _cfg(0.01, epochs=6, batch_size=4), None)
+        for i, group in enumerate(engine.groups_made):
+            def run(i=i, run=group.run_interval):
+                order.append(i)
+                return run()
+            group.run_interval = run
+        for trial in ("a", "b"):
+            engine.trials[trial][1].wants = 10**6  # has asked for every result to come
+    _until(lambda: len(order) == 12, "the groups did not train to their ends")
+    assert order[:6] in ([0, 1] * 3, [1, 0] * 3)
+
+
 def test_a_member_that_stops_asking_is_dropped_after_its_lease(engine, monkeypatch) -> None:
     monkeypatch.setattr(fusion, "LEASE_S", 0.2)
     engine.join("a", _cfg(1e-3), None)
