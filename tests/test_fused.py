@@ -82,6 +82,7 @@ def _assert_curves_equal(fused, solo):
         return {k: v for k, v in r.to_dict().items() if k not in _TIMINGS}
 
     assert [numbers(r) for r in fused] == [numbers(r) for r in solo]
+    assert all(0 <= r.data_time_share <= 1 for r in fused)  # a share of the interval's time
 
 
 def test_every_config_field_is_shared_per_member_or_the_groups():
@@ -190,8 +191,9 @@ def test_the_first_updates_gradients_are_the_solo_trainers(tiny_train, tiny_val,
     {},  # Adam, fp32
     dict(optimizer="sgd", momentum=0.9, weight_decay=1e-4),
     dict(grad_clip=0.05, weight_decay=1e-3),
-    # The border's mask, with batches of 4 patches of 8 pixels: its two sizes told apart.
-    dict(gradient_accumulation_steps=2, loss_border=1, batch_size=4),
+    # The border's mask, with batches of 4 patches of 8 pixels: its two sizes told apart; and
+    # each member scored with the group's crop.
+    dict(gradient_accumulation_steps=2, loss_border=1, batch_size=4, crop_border=2),
     dict(use_amp=True),  # bf16, the CPU's mixed precision
     dict(FP16, optimizer="sgd", momentum=0.9),  # a loss scale per member
     FP16,  # with Adam: to float rounding (docs/training.md, "Reproducing a trial")
@@ -264,6 +266,16 @@ def test_a_diverging_member_leaves_the_others_bitwise_unchanged(tiny_train, tiny
         assert [r.psnr for r in calm_results[slot]] == [r.psnr for r in wild_results[slot]]
         assert [r.loss for r in calm_results[slot]] == [r.loss for r in wild_results[slot]]
         assert all(r.status != "diverged" for r in wild_results[slot])
+
+
+def test_a_group_whose_every_member_diverges_ends_them_all(tiny_train, tiny_val):
+    """40 updates an interval: every member has diverged at the check after 32, and the
+    interval ends there for all of them."""
+    cfgs = [_cfg(epoch_samples=320, epochs=2, **m).replace(model_lr=1e30) for m in MEMBERS[:2]]
+    group = _group(tiny_train, tiny_val, cfgs)
+    results = group.run_interval()
+    assert [(r.status, r.samples) for r in results.values()] == [("diverged", 256)] * 2
+    assert group.done(0) and group.done(1)
 
 
 def test_fp16_an_overflowing_member_skips_only_its_own_steps(tiny_train, tiny_val):
