@@ -278,6 +278,20 @@ def test_a_group_whose_every_member_diverges_ends_them_all(tiny_train, tiny_val)
     assert group.done(0) and group.done(1)
 
 
+def test_an_intervals_speed_is_over_the_groups_own_time(tiny_train, tiny_val):
+    """Each member's updates a second are over the time the group trained (the members shared
+    it): at least its updates over the interval's wall time, validation included."""
+    import time
+
+    group = _group(tiny_train, tiny_val, [_cfg(**m) for m in MEMBERS])
+    start = time.perf_counter()
+    results = group.run_interval()
+    wall = time.perf_counter() - start
+    for r in results.values():  # 64 samples at 8 a batch: 8 updates
+        assert 8 / wall <= r.steps_per_s < math.inf
+        assert r.samples_per_s == pytest.approx(8 * r.steps_per_s)
+
+
 def test_fp16_an_overflowing_member_skips_only_its_own_steps(tiny_train, tiny_val):
     """A member whose loss scale is far too large overflows and skips steps while its scale
     backs off, exactly as a solo Trainer with a GradScaler does; the others do not notice."""
