@@ -292,6 +292,20 @@ def test_an_intervals_speed_is_over_the_groups_own_time(tiny_train, tiny_val):
         assert r.samples_per_s == pytest.approx(8 * r.steps_per_s)
 
 
+def test_a_slot_outside_the_group_or_a_compiled_member_is_refused(tiny_train, tiny_val):
+    group = FusedTrainer(_cfg(), tiny_train, tiny_val, 2)
+    for slot in (-1, 2):
+        with pytest.raises(ConfigError, match=rf"^The value of `slot` is {slot}, but must be in "
+                                              r"\[0, 2\)\.$"):
+            group.add(slot, _cfg())
+        with pytest.raises(ConfigError, match=rf"^The value of `slot` is {slot}, but it holds no "
+                                              r"member \(members: \[\]\)\.$"):
+            group.remove(slot)
+    with pytest.raises(ConfigError, match=r"^The value of `compile` is True, but a fused group "
+                                          r"runs its own fused step: set compile: false\.$"):
+        group.add(0, _cfg(compile=True))
+
+
 def test_fp16_an_overflowing_member_skips_only_its_own_steps(tiny_train, tiny_val):
     """A member whose loss scale is far too large overflows and skips steps while its scale
     backs off, exactly as a solo Trainer with a GradScaler does; the others do not notice."""
