@@ -306,6 +306,16 @@ def test_a_slot_outside_the_group_or_a_compiled_member_is_refused(tiny_train, ti
         group.add(0, _cfg(compile=True))
 
 
+def test_a_member_starts_from_its_init_weights_as_a_solo_trainer_does(tiny_train, tiny_val,
+                                                                      tmp_path):
+    earlier = Trainer(_cfg(**MEMBERS[1]), tiny_train, tiny_val)
+    earlier.run_interval()
+    earlier.save(tmp_path / "earlier.pt")
+    cfg = _cfg(**MEMBERS[0], init_weights=str(tmp_path / "earlier.pt"))
+    fused = _run(_group(tiny_train, tiny_val, [cfg, _cfg(**MEMBERS[2])]))
+    _assert_curves_equal(fused[0], _solo(tiny_train, tiny_val, cfg)[1])
+
+
 def test_fp16_an_overflowing_member_skips_only_its_own_steps(tiny_train, tiny_val):
     """A member whose loss scale is far too large overflows and skips steps while its scale
     backs off, exactly as a solo Trainer with a GradScaler does; the others do not notice."""
