@@ -522,12 +522,21 @@ def test_a_trial_joins_the_first_engine_with_room_and_waits_for_one(
         assert fusion._join(names, "a", cfg, None) == names[0]
         assert fusion._join(names, "b", cfg, None) == names[1]
         assert _members(names[0]) == {"a"} and _members(names[1]) == {"b"}
-        monkeypatch.setattr(fusion, "LEASE_S", 1.0)
-        started = time.monotonic()
-        with pytest.raises(RuntimeError, match=r"^no fused group had room for trial c in 3 s$"):
+        # It asks every engine once a second, and gives up after three leases: on a clock
+        # that moves only while it sleeps (the engines are asked for real).
+        clock = SimpleNamespace(now=0.0, slept=[])
+
+        def sleep(seconds: float) -> None:
+            clock.slept.append(seconds)
+            clock.now += seconds
+
+        monkeypatch.setattr(fusion, "time", SimpleNamespace(monotonic=lambda: clock.now,
+                                                            sleep=sleep))
+        monkeypatch.setattr(fusion, "LEASE_S", 2.0)
+        with pytest.raises(RuntimeError, match=r"^no fused group had room for trial c in 6 s$"):
             fusion._join(names, "c", cfg, None)
-        assert time.monotonic() - started >= 3.0  # it waited three leases
-        monkeypatch.setattr(fusion, "LEASE_S", 20.0)
+        assert clock.slept == [1.0] * 7  # asked at 0, 1, ..., 7 s; past 6 s it gives up
+        monkeypatch.undo()
         callback.on_trial_complete(0, [], SimpleNamespace(trial_id="a"))
         assert fusion._join(names, "c", cfg, None) == names[0]
         callback.on_trial_error(0, [], SimpleNamespace(trial_id="b"))
@@ -586,7 +595,11 @@ def test_a_member_reports_each_validation_with_a_solo_checkpoint_and_resumes_fro
     try:
         first = _TrialSession("t1", tmp_path)
         first.install(monkeypatch)
-        fusion.run_member({"model_lr": 1e-3}, spec=spec, engines=names, run_dir=str(run_dir))
+        trial = threading.Thread(target=fusion.run_member, args=({"model_lr": 1e-3},),
+                                 kwargs=dict(spec=spec, engines=names, run_dir=str(run_dir)))
+        trial.start()
+        _until(lambda: _members(names[0]) == {"t1"}, "the engine never knew the trial by its id")
+        trial.join(60)
         rows = [m for m, _ in first.reports]
         assert [(r["epoch"], r["status"]) for r in rows] == [(1, "running"), (2, "completed")]
         for metrics, kept in first.reports:  # a solo Trainer's checkpoint, at its epoch
@@ -600,21 +613,32 @@ def test_a_member_reports_each_validation_with_a_solo_checkpoint_and_resumes_fro
         assert written["num_threads"] == 1 and written["model_lr"] == 1e-3
         _until(lambda: "t1" not in _members(names[0]), "a finished member kept its slot")
 
-        # Resumed from its epoch-1 checkpoint (a retry, or a restored run): it trains epoch 2
-        # only, to the same figures, and its attempt says where it started.
+        # Resumed from its epoch-1 checkpoint (a retry, or a restored run; here with another
+        # LR, so that a fresh start would not give the same figures): it trains epoch 2 only,
+        # exactly as a solo Trainer that loads the checkpoint, and its attempt says where it
+        # started.
         given = shutil.copytree(first.reports[0][1], tmp_path / "given")
         shutil.rmtree(tmp_path / "kept")
         second = _TrialSession("t1", tmp_path, given)
         second.install(monkeypatch)
-        fusion.run_member({"model_lr": 1e-3}, spec=spec, engines=names, run_dir=str(run_dir))
-        speeds = ("samples_per_s", "steps_per_s", "data_time_share")  # timings: they vary
+        fusion.run_member({"model_lr": 2e-3}, spec=spec, engines=names, run_dir=str(run_dir))
+        ((resumed, _),) = second.reports
+        assert resumed["epoch"] == 2 and resumed["psnr"] != rows[1]["psnr"]
+        from trainable.loop import Trainer
+        from trainable.store import open_split
 
-        def figures(row: dict[str, Any]) -> dict[str, Any]:
-            return {k: v for k, v in row.items() if k not in speeds}
-
-        assert [figures(m) for m, _ in second.reports] == [figures(rows[1])]
+        cfg = spec.trial_config({"model_lr": 2e-3}).replace(num_threads=1)
+        threads = torch.get_num_threads()
+        try:
+            solo = Trainer(cfg, open_split(cfg.data_spec, "train"), open_split(cfg.data_spec, "val"))
+            solo.load(given / run_folder.CHECKPOINT_STATE)
+            alone = solo.run_interval()
+        finally:
+            torch.set_num_threads(threads)
+        assert (resumed["psnr"], resumed["loss"]) == (alone.psnr, alone.loss)
         attempts = [json.loads(x) for x in (folder / "placement.jsonl").read_text().splitlines()]
         assert [a.get("resumed_from_epoch") for a in attempts] == [None, 1]
+        assert isinstance(attempts[1]["resumed_from_epoch"], int)  # an epoch, not 1.0
         assert all(a["fused"] and a["engine"] == names[0] and "finished" in a
                    and "error" not in a for a in attempts)
         _until(lambda: not _members(names[0]), "a finished member kept its slot")
