@@ -278,18 +278,36 @@ def test_a_group_whose_every_member_diverges_ends_them_all(tiny_train, tiny_val)
     assert group.done(0) and group.done(1)
 
 
-def test_an_intervals_speed_is_over_the_groups_own_time(tiny_train, tiny_val):
+def test_an_intervals_speed_and_data_time_are_over_the_groups_own_time(tiny_train, tiny_val):
     """Each member's updates a second are over the time the group trained (the members shared
-    it): at least its updates over the interval's wall time, validation included."""
+    it): at least its updates over the interval's wall time, validation included. Its data
+    time is every draw's: with each draw made 10 ms slower, at least 80 ms of the interval."""
     import time
 
     group = _group(tiny_train, tiny_val, [_cfg(**m) for m in MEMBERS])
+    draw = group._streams.next_batches
+
+    def slow_draw(*args, **kwargs):
+        time.sleep(0.01)
+        return draw(*args, **kwargs)
+
+    group._streams.next_batches = slow_draw
     start = time.perf_counter()
     results = group.run_interval()
     wall = time.perf_counter() - start
-    for r in results.values():  # 64 samples at 8 a batch: 8 updates
+    for r in results.values():  # 64 samples at 8 a batch: 8 updates, 8 draws
         assert 8 / wall <= r.steps_per_s < math.inf
         assert r.samples_per_s == pytest.approx(8 * r.steps_per_s)
+        assert 0.08 <= r.data_time_share * 8 / r.steps_per_s <= 1 * 8 / r.steps_per_s
+
+
+def test_a_member_of_one_update_an_interval_and_all_of_its_frames(tiny_train, tiny_val):
+    """An epoch of one batch (each interval one update: its mean loss is that update's), and a
+    member that takes every frame the data has."""
+    cfgs = [_cfg(epoch_samples=8, epochs=2, frames=tiny_train.max_frames, **m) for m in MEMBERS[:2]]
+    fused = _run(_group(tiny_train, tiny_val, cfgs))
+    for slot, cfg in enumerate(cfgs):
+        _assert_curves_equal(fused[slot], _solo(tiny_train, tiny_val, cfg)[1])
 
 
 def test_a_slot_outside_the_group_or_a_compiled_member_is_refused(tiny_train, tiny_val):
