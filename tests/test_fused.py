@@ -322,6 +322,10 @@ def test_a_slot_outside_the_group_or_a_compiled_member_is_refused(tiny_train, ti
     with pytest.raises(ConfigError, match=r"^The value of `compile` is True, but a fused group "
                                           r"runs its own fused step: set compile: false\.$"):
         group.add(0, _cfg(compile=True))
+    with pytest.raises(ConfigError, match=r"^The value of `nesterov` is True, but a fused "
+                                          r"group's SGD update has no Nesterov momentum: train it "
+                                          r"solo \(resources.fuse 1\)\.$"):
+        group.add(0, _cfg(optimizer="sgd", momentum=0.9, nesterov=True))
 
 
 def test_a_member_starts_from_its_init_weights_as_a_solo_trainer_does(tiny_train, tiny_val,
@@ -441,11 +445,23 @@ def test_a_solo_checkpoint_continues_in_a_group_as_it_would_alone(tiny_train, ti
     state = solo.state_dict()
     group = FusedTrainer(cfg, tiny_train, tiny_val, 2)
     group.add(1, cfg, state)
+    assert torch.equal(group.member_state(1)["torch_rng"], state["torch_rng"])  # kept as given
     fused = _run(group)[1]
     rest = []
     solo.run(lambda r, _: rest.append(r))
     _assert_curves_match(fused, rest)
     assert len(group.member_state(1)["history"]) == 3
+
+
+def test_a_completed_member_resumed_with_a_larger_budget_carries_on(tiny_train, tiny_val):
+    short = _cfg(**MEMBERS[0], epochs=1)
+    solo = Trainer(short, tiny_train, tiny_val)
+    solo.run(lambda r, _: None)
+    longer = short.replace(epochs=2)
+    group = FusedTrainer(longer, tiny_train, tiny_val, 2)
+    group.add(0, longer, solo.state_dict())
+    assert group.status(0) == "running"
+    assert [(r.epoch, r.status) for r in group.run_interval().values()] == [(2, "completed")]
 
 
 def test_a_refilled_slot_starts_fresh_and_the_others_are_unaffected(tiny_train, tiny_val):
