@@ -223,6 +223,8 @@ def test_a_failed_step_errors_every_member_and_a_retry_starts_a_new_group(engine
     engine.join("a", _cfg(1e-3), None)
     with pytest.raises(RuntimeError, match="fused group failed: RuntimeError: boom"):
         engine.next_result("a", 0)
+    time.sleep(1.5)  # longer than the engine's idle wait: a failed group is never run again
+    assert engine.groups_made[0].intervals == 1
     engine.fail_at = None
     assert engine.join("a", _cfg(1e-3), None)  # Ray's retry
     assert _ask(engine, "a", 0).epoch == 1 and len(engine.groups_made) == 2
@@ -547,6 +549,26 @@ def test_a_trial_joins_the_first_engine_with_room_and_waits_for_one(
     finally:
         fusion.stop_engines()
     callback.on_trial_complete(0, [], SimpleNamespace(trial_id="c"))  # engines gone: no error
+
+
+def test_an_engine_answers_its_members_at_once(ray_session, clip_root, tmp_path) -> None:
+    """Each member's ``next_result`` waits in the engine until its whole group has asked: the
+    actor must take the other members' calls meanwhile (its ``max_concurrency``), or the
+    group never trains on."""
+    import ray
+
+    spec = _member_spec(tmp_path, clip_root)
+    names = fusion.start_engines(spec, "asks", 0.0)
+    try:
+        cfg = spec.trial_config({"model_lr": 1e-3})
+        for trial in ("x", "y"):
+            assert fusion._join(names, trial, cfg, None) == names[0]
+        handle = fusion._engine(names[0])
+        for after in (0, 1):
+            got = ray.get([handle.next_result.remote(t, after) for t in ("x", "y")], timeout=60)
+            assert [result.epoch for result, _ in got] == [after + 1] * 2
+    finally:
+        fusion.stop_engines()
 
 
 class _TrialSession:
