@@ -105,7 +105,8 @@ def test_members_of_another_shape_are_refused_with_the_field_named(tiny_train, t
         group.add(0, _cfg())
     with pytest.raises(ConfigError, match="`slot` is 1, but it holds no member"):
         group.member_state(1)
-    with pytest.raises(ConfigError, match="`compile` is True"):
+    with pytest.raises(ConfigError, match=r"^The value of `compile` is True, but a fused group "
+                                          r"runs its own fused step: set compile: false\.$"):
         FusedTrainer(_cfg(compile=True), tiny_train, tiny_val, 2)
     with pytest.raises(ConfigError, match="`capacity` is 0"):
         FusedTrainer(_cfg(), tiny_train, tiny_val, 0)

@@ -257,6 +257,8 @@ def test_a_group_out_of_memory_ends_every_member_infeasible_and_the_next_starts_
 def test_a_completed_member_gets_its_last_result_and_its_slot_is_freed(engine) -> None:
     engine.join("a", _cfg(1e-3, epochs=1), None)
     assert _ask(engine, "a", 0).status == "completed"
+    time.sleep(1.5)  # longer than the engine's idle wait: a group with no one to train idles
+    assert engine.groups_made[0].intervals == 1
     assert engine.join("b", _cfg(2e-3), None) and engine.join("c", _cfg(3e-3), None)
     got = _ask_all(engine, {"b": 0, "c": 0})
     assert got["b"].epoch == got["c"].epoch == 1
