@@ -254,6 +254,17 @@ def test_a_group_out_of_memory_ends_every_member_infeasible_and_the_next_starts_
     assert _ask(engine, "c", 0).epoch == 1 and len(engine.groups_made) == 2
 
 
+def test_an_out_of_memory_without_a_message_ends_the_members_infeasible_all_the_same(
+        engine) -> None:
+    engine.fail_at, engine.error = 1, lambda _: torch.OutOfMemoryError(" ")
+    engine.join("a", _cfg(1e-3), None)
+    got = []
+    asking = threading.Thread(target=lambda: got.append(engine.next_result("a", 0)), daemon=True)
+    asking.start()
+    asking.join(10)  # an engine thread that died on the message would leave it waiting
+    assert got == [fusion.Infeasible("out of memory in a fused group of 1: no message")]
+
+
 def test_a_completed_member_gets_its_last_result_and_its_slot_is_freed(engine) -> None:
     engine.join("a", _cfg(1e-3, epochs=1), None)
     assert _ask(engine, "a", 0).status == "completed"
