@@ -577,9 +577,20 @@ def test_an_engine_answers_its_members_at_once(ray_session, clip_root, tmp_path)
         for trial in ("x", "y"):
             assert fusion._join(names, trial, cfg, None) == names[0]
         handle = fusion._engine(names[0])
-        for after in (0, 1):
-            got = ray.get([handle.next_result.remote(t, after) for t in ("x", "y")], timeout=60)
-            assert [result.epoch for result, _ in got] == [after + 1] * 2
+        epochs: dict[str, list[int]] = {"x": [], "y": []}
+
+        def trial(name: str) -> None:  # as run_member asks: each result, then the next
+            while not epochs[name] or epochs[name][-1] < 2:
+                after = epochs[name][-1] if epochs[name] else 0
+                result, _ = ray.get(handle.next_result.remote(name, after), timeout=60)
+                epochs[name].append(result.epoch)
+
+        trials = [threading.Thread(target=trial, args=(t,), daemon=True) for t in epochs]
+        for t in trials:
+            t.start()
+        for t in trials:
+            t.join(150)
+        assert epochs == {"x": [1, 2], "y": [1, 2]}
     finally:
         fusion.stop_engines()
 
