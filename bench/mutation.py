@@ -16,7 +16,8 @@ It prints mutmut's counts, the score (killed, timeouts included, over the mutant
 reaches: "no tests" are those only a GPU, or no test at all, would run) and every mutant left
 alive; ``--show`` prints their diffs. docs/development.md lists the survivors and why each is
 left; BENCHMARKS.md has the scores. Not part of .ci/run: a run takes minutes (schedule, metrics,
-record) to an hour (fused) on 2 cores.
+record) to hours (fused.py: about 3.5 h) on 2 cores; `mutmut run NAME...` in the
+scratch copy runs chosen mutants (a random sample of them estimates the rest).
 """
 
 from __future__ import annotations
