@@ -365,15 +365,7 @@ def test_a_fused_search_is_one_trial_per_configuration_to_ray(ray_session, clip_
     assert [h["loss"] for h in solo] == [r.loss for r in fused]
     # The search's end ends its engine: the session's Ray gets its CPU back (a later search in
     # this session once waited for it: its half-GPU trials ran two at a time, not four).
-    import ray
-
-    from tune.fusion import NAMESPACE
-
-    deadline = time.monotonic() + 30
-    while "fusion-fused-0" in {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                               if a["namespace"] == NAMESPACE}:
-        assert time.monotonic() < deadline, "the engine outlived its search"
-        time.sleep(0.2)
+    _until(lambda: _engines_gone(["fusion-fused-0"]), "the engine outlived its search", 30)
 
 
 @pytest.mark.slow
